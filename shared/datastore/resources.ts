@@ -1,0 +1,196 @@
+/**
+ * Calico v3 resources (`apiVersion: projectcalico.org/v3`): typed records with create, update and
+ * delete guarded by the key's revision, which is the resource's `metadata.resourceVersion`.
+ */
+import { randomUUID } from 'node:crypto';
+import { FieldReader, parseJsonObject, type JsonObject } from './codec';
+import { AlreadyExistsError, ConflictError, MalformedDataError, NotFoundError } from './errors';
+import type { KeyLayout, ResourceKind } from './keys';
+import type { EtcdKv, Entry, TxnOp } from './kv';
+
+export const API_VERSION = 'projectcalico.org/v3';
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  creationTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** Not stored: the key's etcd ModRevision, filled in on read. */
+  resourceVersion?: string;
+}
+
+export interface IPPoolSpec {
+  cidr: string;
+  blockSize?: number;
+  disabled?: boolean;
+  natOutgoing?: boolean;
+  ipipMode?: 'Never' | 'Always' | 'CrossSubnet';
+  vxlanMode?: 'Never' | 'Always' | 'CrossSubnet';
+  nodeSelector?: string;
+}
+
+export interface WorkloadEndpointSpec {
+  orchestrator: string;
+  workload?: string;
+  node: string;
+  containerID?: string;
+  pod?: string;
+  endpoint: string;
+  ipNetworks: string[];
+  ipNATs?: { internalIP: string; externalIP: string }[];
+  ipv4Gateway?: string;
+  ipv6Gateway?: string;
+  profiles: string[];
+  interfaceName: string;
+  mac?: string;
+  ports?: { name?: string; protocol: string; port: number; hostPort?: number; hostIP?: string }[];
+}
+
+export interface RuleEnd {
+  nets?: string[];
+  notNets?: string[];
+  selector?: string;
+  notSelector?: string;
+  ports?: (number | string)[];
+  notPorts?: (number | string)[];
+}
+
+export interface Rule {
+  action: 'Allow' | 'Deny' | 'Log' | 'Pass';
+  ipVersion?: 4 | 6;
+  protocol?: string | number;
+  source?: RuleEnd;
+  destination?: RuleEnd;
+}
+
+export interface ProfileSpec {
+  ingress?: Rule[];
+  egress?: Rule[];
+  labelsToApply?: Record<string, string>;
+}
+
+export interface NodeSpec {
+  bgp?: { ipv4Address?: string; ipv6Address?: string };
+}
+
+export interface ClusterInformationSpec {
+  clusterGUID?: string;
+  calicoVersion?: string;
+  clusterType?: string;
+  datastoreReady?: boolean;
+}
+
+export interface SpecOf {
+  IPPool: IPPoolSpec;
+  WorkloadEndpoint: WorkloadEndpointSpec;
+  Profile: ProfileSpec;
+  Node: NodeSpec;
+  ClusterInformation: ClusterInformationSpec;
+}
+
+export interface Resource<K extends ResourceKind = ResourceKind> {
+  kind: K;
+  apiVersion: typeof API_VERSION;
+  metadata: ObjectMeta;
+  spec: SpecOf[K];
+  status?: JsonObject;
+}
+
+const NAMESPACED: ReadonlySet<ResourceKind> = new Set(['WorkloadEndpoint']);
+
+export function isNamespaced(kind: ResourceKind): boolean {
+  return NAMESPACED.has(kind);
+}
+
+export class ResourceStore {
+  constructor(
+    private readonly kv: EtcdKv,
+    private readonly keys: KeyLayout,
+  ) {}
+
+  keyOf(kind: ResourceKind, name: string, namespace?: string): string {
+    return this.keys.resource(kind, name, isNamespaced(kind) ? (namespace ?? 'default') : undefined);
+  }
+
+  async get<K extends ResourceKind>(kind: K, name: string, namespace?: string): Promise<Resource<K> | undefined> {
+    const entry = await this.kv.get(this.keyOf(kind, name, namespace));
+    return entry ? decodeResource(kind, entry) : undefined;
+  }
+
+  async list<K extends ResourceKind>(kind: K, namespace?: string): Promise<Resource<K>[]> {
+    const entries = await this.kv.list(this.keys.resourcePrefix(kind, isNamespaced(kind) ? namespace : undefined));
+    return entries.map((e) => decodeResource(kind, e));
+  }
+
+  /** The write that creates `resource` (uid and timestamp filled in), for use in a larger transaction. */
+  createOp<K extends ResourceKind>(resource: Resource<K>): { op: TxnOp; resource: Resource<K> } {
+    const stored = withCreationMetadata(resource);
+    const key = this.keyOf(resource.kind, resource.metadata.name, resource.metadata.namespace);
+    return { op: { key, put: encodeResource(stored), expect: { absent: true } }, resource: stored };
+  }
+
+  async create<K extends ResourceKind>(resource: Resource<K>): Promise<Resource<K>> {
+    const { op, resource: stored } = this.createOp(resource);
+    const outcome = await this.kv.txn([op]);
+    if (!outcome.ok) throw new AlreadyExistsError(op.key);
+    return { ...stored, metadata: { ...stored.metadata, resourceVersion: outcome.revision } };
+  }
+
+  /** Replaces a resource read earlier; fails with ConflictError if it changed since. */
+  async update<K extends ResourceKind>(resource: Resource<K>): Promise<Resource<K>> {
+    const { resourceVersion, ...metadata } = resource.metadata;
+    const key = this.keyOf(resource.kind, metadata.name, metadata.namespace);
+    if (!resourceVersion) throw new ConflictError(key);
+    const outcome = await this.kv.txn([{ key, put: encodeResource({ ...resource, metadata }), expect: { modRevision: resourceVersion } }]);
+    if (!outcome.ok) {
+      if (!outcome.current.get(key)) throw new NotFoundError(key);
+      throw new ConflictError(key);
+    }
+    return { ...resource, metadata: { ...metadata, resourceVersion: outcome.revision } };
+  }
+
+  /** Deletes, guarded by `resourceVersion` when given; returns false when there was nothing. */
+  async delete(kind: ResourceKind, name: string, namespace?: string, resourceVersion?: string): Promise<boolean> {
+    const key = this.keyOf(kind, name, namespace);
+    const outcome = await this.kv.txn([{ key, delete: true, expect: resourceVersion ? { modRevision: resourceVersion } : undefined }]);
+    if (outcome.ok) return true;
+    if (!outcome.current.get(key)) return false;
+    throw new ConflictError(key);
+  }
+}
+
+function withCreationMetadata<K extends ResourceKind>(resource: Resource<K>): Resource<K> {
+  const { resourceVersion: _ignored, ...metadata } = resource.metadata;
+  return {
+    ...resource,
+    apiVersion: API_VERSION,
+    metadata: {
+      ...metadata,
+      uid: metadata.uid ?? randomUUID(),
+      creationTimestamp: metadata.creationTimestamp ?? new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    },
+  };
+}
+
+export function encodeResource(resource: Resource): string {
+  const { resourceVersion: _ignored, ...metadata } = resource.metadata;
+  return JSON.stringify({ kind: resource.kind, apiVersion: API_VERSION, metadata, spec: resource.spec, ...(resource.status ? { status: resource.status } : {}) });
+}
+
+export function decodeResource<K extends ResourceKind>(kind: K, entry: Entry): Resource<K> {
+  const r = new FieldReader(entry.key, parseJsonObject(entry.key, entry.value));
+  const storedKind = r.string('kind');
+  if (storedKind !== kind) throw new MalformedDataError(entry.key, `field "kind" is "${storedKind}", expected "${kind}"`);
+  const m = r.child('metadata');
+  const metadata: ObjectMeta = { ...(m.raw() as unknown as ObjectMeta), name: m.string('name'), resourceVersion: entry.modRevision };
+  const labels = m.stringMap('labels');
+  const annotations = m.stringMap('annotations');
+  if (labels) metadata.labels = labels;
+  if (annotations) metadata.annotations = annotations;
+  const spec = r.child('spec').raw() as unknown as SpecOf[K];
+  if (kind === 'IPPool') r.child('spec').string('cidr');
+  const status = r.optionalObject('status');
+  return { kind, apiVersion: API_VERSION, metadata, spec, ...(status ? { status } : {}) };
+}

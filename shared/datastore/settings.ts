@@ -1,0 +1,87 @@
+/**
+ * Where etcd is and how to talk to it. Each setting comes from the config object (CNI conf, CLI
+ * flags), else the environment, else the default, the order Calico's plugins use.
+ */
+import { InvalidInputError } from '../errors';
+
+export interface EtcdSettings {
+  readonly endpoints: readonly string[];
+  readonly caCertFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** Key prefix of the Calico layout; `/calico` in production, unique per test run in tests. */
+  readonly prefix: string;
+  /** Deadline of every single etcd call, in milliseconds. */
+  readonly timeoutMs: number;
+}
+
+/** The keys as they appear in a CNI network config (and, upper-cased, in the environment). */
+export interface EtcdConfigKeys {
+  etcd_endpoints?: unknown;
+  etcd_authority?: unknown;
+  etcd_ca_cert_file?: unknown;
+  etcd_cert_file?: unknown;
+  etcd_key_file?: unknown;
+  etcd_prefix?: unknown;
+  etcd_timeout_ms?: unknown;
+}
+
+export const DEFAULT_ENDPOINT = 'http://127.0.0.1:2379';
+export const DEFAULT_PREFIX = '/calico';
+export const DEFAULT_TIMEOUT_MS = 5000;
+
+export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.ProcessEnv = process.env): EtcdSettings {
+  const pick = (key: keyof EtcdConfigKeys): { field: string; value: string } | undefined => {
+    const fromConfig = config[key];
+    if (fromConfig !== undefined && fromConfig !== null && fromConfig !== '') {
+      if (typeof fromConfig !== 'string') throw new InvalidInputError(key, `expected a string, got ${JSON.stringify(fromConfig)}`);
+      return { field: key, value: fromConfig };
+    }
+    const envName = key.toUpperCase();
+    const fromEnv = env[envName];
+    return fromEnv ? { field: envName, value: fromEnv } : undefined;
+  };
+
+  const endpoints = pick('etcd_endpoints');
+  const authority = pick('etcd_authority');
+  let urls: string[];
+  if (endpoints) urls = endpoints.value.split(',').map((u) => parseEndpoint(u.trim(), endpoints.field));
+  else if (authority) urls = [parseEndpoint(`http://${authority.value.trim()}`, authority.field)];
+  else urls = [DEFAULT_ENDPOINT];
+
+  const caCertFile = pick('etcd_ca_cert_file')?.value;
+  const certFile = pick('etcd_cert_file')?.value;
+  const keyFile = pick('etcd_key_file')?.value;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new InvalidInputError('etcd_cert_file/etcd_key_file', 'a client certificate and its key must be given together');
+  }
+
+  const prefixSetting = pick('etcd_prefix');
+  const prefix = prefixSetting?.value ?? DEFAULT_PREFIX;
+  if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(prefix)) {
+    throw new InvalidInputError(prefixSetting!.field, `"${prefix}" must start with "/" and not end with "/"`);
+  }
+
+  const timeoutSetting = pick('etcd_timeout_ms');
+  const timeoutMs = timeoutSetting ? Number(timeoutSetting.value) : DEFAULT_TIMEOUT_MS;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 50 || timeoutMs > 600_000) {
+    throw new InvalidInputError(timeoutSetting!.field, `"${timeoutSetting!.value}" must be a whole number of milliseconds from 50 to 600000`);
+  }
+
+  return { endpoints: urls, caCertFile, certFile, keyFile, prefix, timeoutMs };
+}
+
+function parseEndpoint(text: string, field: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new InvalidInputError(field, `"${text}" is not a URL (expected http://host:port or https://host:port)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidInputError(field, `"${text}" must use http:// or https://`);
+  }
+  if (!url.hostname) throw new InvalidInputError(field, `"${text}" has no host`);
+  if (url.pathname !== '/' && url.pathname !== '') throw new InvalidInputError(field, `"${text}" must not have a path`);
+  return `${url.protocol}//${url.hostname}:${url.port || '2379'}`;
+}
