@@ -14,6 +14,8 @@ export const ADDRESS_BITS: Record<IpVersion, number> = { 4: 32, 6: 128 };
 /** Parses a textual address (no prefix, no zone); `field` names the input in the error. */
 export function parseAddress(text: string, field = 'address'): IpAddress {
   if (typeof text !== 'string') throw new InvalidInputError(field, `expected an IP address string, got ${typeof text}`);
+  // ip-num tolerates some trailing junk (zone suffixes): admit only address characters.
+  if (!/^[0-9A-Fa-f:.]{2,45}$/.test(text)) throw new InvalidInputError(field, `"${text}" is not an IPv4 or IPv6 address`);
   try {
     if (text.includes(':')) return { version: 6, value: IPv6.fromString(text).getValue() };
     return { version: 4, value: IPv4.fromString(text).getValue() };

@@ -1,0 +1,133 @@
+/**
+ * Reads and writes blocks with their handles in single guarded transactions, and caches what it
+ * saw: in steady state an allocation is one round trip, because a failed transaction returns the
+ * current values and the cache is refreshed from them.
+ */
+import {
+  encodeBlock,
+  encodeHandle,
+  type Datastore,
+  type Entry,
+  type Expect,
+  type HandleRecord,
+  type TxnOp,
+} from '../datastore';
+import { formatCidr, type Cidr } from '../net/cidr';
+import type { Block } from './block';
+import { blockFromEntry, handleFromEntry, recordFromBlock, type Versioned } from './records';
+
+/** A handle's state as far as this operation knows: read, known absent, or not read yet. */
+export type KnownHandle = Versioned<HandleRecord> | 'absent';
+
+export interface HandleChange {
+  readonly id: string;
+  readonly before: KnownHandle;
+  readonly after: HandleRecord | undefined;
+}
+
+/** A key only read (guarded), or another write that must happen in the same transaction. */
+export type Guard = { readonly key: string; readonly expect: Expect; readonly put?: string };
+
+export type WriteOutcome =
+  | { readonly ok: true; readonly revision: string }
+  | { readonly ok: false; readonly handles: ReadonlyMap<string, KnownHandle>; readonly changedGuards: boolean };
+
+export class BlockWriter {
+  private readonly cache = new Map<string, Versioned<Block>>();
+
+  constructor(private readonly ds: Datastore) {}
+
+  /** Blocks by CIDR, from the cache where present, the rest in one round trip. */
+  async blocks(cidrs: readonly Cidr[], options: { fresh?: boolean } = {}): Promise<Map<string, Versioned<Block> | undefined>> {
+    const out = new Map<string, Versioned<Block> | undefined>();
+    const missing: Cidr[] = [];
+    for (const cidr of cidrs) {
+      const cached = options.fresh ? undefined : this.cache.get(this.ds.keys.block(cidr));
+      if (cached) out.set(formatCidr(cidr), cached);
+      else missing.push(cidr);
+    }
+    if (missing.length > 0) {
+      const entries = await this.ds.kv.readMany(missing.map((c) => ({ key: this.ds.keys.block(c) })));
+      missing.forEach((cidr, i) => out.set(formatCidr(cidr), this.remember(this.ds.keys.block(cidr), entries[i]![0], cidr)));
+    }
+    return out;
+  }
+
+  async handle(id: string): Promise<KnownHandle> {
+    const entry = await this.ds.kv.get(this.ds.keys.handle(id));
+    return entry ? handleFromEntry(entry) : 'absent';
+  }
+
+  /**
+   * Writes `after` over `before` (or deletes the block when `after` is null) together with the
+   * handle changes, guarded by every revision read. On a lost race the cache and the returned
+   * handles hold the values that won.
+   */
+  async write(
+    before: Versioned<Block> | 'absent',
+    after: Block | null,
+    cidr: Cidr,
+    handles: readonly HandleChange[],
+    guards: readonly Guard[] = [],
+    deletes: readonly { key: string; modRevision: string }[] = [],
+  ): Promise<WriteOutcome> {
+    const blockKey = this.ds.keys.block(cidr);
+    const blockExpect: Expect = before === 'absent' ? { absent: true } : { modRevision: before.modRevision };
+    const ops: TxnOp[] = [
+      after ? { key: blockKey, put: encodeBlock(recordFromBlock(after)), expect: blockExpect } : { key: blockKey, delete: true, expect: blockExpect },
+    ];
+    for (const change of handles) ops.push(this.handleOp(change));
+    for (const g of guards) ops.push(g.put === undefined ? { key: g.key, guard: g.expect } : { key: g.key, put: g.put, expect: g.expect });
+    for (const d of deletes) ops.push({ key: d.key, delete: true, expect: { modRevision: d.modRevision } });
+
+    const outcome = await this.ds.kv.txn(ops);
+    if (outcome.ok) {
+      if (after) this.cache.set(blockKey, { value: after, modRevision: outcome.revision });
+      else this.cache.delete(blockKey);
+      return outcome;
+    }
+    this.remember(blockKey, outcome.current.get(blockKey), cidr);
+    const seen = new Map<string, KnownHandle>();
+    for (const change of handles) {
+      const entry = outcome.current.get(this.ds.keys.handle(change.id));
+      seen.set(change.id, entry ? handleFromEntry(entry) : 'absent');
+    }
+    const changedGuards = guards.some((g) => !matches(outcome.current.get(g.key), g.expect));
+    return { ok: false, handles: seen, changedGuards };
+  }
+
+  /** Handle changes alone, for handles that name a block which no longer exists. */
+  async writeHandles(handles: readonly HandleChange[]): Promise<{ ok: boolean }> {
+    if (handles.length === 0) return { ok: true };
+    return this.ds.kv.txn(handles.map((change) => this.handleOp(change)));
+  }
+
+  private handleOp(change: HandleChange): TxnOp {
+    const key = this.ds.keys.handle(change.id);
+    const expect: Expect = change.before === 'absent' ? { absent: true } : { modRevision: change.before.modRevision };
+    return change.after ? { key, put: encodeHandle(change.after), expect } : { key, delete: true, expect };
+  }
+
+  /** Records a block entry read from etcd (or its absence) in the cache. */
+  remember(key: string, entry: Entry | undefined, cidr: Cidr): Versioned<Block> | undefined {
+    if (!entry) {
+      this.cache.delete(key);
+      return undefined;
+    }
+    const block = blockFromEntry(entry, cidr);
+    this.cache.set(key, block);
+    return block;
+  }
+
+  isCached(cidr: Cidr): boolean {
+    return this.cache.has(this.ds.keys.block(cidr));
+  }
+}
+
+function matches(entry: Entry | undefined, expect: Expect): boolean {
+  return 'absent' in expect ? entry === undefined : entry?.modRevision === expect.modRevision;
+}
+
+export function guardOf(key: string, modRevision: string | undefined): Guard {
+  return { key, expect: modRevision === undefined ? { absent: true } : { modRevision } };
+}

@@ -1,0 +1,50 @@
+/** What one host's allocation needs to know, read in a single round trip. */
+import { DEFAULT_IPAM_CONFIG, decodeAffinity, decodeIpamConfig, type AffinityState, type Datastore, type IpamConfigRecord } from '../datastore';
+import type { IpVersion } from '../net/address';
+import { formatCidr, type Cidr } from '../net/cidr';
+import { poolFromEntry, type Pool } from './pool';
+
+export interface HostAffinity {
+  readonly cidr: Cidr;
+  readonly state: AffinityState;
+  readonly key: string;
+  readonly modRevision: string;
+}
+
+export interface HostView {
+  readonly node: string;
+  readonly version: IpVersion;
+  readonly pools: Pool[];
+  /** This host's affinities of this IP version, by block CIDR text. */
+  readonly affinities: Map<string, HostAffinity>;
+  readonly config: IpamConfigRecord;
+  readonly configKey: string;
+  /** undefined when no config is stored (the defaults apply). */
+  readonly configRevision: string | undefined;
+}
+
+export async function readHostView(ds: Datastore, node: string, version: IpVersion): Promise<HostView> {
+  const configKey = ds.keys.ipamConfig();
+  const [poolEntries, affinityEntries, configEntries] = await ds.kv.readMany([
+    { prefix: ds.keys.resourcePrefix('IPPool') },
+    { prefix: ds.keys.hostAffinityPrefix(node, version) },
+    { key: configKey },
+  ]);
+  const affinities = new Map<string, HostAffinity>();
+  for (const entry of affinityEntries!) {
+    const named = ds.keys.affinityOf(entry.key);
+    if (!named) continue;
+    const { state } = decodeAffinity(entry.key, entry.value);
+    affinities.set(formatCidr(named.cidr), { cidr: named.cidr, state, key: entry.key, modRevision: entry.modRevision });
+  }
+  const configEntry = configEntries![0];
+  return {
+    node,
+    version,
+    pools: poolEntries!.map(poolFromEntry),
+    affinities,
+    config: configEntry ? decodeIpamConfig(configEntry.key, configEntry.value) : DEFAULT_IPAM_CONFIG,
+    configKey,
+    configRevision: configEntry?.modRevision,
+  };
+}

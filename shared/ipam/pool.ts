@@ -1,0 +1,118 @@
+/** IP pools: validation of what an operator asks for, and the decoded form the allocator uses. */
+import { ADDRESS_BITS, type IpAddress, type IpVersion } from '../net/address';
+import { cidrContains, cidrsOverlap, formatCidr, parseCidr, type Cidr } from '../net/cidr';
+import { MalformedDataError, type Entry, type IPPoolSpec, type Resource, decodeResource } from '../datastore';
+import { messageOf } from '../errors';
+import { BLOCK_SIZE_RANGE } from './block';
+import { InvalidPoolError } from './errors';
+
+export interface Pool {
+  readonly name: string;
+  readonly cidr: Cidr;
+  readonly blockSize: number;
+  readonly disabled: boolean;
+  /** The etcd key and revision, so an allocation can be guarded against a pool that changed. */
+  readonly key: string;
+  readonly modRevision: string;
+}
+
+/** Networks no workload address may come from. */
+const RESERVED: readonly { cidr: Cidr; why: string }[] = [
+  { cidr: parseCidr('127.0.0.0/8'), why: 'loopback' },
+  { cidr: parseCidr('169.254.0.0/16'), why: 'link-local (169.254.1.1 is the workloads\' gateway)' },
+  { cidr: parseCidr('224.0.0.0/4'), why: 'multicast' },
+  { cidr: parseCidr('::1/128'), why: 'loopback' },
+  { cidr: parseCidr('fe80::/10'), why: 'link-local' },
+  { cidr: parseCidr('ff00::/8'), why: 'multicast' },
+];
+
+/** Checks a pool spec and fills in defaults; throws InvalidPoolError saying what is wrong. */
+export function validatePoolSpec(name: string, spec: IPPoolSpec): { cidr: Cidr; spec: IPPoolSpec } {
+  if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name)) {
+    throw new InvalidPoolError(`pool name "${name}" must be lower-case letters, digits, "-" and "." (as a DNS name)`);
+  }
+  let cidr: Cidr;
+  try {
+    cidr = parseCidr(spec.cidr, 'spec.cidr');
+  } catch (err) {
+    throw new InvalidPoolError(`pool ${name}: ${messageOf(err)}`);
+  }
+  const range = BLOCK_SIZE_RANGE[cidr.version];
+  const blockSize = spec.blockSize ?? range.default;
+  if (!Number.isInteger(blockSize) || blockSize < range.min || blockSize > range.max) {
+    throw new InvalidPoolError(`pool ${name}: blockSize ${blockSize} is out of range for IPv${cidr.version} (${range.min}-${range.max})`);
+  }
+  if (cidr.prefix > blockSize) {
+    throw new InvalidPoolError(`pool ${name}: ${spec.cidr} is smaller than one block (/${blockSize}); use a larger pool or a larger blockSize`);
+  }
+  for (const reserved of RESERVED) {
+    if (cidrsOverlap(reserved.cidr, cidr)) {
+      throw new InvalidPoolError(`pool ${name}: ${spec.cidr} overlaps ${formatCidr(reserved.cidr)} (${reserved.why})`);
+    }
+  }
+  if (spec.disabled !== undefined && typeof spec.disabled !== 'boolean') {
+    throw new InvalidPoolError(`pool ${name}: disabled must be true or false`);
+  }
+  return {
+    cidr,
+    spec: { nodeSelector: 'all()', ipipMode: 'Never', vxlanMode: 'Never', natOutgoing: false, ...spec, cidr: formatCidr(cidr), blockSize },
+  };
+}
+
+export function rejectOverlap(name: string, cidr: Cidr, existing: readonly Pool[]): void {
+  const clash = existing.find((p) => p.name !== name && cidrsOverlap(p.cidr, cidr));
+  if (clash) throw new InvalidPoolError(`pool ${name}: ${formatCidr(cidr)} overlaps pool ${clash.name} (${formatCidr(clash.cidr)})`);
+}
+
+export function poolFromEntry(entry: Entry): Pool {
+  const resource: Resource<'IPPool'> = decodeResource('IPPool', entry);
+  let cidr: Cidr;
+  try {
+    cidr = parseCidr(resource.spec.cidr, 'spec.cidr');
+  } catch (err) {
+    throw new MalformedDataError(entry.key, messageOf(err));
+  }
+  const range = BLOCK_SIZE_RANGE[cidr.version];
+  const blockSize = resource.spec.blockSize ?? range.default;
+  if (!Number.isInteger(blockSize) || blockSize < Math.max(range.min, cidr.prefix) || blockSize > range.max) {
+    throw new MalformedDataError(entry.key, `field "spec.blockSize" (${blockSize}) does not fit pool ${resource.spec.cidr}`);
+  }
+  return {
+    name: resource.metadata.name,
+    cidr,
+    blockSize,
+    disabled: resource.spec.disabled === true,
+    key: entry.key,
+    modRevision: entry.modRevision,
+  };
+}
+
+/** How many blocks the pool holds. */
+export function blockCount(pool: Pool): bigint {
+  return 1n << BigInt(pool.blockSize - pool.cidr.prefix);
+}
+
+/** The `index`th block of the pool. */
+export function blockAt(pool: Pool, index: bigint): Cidr {
+  const shift = BigInt(ADDRESS_BITS[pool.cidr.version] - pool.blockSize);
+  return { version: pool.cidr.version, network: pool.cidr.network + (index << shift), prefix: pool.blockSize };
+}
+
+export function poolOf(pools: readonly Pool[], address: IpAddress): Pool | undefined {
+  return pools.find((p) => cidrContains(p.cidr, address));
+}
+
+/**
+ * The pools an allocation may use: enabled pools of the version, or exactly those asked for
+ * (by name or CIDR). Asking for a pool that does not exist or is disabled is an error.
+ */
+export function selectPools(all: readonly Pool[], version: IpVersion, wanted: readonly string[] | undefined): Pool[] {
+  const ofVersion = all.filter((p) => p.cidr.version === version);
+  if (!wanted || wanted.length === 0) return ofVersion.filter((p) => !p.disabled);
+  return wanted.map((w) => {
+    const pool = ofVersion.find((p) => p.name === w || formatCidr(p.cidr) === w);
+    if (!pool) throw new InvalidPoolError(`IPv${version} pool "${w}" does not exist`);
+    if (pool.disabled) throw new InvalidPoolError(`IPv${version} pool "${w}" is disabled`);
+    return pool;
+  });
+}
