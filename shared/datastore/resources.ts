@@ -154,7 +154,9 @@ export class ResourceStore {
   /** Deletes, guarded by `resourceVersion` when given; returns false when there was nothing. */
   async delete(kind: ResourceKind, name: string, namespace?: string, resourceVersion?: string): Promise<boolean> {
     const key = this.keyOf(kind, name, namespace);
-    const outcome = await this.kv.txn([{ key, delete: true, expect: resourceVersion ? { modRevision: resourceVersion } : undefined }]);
+    const revision = resourceVersion ?? (await this.kv.get(key))?.modRevision;
+    if (revision === undefined) return false;
+    const outcome = await this.kv.txn([{ key, delete: true, expect: { modRevision: revision } }]);
     if (outcome.ok) return true;
     if (!outcome.current.get(key)) return false;
     throw new ConflictError(key);

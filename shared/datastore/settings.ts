@@ -42,12 +42,13 @@ export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.Proces
     return fromEnv ? { field: envName, value: fromEnv } : undefined;
   };
 
-  const endpoints = pick('etcd_endpoints');
-  const authority = pick('etcd_authority');
+  // The config as a whole outranks the environment: a conf's etcd_authority beats ETCD_ENDPOINTS.
+  const configured = (key: 'etcd_endpoints' | 'etcd_authority') => (config[key] !== undefined && config[key] !== '' ? pick(key) : undefined);
+  const location = configured('etcd_endpoints') ?? configured('etcd_authority') ?? pick('etcd_endpoints') ?? pick('etcd_authority');
   let urls: string[];
-  if (endpoints) urls = endpoints.value.split(',').map((u) => parseEndpoint(u.trim(), endpoints.field));
-  else if (authority) urls = [parseEndpoint(`http://${authority.value.trim()}`, authority.field)];
-  else urls = [DEFAULT_ENDPOINT];
+  if (!location) urls = [DEFAULT_ENDPOINT];
+  else if (location.field.toLowerCase() === 'etcd_endpoints') urls = location.value.split(',').map((u) => parseEndpoint(u.trim(), location.field));
+  else urls = [parseEndpoint(`http://${location.value.trim()}`, location.field)];
 
   const caCertFile = pick('etcd_ca_cert_file')?.value;
   const certFile = pick('etcd_cert_file')?.value;

@@ -1,0 +1,134 @@
+import test from 'ava';
+import { rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
+import { EtcdServer, uniquePrefix } from '../helpers/etcd';
+import { makePki } from '../helpers/tls';
+
+let etcd: EtcdServer;
+const clients: Datastore[] = [];
+
+test.before(async () => {
+  etcd = await EtcdServer.start();
+});
+test.after.always(async () => {
+  for (const c of clients) c.close();
+  await etcd?.destroy();
+});
+
+async function connect(overrides: Partial<EtcdSettings> = {}): Promise<Datastore> {
+  const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: etcd.endpoint }, {}), prefix: uniquePrefix('ds'), ...overrides });
+  clients.push(ds);
+  return ds;
+}
+
+test('datastore - resources round-trip in the Calico v3 layout', async (t) => {
+  const ds = await connect();
+  const created = await ds.resources.create({ kind: 'Profile', apiVersion: 'projectcalico.org/v3', metadata: { name: 'net1' }, spec: { labelsToApply: { net1: '' } } });
+  t.regex(created.metadata.uid!, /^[0-9a-f-]{36}$/);
+  t.regex(created.metadata.creationTimestamp!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  const raw = JSON.parse((await ds.kv.get(`${ds.keys.prefix}/resources/v3/projectcalico.org/profiles/net1`))!.value);
+  t.is(raw.kind, 'Profile');
+  t.is(raw.apiVersion, 'projectcalico.org/v3');
+  t.is(raw.metadata.resourceVersion, undefined, 'resourceVersion is not stored');
+  const read = await ds.resources.get('Profile', 'net1');
+  t.is(read!.metadata.resourceVersion, created.metadata.resourceVersion);
+  t.deepEqual(read!.spec, { labelsToApply: { net1: '' } });
+  t.is((await ds.resources.list('Profile')).length, 1);
+});
+
+test('datastore - create, update and delete are compare-and-swap', async (t) => {
+  const ds = await connect();
+  const node = { kind: 'Node' as const, apiVersion: 'projectcalico.org/v3' as const, metadata: { name: 'h1' }, spec: {} };
+  const first = await ds.resources.create(node);
+  await t.throwsAsync(ds.resources.create(node), { code: 'DATASTORE_ALREADY_EXISTS' } as never);
+  const updated = await ds.resources.update({ ...first, spec: { bgp: { ipv4Address: '10.0.0.1/24' } } });
+  await t.throwsAsync(ds.resources.update({ ...first, spec: {} }), { code: 'DATASTORE_CONFLICT' } as never, 'a stale revision loses');
+  await t.throwsAsync(ds.resources.delete('Node', 'h1', undefined, first.metadata.resourceVersion), { code: 'DATASTORE_CONFLICT' } as never);
+  t.true(await ds.resources.delete('Node', 'h1', undefined, updated.metadata.resourceVersion));
+  t.false(await ds.resources.delete('Node', 'h1'));
+  await t.throwsAsync(ds.resources.update(updated), { code: 'DATASTORE_NOT_FOUND' } as never);
+});
+
+test('datastore - a multi-key transaction applies all or nothing', async (t) => {
+  const ds = await connect();
+  const a = `${ds.keys.prefix}/x/a`;
+  const b = `${ds.keys.prefix}/x/b`;
+  t.true((await ds.kv.txn([{ key: a, put: '1', expect: { absent: true } }])).ok);
+  const failed = await ds.kv.txn([
+    { key: b, put: '2', expect: { absent: true } },
+    { key: a, put: '3', expect: { absent: true } },
+  ]);
+  t.false(failed.ok);
+  if (!failed.ok) t.is(failed.current.get(a)?.value, '1', 'the failure carries the current values');
+  t.is(await ds.kv.get(b), undefined);
+});
+
+test('datastore - malformed JSON in etcd is an error naming the key', async (t) => {
+  const ds = await connect();
+  const key = ds.resources.keyOf('Profile', 'broken');
+  await ds.kv.txn([{ key, put: '{"kind":"Profile",' }]);
+  const err = await t.throwsAsync(ds.resources.get('Profile', 'broken'), { code: 'DATASTORE_MALFORMED' } as never);
+  t.true(err!.message.includes(key));
+  await ds.kv.txn([{ key, put: '{"kind":"Profile","metadata":{"name":"broken"},"spec":[]}' }]);
+  t.regex((await t.throwsAsync(ds.resources.get('Profile', 'broken')))!.message, /field "spec" must be an object/);
+});
+
+test('datastore - watch follows puts and deletes under a prefix', async (t) => {
+  const ds = await connect();
+  const seen: string[] = [];
+  const watch = await ds.kv.watchPrefix(`${ds.keys.prefix}/w/`, (e) => seen.push(`${e.type} ${e.key.split('/').pop()}`));
+  await ds.kv.txn([{ key: `${ds.keys.prefix}/w/one`, put: '1' }]);
+  await ds.kv.txn([{ key: `${ds.keys.prefix}/w/one`, delete: true }]);
+  for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  await watch.close();
+  t.deepEqual(seen, ['put one', 'delete one']);
+});
+
+test('datastore - a refused endpoint fails fast, naming it', async (t) => {
+  const ds = await connect({ endpoints: ['http://127.0.0.1:1'], timeoutMs: 2000 });
+  const started = Date.now();
+  const err = await t.throwsAsync(ds.kv.get('/k'), { code: 'DATASTORE_UNAVAILABLE' } as never);
+  t.true(err!.message.includes('http://127.0.0.1:1'));
+  t.true(Date.now() - started < 2500);
+});
+
+test('datastore - an endpoint that never answers hits the deadline, naming it', async (t) => {
+  // A local listener that accepts and then says nothing: what a dropped packet looks like to the client.
+  const sockets = new Set<Socket>();
+  const silent: Server = createServer((socket) => sockets.add(socket));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const endpoint = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
+  const ds = await connect({ endpoints: [endpoint], timeoutMs: 600 });
+  const started = Date.now();
+  const err = await t.throwsAsync(ds.kv.get('/k'), { code: 'DATASTORE_UNAVAILABLE' } as never);
+  t.true(err!.message.includes(endpoint));
+  t.true(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+  ds.close();
+  for (const socket of sockets) socket.destroy();
+  silent.close();
+});
+
+test('datastore - TLS with client certificates', async (t) => {
+  const pki = makePki();
+  const secure = await EtcdServer.start({ caFile: pki.caFile, certFile: pki.serverCert, keyFile: pki.serverKey });
+  t.teardown(async () => {
+    await secure.destroy();
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+  const settings = etcdSettingsFrom(
+    { etcd_endpoints: secure.endpoint },
+    { ETCD_CA_CERT_FILE: pki.caFile, ETCD_CERT_FILE: pki.clientCert, ETCD_KEY_FILE: pki.clientKey },
+  );
+  const ds = await Datastore.connect({ ...settings, prefix: uniquePrefix('tls') });
+  clients.push(ds);
+  await ds.kv.txn([{ key: `${ds.keys.prefix}/tls`, put: 'yes' }]);
+  t.is((await ds.kv.get(`${ds.keys.prefix}/tls`))?.value, 'yes');
+
+  const noClientCert = await Datastore.connect({ ...settings, certFile: undefined, keyFile: undefined, timeoutMs: 1500 });
+  clients.push(noClientCert);
+  const err = await t.throwsAsync(noClientCert.kv.get('/x'));
+  t.true(err!.message.includes(secure.endpoint));
+
+  await t.throwsAsync(Datastore.connect({ ...settings, caCertFile: '/nonexistent/ca.pem' }), { message: /etcd_ca_cert_file.*\/nonexistent\/ca\.pem/ });
+});
