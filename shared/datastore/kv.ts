@@ -109,7 +109,8 @@ export class EtcdKv {
       if ('put' in op) success.push({ request_put: { key: Buffer.from(op.key), value: Buffer.from(op.put) } });
       if ('delete' in op) success.push({ request_delete_range: { key: Buffer.from(op.key) } });
     }
-    const res = await this.call(`transaction on ${keys.join(' ')}`, (c) =>
+    const what = `transaction on ${keys[0]}${keys.length > 1 ? ` and ${keys.length - 1} more keys` : ''}`;
+    const res = await this.call(what, (c) =>
       c.kv.txn({ compare, success, failure: keys.map(rangeOp) }),
     );
     if (res.succeeded) return { ok: true, revision: String(res.header.revision) };

@@ -15,6 +15,7 @@ import {
   hostAffinity,
   inUseCount,
   isEmpty,
+  newBlock,
   releaseAddresses,
   releaseHandle,
   type AllocationAttribute,
@@ -297,10 +298,11 @@ export class Ipam {
     const cidrText = formatCidr(cidr);
     return casLoop(`release in block ${cidrText}`, async (): Promise<Round<IpAddress[]>> => {
       const block = (await this.writer.blocks([cidr], { fresh: true })).get(cidrText);
-      const release = block ? apply(block.value) : undefined;
-      const touched = new Map(release?.releasedByHandle ?? []);
+      // A block that does not exist holds nothing: release against an empty stand-in.
+      const release = apply(block?.value ?? newBlock(cidr, null));
+      const touched = new Map(release.releasedByHandle);
       if (ensureHandle && !touched.has(ensureHandle)) touched.set(ensureHandle, 0);
-      if (touched.size === 0) return { done: release ? [...release.notAllocated] : [] };
+      if (touched.size === 0) return { done: [...release.notAllocated] };
 
       const entries = await this.ds.kv.readMany([...touched.keys()].map((id) => ({ key: this.ds.keys.handle(id) })));
       const changes: HandleChange[] = [];
@@ -311,10 +313,8 @@ export class Ipam {
         const drop = count === 0 ? (known.value.block[cidrText] ?? 0) : count;
         changes.push({ id, before: known, after: removeFromHandle(known.value, cidrText, drop) });
       });
-      const outcome = block
-        ? await this.writer.write(block, release!.block, cidr, changes)
-        : await this.writer.writeHandles(changes);
-      return outcome.ok ? { done: release ? [...release.notAllocated] : [] } : 'conflict';
+      const outcome = block ? await this.writer.write(block, release.block, cidr, changes) : await this.writer.writeHandles(changes);
+      return outcome.ok ? { done: [...release.notAllocated] } : 'conflict';
     });
   }
 

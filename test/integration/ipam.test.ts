@@ -1,0 +1,186 @@
+import test from 'ava';
+import { formatAddress, parseAddress } from '../../shared/net/address';
+import { formatCidr, parseCidr } from '../../shared/net/cidr';
+import { EtcdServer } from '../helpers/etcd';
+import { IpamEnv } from '../helpers/ipam-env';
+import { readIpamState } from '../helpers/ipam-state';
+
+let etcd: EtcdServer;
+const envs: IpamEnv[] = [];
+
+test.before(async () => {
+  etcd = await EtcdServer.start();
+});
+test.after.always(async () => {
+  for (const env of envs) env.close();
+  await etcd?.destroy();
+});
+
+async function setup(label: string, pools: [string, string, number?][] = [['pool4', '10.20.0.0/16'], ['pool6', 'fd00:20::/64']]) {
+  const env = new IpamEnv(etcd, label);
+  envs.push(env);
+  const ipam = await env.ipam();
+  for (const [name, cidr, blockSize] of pools) await ipam.createPool(name, { cidr, ...(blockSize ? { blockSize } : {}) });
+  return { env, ipam, ds: await env.datastore() };
+}
+
+const texts = (a: { version: 4 | 6; value: bigint }[]) => a.map(formatAddress);
+
+test('ipam - auto-assigns IPv4 and IPv6 from a block affine to the host, one handle', async (t) => {
+  const { ipam, ds } = await setup('basic');
+  const got = await ipam.autoAssign({ handle: 'net1.c1', node: 'host-a', num4: 2, num6: 1, attributes: { container: 'c1' } });
+  t.is(got.ipv4.length, 2);
+  t.is(got.ipv6.length, 1);
+  const state = await readIpamState(ds);
+  t.deepEqual(state.problems, []);
+  t.deepEqual(state.affinities.map((a) => [a.host, a.state]), [['host-a', 'confirmed'], ['host-a', 'confirmed']]);
+  t.true(state.blocks.every((b) => b.affinity === 'host:host-a'));
+  t.deepEqual(Object.values(state.handles.get('net1.c1')!).reduce((a, b) => a + b, 0), 3);
+  const owner = await ipam.ownerOf(got.ipv6[0]!);
+  t.is(owner?.handle, 'net1.c1');
+  t.is(owner?.attributes.container, 'c1');
+  t.is(owner?.attributes.node, 'host-a');
+  t.regex(formatCidr(owner!.block), /^fd00:20::.*\/122$/);
+});
+
+test('ipam - a second allocation on the host uses the same block', async (t) => {
+  const { ipam } = await setup('same-block');
+  const a = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
+  const b = await ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 });
+  const blocks = await ipam.listBlocks();
+  t.is(blocks.length, 1);
+  t.not(formatAddress(a.ipv4[0]!), formatAddress(b.ipv4[0]!));
+  t.is(blocks[0]!.inUse, 2);
+});
+
+test('ipam - release by address and by handle leave no allocation or handle', async (t) => {
+  const { ipam, ds } = await setup('release');
+  const a = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 3, num6: 2 });
+  const notAllocated = await ipam.release([a.ipv4[0]!, parseAddress('10.20.99.1'), parseAddress('192.0.2.1')]);
+  t.deepEqual(texts(notAllocated).sort(), ['10.20.99.1', '192.0.2.1']);
+  t.is(await ipam.releaseByHandle('n.a'), 4);
+  t.is(await ipam.releaseByHandle('n.a'), 0, 'releasing again is a no-op');
+  t.is(await ipam.releaseByHandle('never.existed'), 0);
+  const state = await readIpamState(ds);
+  t.is(state.allocated.size, 0);
+  t.is(state.handles.size, 0);
+  t.deepEqual(state.problems, []);
+  t.is(state.blocks.length, 2, 'emptied blocks stay affine until asked');
+  const released = await ipam.releaseEmptyBlockAffinities('h');
+  t.is(released.length, 2);
+  const after = await readIpamState(ds);
+  t.is(after.blocks.length, 0);
+  t.is(after.affinities.length, 0);
+});
+
+test('ipam - assigning a specific address, refusing one in use or outside every pool', async (t) => {
+  const { ipam, ds } = await setup('specific');
+  await ipam.assign({ address: parseAddress('10.20.7.7'), handle: 'n.x', node: 'h' });
+  t.is((await ipam.ownerOf(parseAddress('10.20.7.7')))?.handle, 'n.x');
+  const inUse = await t.throwsAsync(ipam.assign({ address: parseAddress('10.20.7.7'), handle: 'n.y', node: 'h' }));
+  t.regex(inUse!.message, /10\.20\.7\.7 is already in use \(handle "n\.x"\)/);
+  const outside = await t.throwsAsync(ipam.assign({ address: parseAddress('10.99.0.1'), handle: 'n.y', node: 'h' }));
+  t.regex(outside!.message, /10\.99\.0\.1 is not in any enabled IP pool/);
+  const state = await readIpamState(ds);
+  t.deepEqual([...state.allocated.keys()], ['10.20.7.7']);
+  t.is(state.handles.size, 1);
+  t.deepEqual(state.problems, []);
+  // The next automatic address comes from the same host block.
+  const next = await ipam.autoAssign({ handle: 'n.z', node: 'h', num4: 1, num6: 0 });
+  t.is(formatAddress(next.ipv4[0]!), '10.20.7.0');
+});
+
+test('ipam - a full pool says which pools are full; nothing is leaked', async (t) => {
+  const { ipam, ds } = await setup('full', [['tiny', '10.30.0.0/29', 29], ['v6', 'fd00:30::/122']]);
+  await ipam.autoAssign({ handle: 'n.a', node: 'h1', num4: 8, num6: 0 });
+  const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'h1', num4: 1, num6: 1 }), { code: 'IPAM_POOLS_EXHAUSTED' } as never);
+  t.regex(err!.message, /no free address in pool\(s\) tiny \(10\.30\.0\.0\/29\)/);
+  const partial = await t.throwsAsync(ipam.autoAssign({ handle: 'n.c', node: 'h1', num4: 0, num6: 65 }), { code: 'IPAM_POOLS_EXHAUSTED' } as never);
+  t.truthy(partial);
+  const state = await readIpamState(ds);
+  t.is(state.handles.has('n.b'), false);
+  t.is(state.handles.has('n.c'), false, 'a failed request gives back what it had taken');
+  t.is(state.allocated.size, 8);
+  t.deepEqual(state.problems, []);
+});
+
+test('ipam - no pools, disabled pools and unknown pools are clear errors', async (t) => {
+  const { ipam } = await setup('nopool', [['only4', '10.40.0.0/24']]);
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 0, num6: 1 }), { message: /no enabled IPv6 pool/ });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0, pools4: ['nope'] }), { message: /pool "nope" does not exist/ });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'bad/handle', node: 'h', num4: 1, num6: 0 }), { message: /invalid handle/ });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.a', node: 'bad host', num4: 1, num6: 0 }), { message: /invalid node/ });
+  await t.throwsAsync(ipam.createPool('clash', { cidr: '10.40.0.0/25' }), { message: /overlaps pool only4/ });
+  await t.throwsAsync(ipam.createPool('only4', { cidr: '10.41.0.0/24' }), { message: /already exists/ });
+});
+
+test('ipam - pools restricted by name; other hosts borrow only without strict affinity', async (t) => {
+  const { ipam, ds } = await setup('borrow', [['small', '10.50.0.0/26', 26], ['other', '10.51.0.0/26', 26]]);
+  const first = await ipam.autoAssign({ handle: 'n.a', node: 'h1', num4: 1, num6: 0, pools4: ['small'] });
+  t.is(formatAddress(first.ipv4[0]!), '10.50.0.0');
+  // h2 can claim no block of 'small' (its only block is h1's): it borrows.
+  const borrowed = await ipam.autoAssign({ handle: 'n.b', node: 'h2', num4: 1, num6: 0, pools4: ['small'] });
+  t.is(formatAddress(borrowed.ipv4[0]!), '10.50.0.1');
+  await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: true, maxBlocksPerHost: 0 });
+  const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.c', node: 'h2', num4: 1, num6: 0, pools4: ['small'] }));
+  t.regex(err!.message, /strict affinity forbids borrowing/);
+  t.deepEqual((await readIpamState(ds)).problems, []);
+});
+
+test('ipam - maxBlocksPerHost and auto_allocate_blocks are honoured', async (t) => {
+  const { ipam } = await setup('maxblocks', [['p', '10.60.0.0/24', 30]]);
+  await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: true, maxBlocksPerHost: 2 });
+  const got = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 8, num6: 0 });
+  t.is(got.ipv4.length, 8);
+  const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 }));
+  t.regex(err!.message, /maxBlocksPerHost \(2\)/);
+  await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: false, maxBlocksPerHost: 0 });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'other', num4: 1, num6: 0 }), { message: /auto_allocate_blocks is off/ });
+});
+
+test('ipam - a disabled pool gives no new addresses', async (t) => {
+  const { ipam, ds } = await setup('disabled', [['p', '10.70.0.0/24']]);
+  const pool = await ds.resources.get('IPPool', 'p');
+  await ds.resources.update({ ...pool!, spec: { ...pool!.spec, disabled: true } });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 }), { message: /no enabled IPv4 pool/ });
+});
+
+test('ipam - a cached host view notices a pool disabled by someone else', async (t) => {
+  const { ipam, ds } = await setup('stale', [['p', '10.71.0.0/24'], ['q', '10.72.0.0/24']]);
+  const first = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
+  const usedPool = formatAddress(first.ipv4[0]!).startsWith('10.71.') ? 'p' : 'q';
+  const pool = await ds.resources.get('IPPool', usedPool);
+  await ds.resources.update({ ...pool!, spec: { ...pool!.spec, disabled: true } });
+  const second = await ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 });
+  t.false(formatAddress(second.ipv4[0]!).startsWith(usedPool === 'p' ? '10.71.' : '10.72.'), 'the disabled pool is not used');
+});
+
+test('ipam - malformed blocks in etcd are errors naming the key', async (t) => {
+  const { ipam, ds } = await setup('malformed', [['p', '10.80.0.0/24']]);
+  await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
+  const [block] = await ds.kv.list(ds.keys.blockPrefix(4));
+  await ds.kv.txn([{ key: block!.key, put: '{"cidr":"10.80.0.0/26","allocations":"lots"}' }]);
+  const fresh = await (await new IpamEnvFor(ds).ipam());
+  const err = await t.throwsAsync(fresh.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 }), { code: 'DATASTORE_MALFORMED' } as never);
+  t.true(err!.message.includes(block!.key));
+});
+
+test('ipam - an interrupted claim (pending affinity, no block) is finished by the next claim', async (t) => {
+  const { ipam, ds } = await setup('pending', [['p', '10.90.0.0/24']]);
+  const cidr = parseCidr('10.90.0.128/26');
+  await ds.kv.txn([{ key: ds.keys.affinity('h', cidr), put: '{"state":"pending","deleted":false}' }]);
+  const got = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
+  t.is(formatAddress(got.ipv4[0]!), '10.90.0.128');
+  const state = await readIpamState(ds);
+  t.deepEqual(state.affinities, [{ host: 'h', cidr: '10.90.0.128/26', state: 'confirmed' }]);
+  t.deepEqual(state.problems, []);
+});
+
+/** A fresh Ipam (empty caches) over an existing datastore connection. */
+class IpamEnvFor {
+  constructor(private readonly ds: import('../../shared/datastore').Datastore) {}
+  async ipam() {
+    const { Ipam } = await import('../../shared/ipam/ipam');
+    return new Ipam(this.ds);
+  }
+}
