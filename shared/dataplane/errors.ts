@@ -1,0 +1,31 @@
+import { CalicoError } from '../errors';
+
+/** An `ip` (or `nsenter`) command failed; carries what it printed. */
+export class DataplaneCommandError extends CalicoError {
+  readonly code = 'DATAPLANE_COMMAND_FAILED';
+
+  constructor(
+    readonly what: string,
+    readonly stderr: string,
+  ) {
+    super(`failed to ${what}: ${stderr.trim() || 'no output'}`);
+  }
+}
+
+/** The container already has an interface of that name (another container's, or a repeat). */
+export class InterfaceExistsError extends CalicoError {
+  readonly code = 'DATAPLANE_INTERFACE_EXISTS';
+
+  constructor(readonly ifname: string) {
+    super(`interface "${ifname}" already exists in the container's network namespace`);
+  }
+}
+
+/** The network namespace path does not exist (the container is gone or was never there). */
+export class NetnsNotFoundError extends CalicoError {
+  readonly code = 'DATAPLANE_NETNS_NOT_FOUND';
+
+  constructor(readonly path: string) {
+    super(`network namespace "${path}" does not exist`);
+  }
+}

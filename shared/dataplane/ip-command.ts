@@ -1,0 +1,70 @@
+/**
+ * The only code that runs `ip`: in this network namespace, or inside another through
+ * `nsenter --net=PATH` (a Mesos netns is a bind mount anywhere, not only under /run/netns).
+ * Several steps go in one `ip -batch` process: each spawn costs milliseconds on the CNI hot path.
+ */
+import { execFile } from 'node:child_process';
+import { access, readFile, writeFile } from 'node:fs/promises';
+import { DataplaneCommandError, NetnsNotFoundError } from './errors';
+
+export interface IpRun {
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const COMMAND_TIMEOUT_MS = 10_000;
+
+/** Runs `ip [-j] [-4|-6] -batch -` with the given lines, in `netns` if given. */
+export function ipBatch(
+  what: string,
+  lines: readonly string[],
+  options: { netns?: string; json?: boolean; family?: 4 | 6 } = {},
+): Promise<IpRun> {
+  const ipArgs = [...(options.json ? ['-j'] : []), ...(options.family ? [`-${options.family}`] : []), '-batch', '-'];
+  const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, 'ip', ...ipArgs]] : ['ip', ipArgs];
+  return new Promise((resolve, reject) => {
+    const child = execFile(file, args, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new DataplaneCommandError(what, stderr || err.message));
+      else resolve({ stdout, stderr });
+    });
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(lines.join('\n') + '\n');
+  });
+}
+
+/** Parses the JSON documents `ip -j -batch` prints, one per command, one per line. */
+export function parseJsonLines<T>(stdout: string): T[] {
+  return stdout
+    .split('\n')
+    .filter((line) => line.trim().startsWith('['))
+    .map((line) => JSON.parse(line) as T);
+}
+
+/** The links of this process's network namespace, without spawning anything. */
+export async function localLinks(): Promise<Set<string>> {
+  const text = await readFile('/proc/self/net/dev', 'utf8');
+  const names = text.split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter(Boolean);
+  return new Set(names);
+}
+
+/** Writes a sysctl of this network namespace (a file, so no process is spawned). */
+export async function setSysctl(path: string, value: string): Promise<void> {
+  try {
+    await writeFile(`/proc/sys/${path}`, value);
+  } catch (err) {
+    throw new DataplaneCommandError(`set sysctl ${path.replaceAll('/', '.')}=${value}`, (err as Error).message);
+  }
+}
+
+export async function netnsExists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function requireNetns(path: string): Promise<void> {
+  if (!(await netnsExists(path))) throw new NetnsNotFoundError(path);
+}

@@ -1,0 +1,221 @@
+/**
+ * Wiring a workload: a veth pair whose container end carries the workload's addresses (/32 and
+ * /128) and routes via 169.254.1.1, and whose host end (`cali…`) carries a route to each address.
+ *
+ * Calico relies on proxy ARP on the host end to answer for 169.254.1.1, but the kernel proxies only
+ * for destinations the host can route elsewhere: a host without a default route never answers.
+ * So the host end gets the fixed MAC ee:ee:ee:ee:ee:ee and the container a permanent neighbour
+ * entry for the gateway (proxy ARP stays on as well); the host likewise gets a permanent entry for
+ * each workload address, since we choose the container's MAC ourselves.
+ */
+import { randomBytes } from 'node:crypto';
+import { InvalidInputError } from '../errors';
+import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
+import { InterfaceExistsError } from './errors';
+import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
+import { validateInterfaceName, validateMac, validateMtu, validateNetnsPath } from './names';
+
+export const GATEWAY_IPV4 = '169.254.1.1';
+export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
+/** The host end's IPv6 link-local address: EUI-64 of HOST_MAC. */
+export const GATEWAY_IPV6 = 'fe80::ecee:eeff:feee:eeee';
+export const DEFAULT_MTU = 1500;
+
+export interface WorkloadInterface {
+  /** Path of the container's network namespace. */
+  readonly netns: string;
+  readonly containerIf: string;
+  readonly hostIf: string;
+}
+
+export interface WiringRequest extends WorkloadInterface {
+  readonly addresses: readonly IpAddress[];
+  readonly mtu?: number;
+  /** Chosen by us when absent. */
+  readonly containerMac?: string;
+}
+
+export interface WiredWorkload extends WorkloadInterface {
+  readonly containerMac: string;
+}
+
+function validated(request: WorkloadInterface): WorkloadInterface {
+  return {
+    netns: validateNetnsPath(request.netns, 'netns'),
+    containerIf: validateInterfaceName(request.containerIf, 'container interface'),
+    hostIf: validateInterfaceName(request.hostIf, 'host interface'),
+  };
+}
+
+/** Creates the veth pair and programs both ends. On failure nothing it made is left behind. */
+export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
+  const { netns, containerIf, hostIf } = validated(request);
+  const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
+  const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
+  if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
+  const v4 = request.addresses.filter((a) => a.version === 4);
+  const v6 = request.addresses.filter((a) => a.version === 6);
+  await requireNetns(netns);
+
+  // A host link of this name is left from an earlier container with the same ID: replace it.
+  if ((await localLinks()).has(hostIf)) await ipBatch(`remove stale host interface ${hostIf}`, [`link del ${hostIf}`]);
+
+  const container = [
+    // Created inside the container; the peer goes straight to this process's namespace, the host.
+    `link add ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
+    `link set ${containerIf} up`,
+    ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
+    ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
+  ];
+  if (v4.length > 0) {
+    container.push(
+      `route add ${GATEWAY_IPV4} dev ${containerIf} scope link`,
+      `route add default via ${GATEWAY_IPV4} dev ${containerIf}`,
+      `neigh add ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
+    );
+  }
+  if (v6.length > 0) {
+    container.push(
+      `neigh add ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
+      `route add default via ${GATEWAY_IPV6} dev ${containerIf}`,
+    );
+  }
+  try {
+    await ipBatch(`set up ${containerIf} in ${netns}`, container, { netns });
+  } catch (err) {
+    const hostEndMade = (await localLinks()).has(hostIf);
+    if (hostEndMade) await removeHostLink(hostIf);
+    else if (/File exists/.test((err as { stderr?: string }).stderr ?? '')) throw new InterfaceExistsError(containerIf);
+    throw err;
+  }
+
+  try {
+    await configureHostEnd(hostIf, containerMac, v4, v6);
+  } catch (err) {
+    await removeHostLink(hostIf);
+    throw err;
+  }
+  return { netns, containerIf, hostIf, containerMac };
+}
+
+async function configureHostEnd(hostIf: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
+  const sysctls: [string, string][] = [];
+  if (v4.length > 0) {
+    sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
+  }
+  if (v6.length > 0) {
+    sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
+  }
+  await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
+  await ipBatch(`set up host interface ${hostIf}`, [
+    `link set ${hostIf} up`,
+    ...[...v4, ...v6].flatMap((a) => [
+      `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
+      `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
+    ]),
+  ]);
+}
+
+/**
+ * Removes the workload's interfaces. Idempotent: a namespace, link or route that is already gone
+ * is fine. Deleting either end of the veth deletes both, and the host routes go with the link.
+ */
+export async function unwireWorkload(request: Omit<WorkloadInterface, 'netns'> & { netns?: string }): Promise<void> {
+  const containerIf = validateInterfaceName(request.containerIf, 'container interface');
+  const hostIf = validateInterfaceName(request.hostIf, 'host interface');
+  if (request.netns !== undefined) {
+    const netns = validateNetnsPath(request.netns, 'netns');
+    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${containerIf} in ${netns}`, [`link del ${containerIf}`], { netns }));
+  }
+  if ((await localLinks()).has(hostIf)) await removeHostLink(hostIf);
+}
+
+async function removeHostLink(hostIf: string): Promise<void> {
+  await ignoreMissing(ipBatch(`remove host interface ${hostIf}`, [`link del ${hostIf}`]));
+}
+
+async function ignoreMissing(pending: Promise<unknown>): Promise<void> {
+  try {
+    await pending;
+  } catch (err) {
+    if (!/Cannot find device|does not exist/.test((err as { stderr?: string }).stderr ?? '')) throw err;
+  }
+}
+
+export interface WorkloadState {
+  readonly host: { readonly exists: boolean; readonly up: boolean; readonly routes: readonly string[] };
+  readonly container: {
+    readonly exists: boolean;
+    readonly mac?: string;
+    readonly mtu?: number;
+    readonly addresses: readonly string[];
+    readonly routes: readonly { dst: string; gateway?: string }[];
+  };
+}
+
+interface IpLink {
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  flags?: string[];
+  addr_info?: { local: string; prefixlen: number; scope?: string }[];
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+}
+
+/** What exists now for a workload (for CNI CHECK): links, addresses and routes on both sides. */
+export async function inspectWorkload(request: WorkloadInterface): Promise<WorkloadState> {
+  const { netns, containerIf, hostIf } = validated(request);
+  const hostExists = (await localLinks()).has(hostIf);
+  const host = hostExists ? await inspectHost(hostIf) : { exists: false, up: false, routes: [] };
+  const container = (await netnsExists(netns)) ? await inspectContainer(netns, containerIf) : { exists: false, addresses: [], routes: [] };
+  return { host, container };
+}
+
+async function inspectHost(hostIf: string): Promise<WorkloadState['host']> {
+  const [v4, v6] = await Promise.all(
+    ([4, 6] as const).map((family) => ipBatch(`inspect ${hostIf}`, [`link show dev ${hostIf}`, `route show dev ${hostIf}`], { json: true, family })),
+  );
+  const [links, routes4] = parseJsonLines<IpLink[] | IpRoute[]>(v4!.stdout) as [IpLink[], IpRoute[]];
+  const routes6 = (parseJsonLines<IpRoute[]>(v6!.stdout)[1] ?? []).filter((r) => !r.dst.startsWith('fe80::'));
+  return {
+    exists: true,
+    up: links[0]?.flags?.includes('UP') ?? false,
+    routes: [...routes4, ...routes6].map((r) => r.dst),
+  };
+}
+
+async function inspectContainer(netns: string, containerIf: string): Promise<WorkloadState['container']> {
+  let runs;
+  try {
+    runs = await Promise.all(
+      ([4, 6] as const).map((family) =>
+        ipBatch(`inspect ${containerIf} in ${netns}`, // `addr show` first: after a `link show`, iproute2's batch mode drops addr_info.
+        [`addr show dev ${containerIf}`, `link show dev ${containerIf}`, 'route show'], { netns, json: true, family }),
+      ),
+    );
+  } catch (err) {
+    if (/does not exist|Cannot find device/.test((err as { stderr?: string }).stderr ?? '')) return { exists: false, addresses: [], routes: [] };
+    throw err;
+  }
+  const [addrs4, links, routes4] = parseJsonLines<IpLink[] | IpRoute[]>(runs[0]!.stdout) as [IpLink[], IpLink[], IpRoute[]];
+  const [addrs6, , routes6] = parseJsonLines<IpLink[] | IpRoute[]>(runs[1]!.stdout) as [IpLink[], IpLink[], IpRoute[]];
+  const link = links[0];
+  const addresses = [...(addrs4[0]?.addr_info ?? []), ...(addrs6[0]?.addr_info ?? [])]
+    .filter((a) => a.scope !== 'link')
+    .map((a) => `${a.local}/${a.prefixlen}`);
+  const routes = [...routes4, ...routes6]
+    .filter((r) => r.dev === containerIf && !r.dst.startsWith('fe80::'))
+    .map((r) => (r.gateway ? { dst: r.dst, gateway: r.gateway } : { dst: r.dst }));
+  return { exists: true, mac: link?.address, mtu: link?.mtu, addresses, routes };
+}
+
+/** A random locally administered unicast MAC. */
+export function randomMac(): string {
+  const bytes = randomBytes(6);
+  bytes[0] = (bytes[0]! & 0xfe) | 0x02;
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
