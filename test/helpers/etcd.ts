@@ -57,7 +57,13 @@ export class EtcdServer {
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
     this.process = child;
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    // If the test process dies without its after hooks, the etcd it started dies with it.
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    this.exited = new Promise((resolve) => child.once('exit', () => {
+      process.off('exit', killOnExit);
+      resolve();
+    }));
     for (let i = 0; i < 200; i++) {
       if (child.exitCode !== null) throw new Error(`etcd exited: ${stderr}`);
       if (await this.healthy()) return;

@@ -2,7 +2,7 @@
  * Network namespaces made by a test and removed by it. Names carry a random part so parallel
  * test files and leftovers of an interrupted run never collide.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -18,6 +18,8 @@ export class Netns {
     const name = `t${label}-${Math.random().toString(36).slice(2, 8)}`.slice(0, 32);
     await run('ip', ['netns', 'add', name]);
     const ns = new Netns(name);
+    // If the test process dies without its after hooks, its namespaces go with it.
+    process.once('exit', ns.removeOnExit);
     await ns.ip('link', 'set', 'lo', 'up');
     return ns;
   }
@@ -64,7 +66,16 @@ export class Netns {
     return parts.join('\n');
   }
 
+  private readonly removeOnExit = () => {
+    try {
+      execFileSync('ip', ['netns', 'del', this.name], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  };
+
   async destroy(): Promise<void> {
+    process.off('exit', this.removeOnExit);
     await run('ip', ['netns', 'del', this.name]).catch(() => undefined);
   }
 }
