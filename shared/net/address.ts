@@ -26,7 +26,11 @@ export function parseAddress(text: string, field = 'address'): IpAddress {
 
 /** Canonical text: dotted quad, or RFC 5952 compressed IPv6. */
 export function formatAddress(address: IpAddress): string {
-  if (address.version === 4) return IPv4.fromNumber(address.value).toString();
+  if (address.version === 4) {
+    // Hot on the allocation path (every block key and record): plain arithmetic, not ip-num objects.
+    const v = Number(address.value);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+  }
   return collapseIPv6Number(IPv6.fromBigInt(address.value).toString());
 }
 

@@ -1,0 +1,18 @@
+/**
+ * `npm run bench -- NAME`: runs one benchmark. Each measures the product against a reference run
+ * in the same command and ends with one JSON line of figures.
+ */
+export {};
+
+const benches: Record<string, () => Promise<Record<string, number>>> = {
+  ipam: async () => (await import('./ipam')).benchIpam(),
+};
+
+const name = process.argv[2];
+const bench = name ? benches[name] : undefined;
+if (!bench) {
+  console.error(`usage: npm run bench -- ${Object.keys(benches).join('|')}`);
+  process.exit(2);
+}
+const figures = await bench();
+console.log(JSON.stringify(figures));
