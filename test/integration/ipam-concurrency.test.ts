@@ -30,17 +30,21 @@ interface Outcome {
   readonly error?: unknown;
 }
 
-/** Each host runs WORKERS_PER_HOST concurrent loops of single-address allocations through its own client. */
-async function allocateEverywhere(ipams: Map<string, Ipam>, run: string): Promise<Outcome[]> {
-  const outcomes: Outcome[] = [];
+/**
+ * Each host runs WORKERS_PER_HOST concurrent loops of single-address allocations through its own
+ * client, recording into `outcomes` as they go. A worker pauses after an error, as a runtime
+ * retrying a failed ADD would, so that work goes on across an outage.
+ */
+async function allocateEverywhere(ipams: Map<string, Ipam>, outcomes: Outcome[], perHost = PER_HOST): Promise<Outcome[]> {
   await Promise.all(HOSTS.flatMap((host) => Array.from({ length: WORKERS_PER_HOST }, async (_, worker) => {
-    for (let i = worker; i < PER_HOST; i += WORKERS_PER_HOST) {
-      const handle = `${run}.${host}-${i}`;
+    for (let i = worker; i < perHost; i += WORKERS_PER_HOST) {
+      const handle = `net.${host}-${i}`;
       try {
         const got = await ipams.get(host)!.autoAssign({ handle, node: host, num4: 1, num6: 0 });
         outcomes.push({ host, handle, addresses: got.ipv4.map(formatAddress) });
       } catch (error) {
         outcomes.push({ host, handle, addresses: [], error });
+        await sleep(250);
       }
     }
   })));
@@ -60,7 +64,7 @@ async function hostsWithPool(label: string, timeoutMs?: number) {
 
 test.serial('ipam concurrency - 4 hosts allocate 240 addresses at once: unique, in their own blocks, no leak after release', async (t) => {
   const { admin, ipams, ds } = await hostsWithPool('four-hosts');
-  const outcomes = await allocateEverywhere(ipams, 'net');
+  const outcomes = await allocateEverywhere(ipams, []);
   t.deepEqual(outcomes.filter((o) => o.error).map((o) => String(o.error)), []);
   const all = outcomes.flatMap((o) => o.addresses);
   t.is(all.length, HOSTS.length * PER_HOST);
@@ -90,12 +94,15 @@ test.serial('ipam concurrency - 4 hosts allocate 240 addresses at once: unique, 
 
 test.serial('ipam concurrency - etcd killed and restarted mid-way: clean errors, nothing handed out twice, nothing leaked', async (t) => {
   const { admin, ipams, ds } = await hostsWithPool('restart', 1500);
-  const running = allocateEverywhere(ipams, 'net');
-  await sleep(300);
+  const outcomes: Outcome[] = [];
+  const running = allocateEverywhere(ipams, outcomes, 100);
+  for (let i = 0; i < 200 && outcomes.length < 40; i++) await sleep(10);
   await etcd.stop('SIGKILL');
   await sleep(1500);
+  const duringOutage = outcomes.length;
   await etcd.resume();
-  const outcomes = await running;
+  await running;
+  t.true(outcomes.slice(duringOutage).some((o) => !o.error), 'allocations succeed again after the restart');
 
   const failed = outcomes.filter((o) => o.error);
   const succeeded = outcomes.filter((o) => !o.error);
