@@ -7,6 +7,8 @@ import protobuf from 'protobufjs';
 
 /** dist path -> source entry. */
 const executables = {
+  'dist/cni/calico': 'cni/calico.ts',
+  'dist/cni/calico-ipam': 'cni/calico-ipam.ts',
   'dist/bin/calico-demo': 'scripts/demo.ts',
 };
 

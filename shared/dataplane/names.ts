@@ -44,3 +44,10 @@ export function validateMac(mac: unknown, field: string): string {
   if (typeof mac !== 'string' || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new InvalidInputError(field, `${JSON.stringify(mac)} is not a MAC address`);
   return mac.toLowerCase();
 }
+
+export function validateMetric(metric: unknown, field = 'route metric'): number {
+  if (!Number.isInteger(metric) || (metric as number) < 0 || (metric as number) > 0xffffffff) {
+    throw new InvalidInputError(field, `${JSON.stringify(metric)} must be a whole number from 0 to 4294967295`);
+  }
+  return metric as number;
+}

@@ -13,7 +13,7 @@ import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { InterfaceExistsError } from './errors';
 import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
-import { validateInterfaceName, validateMac, validateMtu, validateNetnsPath } from './names';
+import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath } from './names';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
@@ -33,6 +33,12 @@ export interface WiringRequest extends WorkloadInterface {
   readonly mtu?: number;
   /** Chosen by us when absent. */
   readonly containerMac?: string;
+  /**
+   * Metric of this interface's gateway and default routes. A container on several networks has
+   * one interface per network, each with routes to 169.254.1.1; equal routes on two devices
+   * clash, so every interface but the first takes a higher metric (the first stays preferred).
+   */
+  readonly routeMetric?: number;
 }
 
 export interface WiredWorkload extends WorkloadInterface {
@@ -67,17 +73,18 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
   ];
+  const metric = request.routeMetric ? ` metric ${validateMetric(request.routeMetric)}` : '';
   if (v4.length > 0) {
     container.push(
-      `route add ${GATEWAY_IPV4} dev ${containerIf} scope link`,
-      `route add default via ${GATEWAY_IPV4} dev ${containerIf}`,
+      `route add ${GATEWAY_IPV4} dev ${containerIf} scope link${metric}`,
+      `route add default via ${GATEWAY_IPV4} dev ${containerIf}${metric}`,
       `neigh add ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
     );
   }
   if (v6.length > 0) {
     container.push(
       `neigh add ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
-      `route add default via ${GATEWAY_IPV6} dev ${containerIf}`,
+      `route add default via ${GATEWAY_IPV6} dev ${containerIf}${metric}`,
     );
   }
   try {

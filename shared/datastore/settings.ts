@@ -73,11 +73,16 @@ export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.Proces
 }
 
 function parseEndpoint(text: string, field: string): string {
+  // A local etcd's unix socket, as etcd's own clients accept it: unix:///path/to/socket.
+  if (text.startsWith('unix://')) {
+    if (!text.startsWith('unix:///') || /\s/.test(text)) throw new InvalidInputError(field, `"${text}" must be unix:// followed by an absolute path`);
+    return text;
+  }
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw new InvalidInputError(field, `"${text}" is not a URL (expected http://host:port or https://host:port)`);
+    throw new InvalidInputError(field, `"${text}" is not a URL (expected http://host:port, https://host:port or unix:///path)`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new InvalidInputError(field, `"${text}" must use http:// or https://`);

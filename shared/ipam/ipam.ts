@@ -329,6 +329,50 @@ export class Ipam {
     return { address, block: cidr, handle: attribute.handle_id, attributes: attribute.secondary ?? {} };
   }
 
+  /** The addresses a handle holds now (a repeat ADD answers with these instead of allocating). */
+  async handleAddresses(handleId: HandleId): Promise<IpAddress[]> {
+    return (await this.handleHoldings([handleId])).get(handleId)?.addresses ?? [];
+  }
+
+  /**
+   * The handles whose ID starts with `prefix`, each with its addresses and the nodes recorded as
+   * their owners (for garbage collection, which must touch only this host's allocations).
+   */
+  async handlesWithPrefix(prefix: string): Promise<Map<HandleId, { addresses: IpAddress[]; nodes: Set<string> }>> {
+    const base = this.ds.keys.handlePrefix();
+    const entries = await this.ds.kv.list(`${base}${prefix}`, { keysOnly: true });
+    return this.handleHoldings(entries.map((e) => e.key.slice(base.length)));
+  }
+
+  private async handleHoldings(ids: readonly HandleId[]) {
+    const out = new Map<HandleId, { addresses: IpAddress[]; nodes: Set<string> }>();
+    if (ids.length === 0) return out;
+    const handleEntries = await this.ds.kv.readMany(ids.map((id) => ({ key: this.ds.keys.handle(id) })));
+    const blockCidrs = new Map<string, Cidr>();
+    const handles = ids.map((id, i) => {
+      const entry = handleEntries[i]![0];
+      const cidrs = entry ? Object.keys(handleFromEntry(entry).value.block) : [];
+      for (const text of cidrs) if (!blockCidrs.has(text)) blockCidrs.set(text, parseCidr(text));
+      return { id, cidrs };
+    });
+    const blocks = await this.writer.blocks([...blockCidrs.values()], { fresh: true });
+    for (const { id, cidrs } of handles) {
+      if (cidrs.length === 0) continue;
+      const holding = { addresses: [] as IpAddress[], nodes: new Set<string>() };
+      for (const text of cidrs) {
+        const block = blocks.get(text);
+        if (!block) continue;
+        for (const { address, attribute } of allocatedAddresses(block.value)) {
+          if (attribute?.handle_id !== id) continue;
+          holding.addresses.push(address);
+          if (attribute.secondary?.node) holding.nodes.add(attribute.secondary.node);
+        }
+      }
+      out.set(id, holding);
+    }
+    return out;
+  }
+
   async listBlocks(): Promise<BlockUsage[]> {
     const [v4, v6] = await this.ds.kv.readMany([{ prefix: this.ds.keys.blockPrefix(4) }, { prefix: this.ds.keys.blockPrefix(6) }]);
     return [...v4!, ...v6!].map((e) => {

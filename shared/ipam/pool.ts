@@ -16,14 +16,14 @@ export interface Pool {
   readonly modRevision: string;
 }
 
-/** Networks no workload address may come from. */
-const RESERVED: readonly { cidr: Cidr; why: string }[] = [
-  { cidr: parseCidr('127.0.0.0/8'), why: 'loopback' },
-  { cidr: parseCidr('169.254.0.0/16'), why: 'link-local (169.254.1.1 is the workloads\' gateway)' },
-  { cidr: parseCidr('224.0.0.0/4'), why: 'multicast' },
-  { cidr: parseCidr('::1/128'), why: 'loopback' },
-  { cidr: parseCidr('fe80::/10'), why: 'link-local' },
-  { cidr: parseCidr('ff00::/8'), why: 'multicast' },
+/** Networks no workload address may come from (parsed on first use: start-up time counts for CNI). */
+const RESERVED: readonly [string, string][] = [
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local (169.254.1.1 is the workloads\' gateway)'],
+  ['224.0.0.0/4', 'multicast'],
+  ['::1/128', 'loopback'],
+  ['fe80::/10', 'link-local'],
+  ['ff00::/8', 'multicast'],
 ];
 
 /** Checks a pool spec and fills in defaults; throws InvalidPoolError saying what is wrong. */
@@ -45,10 +45,8 @@ export function validatePoolSpec(name: string, spec: IPPoolSpec): { cidr: Cidr; 
   if (cidr.prefix > blockSize) {
     throw new InvalidPoolError(`pool ${name}: ${spec.cidr} is smaller than one block (/${blockSize}); use a larger pool or a larger blockSize`);
   }
-  for (const reserved of RESERVED) {
-    if (cidrsOverlap(reserved.cidr, cidr)) {
-      throw new InvalidPoolError(`pool ${name}: ${spec.cidr} overlaps ${formatCidr(reserved.cidr)} (${reserved.why})`);
-    }
+  for (const [reserved, why] of RESERVED) {
+    if (cidrsOverlap(parseCidr(reserved), cidr)) throw new InvalidPoolError(`pool ${name}: ${spec.cidr} overlaps ${reserved} (${why})`);
   }
   if (spec.disabled !== undefined && typeof spec.disabled !== 'boolean') {
     throw new InvalidPoolError(`pool ${name}: disabled must be true or false`);

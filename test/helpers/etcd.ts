@@ -1,20 +1,30 @@
 /**
- * A real etcd for one test file: free loopback ports, a temp data dir, started and stopped by
- * pid. Optionally with TLS and client-certificate auth.
+ * A real etcd for one test file, started and stopped by pid, with a temp data dir.
+ * - On loopback (default): free ports, optionally TLS with client-certificate auth.
+ * - Inside a fabric namespace: listening on the fabric address for the simulated hosts, and on a
+ *   unix socket for the test process itself (sockets are not confined to a network namespace).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'node:https';
-import { readFileSync } from 'node:fs';
 
 export interface EtcdTls {
   readonly caFile: string;
   readonly certFile: string;
   readonly keyFile: string;
+}
+
+export interface EtcdPlacement {
+  /** Network namespace to run in. */
+  readonly netnsPath: string;
+  /** The address hosts reach it on inside that namespace. */
+  readonly address: string;
 }
 
 export class EtcdServer {
@@ -26,15 +36,28 @@ export class EtcdServer {
     readonly clientPort: number,
     readonly peerPort: number,
     private readonly tls?: EtcdTls,
+    private readonly placement?: EtcdPlacement,
   ) {}
 
+  /** Where this test process reaches etcd. */
   get endpoint(): string {
+    if (this.placement) return `unix://${this.socketPath}`;
     return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
   }
 
-  static async start(tls?: EtcdTls): Promise<EtcdServer> {
+  /** Where processes inside the fabric's hosts reach etcd. */
+  get hostEndpoint(): string {
+    return this.placement ? `http://${this.placement.address}:${this.clientPort}` : this.endpoint;
+  }
+
+  private get socketPath(): string {
+    return join(this.dataDir, 'etcd.sock:0');
+  }
+
+  static async start(options: { tls?: EtcdTls; placement?: EtcdPlacement } = {}): Promise<EtcdServer> {
     const dir = await mkdtemp(join(tmpdir(), 'etcd-test-'));
-    const server = new EtcdServer(dir, await freePort(), await freePort(), tls);
+    const ports = options.placement ? [2379, 2380] : [await freePort(), await freePort()];
+    const server = new EtcdServer(dir, ports[0]!, ports[1]!, options.tls, options.placement);
     await server.resume();
     return server;
   }
@@ -42,18 +65,21 @@ export class EtcdServer {
   /** Starts (again) on the same ports and data. */
   async resume(): Promise<void> {
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    // etcd takes a unix listener as unix://NAME:PORT, a file NAME:PORT in its working directory.
+    const listen = this.placement ? `unix://etcd.sock:0,${this.hostEndpoint}` : this.endpoint;
     const args = [
       '--name', 't',
       '--data-dir', join(this.dataDir, 'data'),
-      '--listen-client-urls', this.endpoint,
-      '--advertise-client-urls', this.endpoint,
+      '--listen-client-urls', listen,
+      '--advertise-client-urls', this.hostEndpoint,
       '--listen-peer-urls', peer,
       '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `t=${peer}`,
       '--log-level', 'error',
     ];
     if (this.tls) args.push('--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--trusted-ca-file', this.tls.caFile, '--client-cert-auth');
-    const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
+    const child = spawn(file, fileArgs, { stdio: ['ignore', 'ignore', 'pipe'], cwd: this.dataDir });
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
     this.process = child;
@@ -73,30 +99,24 @@ export class EtcdServer {
     throw new Error(`etcd did not become healthy within 10 s: ${stderr}`);
   }
 
-  private async healthy(): Promise<boolean> {
-    if (!this.tls) {
-      try {
-        const res = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(500) });
-        return res.ok;
-      } catch {
-        return false;
-      }
-    }
-    const tls = this.tls;
+  private healthy(): Promise<boolean> {
     return new Promise((resolve) => {
-      const req = request(`${this.endpoint}/health`, {
-        ca: readFileSync(tls.caFile), cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile), timeout: 500,
-      }, (res) => {
+      const done = (res: import('node:http').IncomingMessage) => {
         res.resume();
         resolve(res.statusCode === 200);
-      });
+      };
+      const req = this.placement
+        ? httpRequest({ socketPath: this.socketPath, path: '/health', timeout: 500 }, done)
+        : this.tls
+          ? httpsRequest(`${this.endpoint}/health`, { ca: readFileSync(this.tls.caFile), cert: readFileSync(this.tls.certFile), key: readFileSync(this.tls.keyFile), timeout: 500 }, done)
+          : httpRequest(`${this.endpoint}/health`, { timeout: 500 }, done);
       req.on('error', () => resolve(false));
       req.on('timeout', () => req.destroy());
       req.end();
     });
   }
 
-  /** Stops etcd (SIGKILL: as abrupt as a crash), waiting until the process is gone. */
+  /** Stops etcd (SIGKILL by default: as abrupt as a crash), waiting until the process is gone. */
   async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const child = this.process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;

@@ -111,7 +111,7 @@ test('datastore - an endpoint that never answers hits the deadline, naming it', 
 
 test('datastore - TLS with client certificates', async (t) => {
   const pki = makePki();
-  const secure = await EtcdServer.start({ caFile: pki.caFile, certFile: pki.serverCert, keyFile: pki.serverKey });
+  const secure = await EtcdServer.start({ tls: { caFile: pki.caFile, certFile: pki.serverCert, keyFile: pki.serverKey } });
   t.teardown(async () => {
     await secure.destroy();
     rmSync(pki.dir, { recursive: true, force: true });

@@ -16,6 +16,8 @@ test('settings - config wins over the environment, endpoints over authority', (t
   t.deepEqual(etcdSettingsFrom({}, { ETCD_AUTHORITY: '10.0.0.2:4001' }).endpoints, ['http://10.0.0.2:4001']);
   t.is(etcdSettingsFrom({ etcd_ca_cert_file: '/c' }, { ETCD_CA_CERT_FILE: '/e' }).caCertFile, '/c');
   t.is(etcdSettingsFrom({}, { ETCD_CA_CERT_FILE: '/e' }).caCertFile, '/e');
+  t.deepEqual(etcdSettingsFrom({ etcd_endpoints: 'unix:///run/etcd.sock' }, {}).endpoints, ['unix:///run/etcd.sock']);
+  t.throws(() => etcdSettingsFrom({ etcd_endpoints: 'unix://relative.sock' }, {}), { message: /absolute path/ });
 });
 
 test('settings - bad values name the field they came from', (t) => {

@@ -1,0 +1,71 @@
+/**
+ * One CNI invocation, from (environment, stdin) to (stdout, exit code), for either plugin. The
+ * executables call it in-process; the node daemon calls it for requests forwarded to it.
+ */
+import { Logger, fileSink, stderrSink, type Sink } from '../shared/log';
+import type { Connections } from './backend';
+import { parseConfig, parseJson, type NetConf } from './config';
+import type { CniContext } from './context';
+import { parseCommand, parseEnv, type Command, type CniEnv } from './env';
+import { toCniError } from './errors';
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, datastoreStatus } from './ipam-plugin';
+import * as calico from './main-plugin';
+import { formatResult, type CniResult } from './result';
+import { LATEST_VERSION, parseVersion, versionAnswer, type CniVersion } from './version';
+
+export type PluginKind = 'calico' | 'calico-ipam';
+
+export interface Invocation {
+  readonly env: NodeJS.ProcessEnv;
+  readonly stdin: string;
+}
+
+export interface Outcome {
+  readonly stdout: string;
+  readonly exitCode: number;
+}
+
+type Handler = (ctx: CniContext) => Promise<CniResult | void>;
+
+const HANDLERS: Record<PluginKind, Record<Exclude<Command, 'VERSION'>, Handler>> = {
+  calico: { ADD: calico.add, DEL: calico.del, CHECK: calico.check, GC: calico.gc, STATUS: calico.status },
+  'calico-ipam': { ADD: ipamAdd, DEL: ipamDel, CHECK: ipamCheck, GC: ipamGc, STATUS: datastoreStatus },
+};
+
+export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, extraSinks: readonly Sink[] = []): Promise<Outcome> {
+  let version: CniVersion = LATEST_VERSION;
+  let log = new Logger('info', [stderrSink, ...extraSinks]);
+  try {
+    const command = parseCommand(invocation.env);
+    if (command === 'VERSION') return { stdout: JSON.stringify(versionAnswer(askedVersion(invocation.stdin))), exitCode: 0 };
+    const env = parseEnv(invocation.env);
+    const raw = parseJson(invocation.stdin);
+    version = parseVersion(raw.cniVersion);
+    const conf = parseConfig(raw, env, invocation.env);
+    log = loggerFor(conf, env, kind, extraSinks);
+    log.debug('invoked');
+    const result = await HANDLERS[kind][command]({ env, processEnv: invocation.env, conf, log, connections });
+    return { stdout: result ? JSON.stringify(formatResult(result, version)) : '', exitCode: 0 };
+  } catch (err) {
+    const error = toCniError(err);
+    log.error(error.message, { code: error.code });
+    const answer = { cniVersion: version, code: error.code, msg: error.message, ...(error.details ? { details: error.details } : {}) };
+    return { stdout: JSON.stringify(answer), exitCode: 1 };
+  }
+}
+
+/** VERSION answers in the version the caller's config names, or the latest when it names none. */
+function askedVersion(stdin: string): CniVersion {
+  try {
+    const raw = parseJson(stdin);
+    return raw.cniVersion === undefined ? LATEST_VERSION : parseVersion(raw.cniVersion);
+  } catch {
+    return LATEST_VERSION;
+  }
+}
+
+function loggerFor(conf: NetConf, env: CniEnv, kind: PluginKind, extraSinks: readonly Sink[]): Logger {
+  const sinks = [stderrSink, ...extraSinks, ...(conf.logFile ? [fileSink(conf.logFile)] : [])];
+  return new Logger(conf.logLevel, sinks, { plugin: kind, command: env.command, container: env.containerId || undefined, ifname: env.ifname || undefined });
+}
+

@@ -1,0 +1,43 @@
+/** Runs a CNI plugin executable inside a host namespace with exactly the given environment. */
+import { execFile } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Netns } from './netns';
+
+export interface PluginRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** stdout parsed, when it is JSON. */
+  readonly json: Record<string, any> | undefined;
+}
+
+export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000): Promise<PluginRun> {
+  return new Promise((done) => {
+    const child = execFile('nsenter', [`--net=${host.path}`, plugin], { env, timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      let json: Record<string, any> | undefined;
+      try {
+        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+      } catch {
+        json = undefined;
+      }
+      done({ code, stdout, stderr, json });
+    });
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(stdin);
+  });
+}
+
+/** What an operator does: a plugins dir holding our two executables (and Debian's host-local). */
+export function installPlugins(): string {
+  const built = resolve('dist/cni');
+  if (!existsSync(join(built, 'calico'))) throw new Error('dist/cni/calico is missing: run `npm run build` first');
+  const dir = mkdtempSync(join(tmpdir(), 'cni-plugins-'));
+  for (const name of ['calico', 'calico-ipam']) copyFileSync(join(built, name), join(dir, name));
+  if (existsSync('/usr/lib/cni/host-local')) symlinkSync('/usr/lib/cni/host-local', join(dir, 'host-local'));
+  return dir;
+}
+
+export const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
