@@ -34,6 +34,7 @@ export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.Proces
   const pick = (key: keyof EtcdConfigKeys): { field: string; value: string } | undefined => {
     const fromConfig = config[key];
     if (fromConfig !== undefined && fromConfig !== null && fromConfig !== '') {
+      if (typeof fromConfig === 'number' && key === 'etcd_timeout_ms') return { field: key, value: String(fromConfig) };
       if (typeof fromConfig !== 'string') throw new InvalidInputError(key, `expected a string, got ${JSON.stringify(fromConfig)}`);
       return { field: key, value: fromConfig };
     }
