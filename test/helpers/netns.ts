@@ -7,6 +7,18 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/** Namespaces still alive; one exit hook removes them if the test process dies without its after hooks. */
+const alive = new Set<string>();
+process.once('exit', () => {
+  for (const name of alive) {
+    try {
+      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+});
+
 export class Netns {
   private constructor(readonly name: string) {}
 
@@ -18,8 +30,7 @@ export class Netns {
     const name = `t${label}-${Math.random().toString(36).slice(2, 8)}`.slice(0, 32);
     await run('ip', ['netns', 'add', name]);
     const ns = new Netns(name);
-    // If the test process dies without its after hooks, its namespaces go with it.
-    process.once('exit', ns.removeOnExit);
+    alive.add(name);
     await ns.ip('link', 'set', 'lo', 'up');
     return ns;
   }
@@ -66,16 +77,8 @@ export class Netns {
     return parts.join('\n');
   }
 
-  private readonly removeOnExit = () => {
-    try {
-      execFileSync('ip', ['netns', 'del', this.name], { stdio: 'ignore' });
-    } catch {
-      // already gone
-    }
-  };
-
   async destroy(): Promise<void> {
-    process.off('exit', this.removeOnExit);
+    alive.delete(this.name);
     await run('ip', ['netns', 'del', this.name]).catch(() => undefined);
   }
 }

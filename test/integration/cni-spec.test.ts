@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { HOST_PATH, runPlugin } from '../helpers/cni-exec';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { readIpamState } from '../helpers/ipam-state';
 import type { MesosAgent } from '../helpers/mesos-agent';
 
 let world: CniWorld;
@@ -31,8 +32,6 @@ function call(command: string, id: string, conf: object, extraEnv: Record<string
   };
   return runPlugin(agent.host, join(world.pluginsDir, plugin), env, JSON.stringify(conf));
 }
-
-const SHAPES: Record<string, (r: Record<string, any>) => void> = {};
 
 for (const version of ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
   test.serial(`cni spec - ADD and DEL answer in CNI ${version}`, async (t) => {
@@ -65,7 +64,6 @@ for (const version of ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.
     await assertNothingLeft(t, ds, [agent]);
   });
 }
-void SHAPES;
 
 test.serial('cni spec - a repeat ADD returns the same result and allocates nothing', async (t) => {
   const { prefix, ds } = await world.scenario('repeat');
@@ -77,7 +75,7 @@ test.serial('cni spec - a repeat ADD returns the same result and allocates nothi
   t.is(again.code, 0, again.stdout);
   t.deepEqual(again.json, first.json);
   t.is((await ds.resources.list('WorkloadEndpoint')).length, 1);
-  const state = await (await import('../helpers/ipam-state')).readIpamState(ds);
+  const state = await readIpamState(ds);
   t.is(state.allocated.size, 1, 'one address, not two');
   t.is((await call('DEL', id, conf)).code, 0);
   t.is((await call('DEL', id, conf)).code, 0, 'DEL is idempotent');
@@ -135,11 +133,9 @@ test.serial('cni spec - GC removes what the runtime no longer knows, only on thi
   const version = await runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'VERSION', PATH: HOST_PATH }, '{"cniVersion":"0.4.0"}');
   t.deepEqual(version.json, { cniVersion: '0.4.0', supportedVersions: ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 
-  const { ipam } = await world.datastore(prefix);
   for (const e of endpoints) {
     await call('DEL', e.spec.containerID!, { ...conf, nodename: e.spec.node }, { CNI_IFNAME: e.spec.endpoint });
   }
-  void ipam;
   await agent.destroy(keep).catch(() => undefined);
   await agent.destroy(stale).catch(() => undefined);
   await assertNothingLeft(t, ds, [agent]);
