@@ -1,4 +1,4 @@
-// Runs the type check and the ava suite, shows ava's TAP as it goes, and ends with the line
+// Runs the type check, the build and the ava suite, shows ava's TAP as it goes, and ends with the line
 // "N passed, N failed" (CI reads it). Exit code non-zero on any failure.
 import { spawn } from 'node:child_process';
 
@@ -22,6 +22,14 @@ const echo = (line) => process.stdout.write(`${line}\n`);
 const typecheck = await run('npx', ['tsc', '--noEmit', '-p', '.'], echo);
 if (typecheck !== 0) {
   echo('type check failed');
+  echo('0 passed, 1 failed');
+  process.exit(1);
+}
+
+// The end-to-end tests run the bundled executables, as operators install them.
+const build = await run('npm', ['run', '--silent', 'build'], echo);
+if (build !== 0) {
+  echo('build failed');
   echo('0 passed, 1 failed');
   process.exit(1);
 }
