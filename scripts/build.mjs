@@ -9,6 +9,7 @@ import protobuf from 'protobufjs';
 const executables = {
   'dist/cni/calico': 'cni/calico.ts',
   'dist/cni/calico-ipam': 'cni/calico-ipam.ts',
+  'dist/bin/calico-install': 'cni/install.ts',
   'dist/bin/calico-demo': 'scripts/demo.ts',
 };
 

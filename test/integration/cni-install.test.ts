@@ -1,0 +1,39 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { parseConfig } from '../../cni/config';
+
+const run = promisify(execFile);
+
+test('cni install - copies self-contained plugins and writes a config the plugin accepts', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'install-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const install = resolve('dist/bin/calico-install');
+  await run(install, ['--plugins-dir', join(dir, 'bin'), '--conf-dir', join(dir, 'conf'), '--network', 'calico', '--nodename', 'agent-7', '--etcd-endpoints', 'http://10.0.0.10:2379']);
+  for (const plugin of ['calico', 'calico-ipam']) {
+    t.true((statSync(join(dir, 'bin', plugin)).mode & 0o111) !== 0, `${plugin} is executable`);
+    // From another directory, with no node_modules anywhere near: the bundle stands alone.
+    const version = run(join(dir, 'bin', plugin), [], { cwd: '/', env: { CNI_COMMAND: 'VERSION', PATH: process.env.PATH } });
+    version.child.stdin!.end('{"cniVersion":"0.3.1"}');
+    t.is(JSON.parse((await version).stdout).cniVersion, '0.3.1');
+  }
+  const conf = JSON.parse(readFileSync(join(dir, 'conf', '10-calico.conf'), 'utf8'));
+  t.is(conf.cniVersion, '0.2.0');
+  t.is(parseConfig(conf, undefined, {}).nodename, 'agent-7');
+  const again = await t.throwsAsync(run(install, ['--plugins-dir', join(dir, 'bin'), '--conf-dir', join(dir, 'conf'), '--network', 'calico']));
+  t.regex((again as unknown as { stderr: string }).stderr, /exists; pass --force/);
+  const bad = await t.throwsAsync(run(install, ['--plugins-dir', join(dir, 'other'), '--conf-dir', join(dir, 'conf'), '--network', 'no good']));
+  t.regex((bad as unknown as { stderr: string }).stderr, /"name" "no good" must be a network name/);
+  t.throws(() => statSync(join(dir, 'other')), undefined, 'nothing is installed when the config is refused');
+});
+
+test('cni install - the sample configs in conf/ are valid', (t) => {
+  const conf = JSON.parse(readFileSync('conf/calico.conf', 'utf8'));
+  t.is(parseConfig(conf, undefined, {}).cniVersion, '0.2.0');
+  const list = JSON.parse(readFileSync('conf/calico.conflist', 'utf8'));
+  // libcni hands each plugin of a list its entry with the list's name and version.
+  t.is(parseConfig({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion }, undefined, {}).ipam.type, 'calico-ipam');
+});
