@@ -6,6 +6,7 @@ export {};
 
 const benches: Record<string, () => Promise<Record<string, number>>> = {
   ipam: async () => (await import('./ipam')).benchIpam(),
+  cni: async () => (await import('./cni')).benchCni(),
 };
 
 const name = process.argv[2];

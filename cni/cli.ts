@@ -1,6 +1,9 @@
-/** The process around one CNI invocation: read stdin, run, print, exit. */
-import { Connections } from './backend';
-import { runCni, type PluginKind } from './skel';
+/**
+ * The process around one CNI invocation: read stdin, have the node daemon run it or run it here,
+ * print, exit. Nothing heavy is loaded before it is known to be needed.
+ */
+import type { Outcome, PluginKind } from './skel';
+import { daemonSocketOf, forward } from './forward';
 
 /** A caller that never closes stdin must not hang the plugin: after this, what came is what there is. */
 const STDIN_TIMEOUT_MS = 10_000;
@@ -22,14 +25,14 @@ function readStdin(): Promise<string> {
 }
 
 export async function main(kind: PluginKind): Promise<void> {
-  const connections = new Connections();
-  let exitCode = 1;
+  let outcome: Outcome = { stdout: '', exitCode: 1 };
   try {
-    const outcome = await runCni(kind, { env: process.env, stdin: await readStdin() }, connections);
-    exitCode = outcome.exitCode;
+    const invocation = { env: process.env, stdin: await readStdin() };
+    const socket = daemonSocketOf(invocation.stdin);
+    const forwarded = socket ? await forward(socket, { kind, ...invocation }) : undefined;
+    outcome = forwarded ?? (await (await import('./in-process')).runInProcess(kind, invocation));
     if (outcome.stdout) await new Promise<void>((resolve) => process.stdout.write(`${outcome.stdout}\n`, () => resolve()));
   } finally {
-    await connections.close();
-    process.exit(exitCode);
+    process.exit(outcome.exitCode);
   }
 }

@@ -5,14 +5,6 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 
-/** dist path -> source entry. */
-const executables = {
-  'dist/cni/calico': 'cni/calico.ts',
-  'dist/cni/calico-ipam': 'cni/calico-ipam.ts',
-  'dist/bin/calico-install': 'cni/install.ts',
-  'dist/bin/calico-demo': 'scripts/demo.ts',
-};
-
 /**
  * etcd3 parses its .proto files from disk when loaded, which a single-file bundle cannot ship.
  * Parse them here instead and inline the result: self-contained, and faster to start.
@@ -31,25 +23,67 @@ const inlineEtcdProtos = {
   },
 };
 
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node18',
+  format: 'cjs',
+  legalComments: 'none',
+  logLevel: 'warning',
+  plugins: [inlineEtcdProtos],
+};
+
+/**
+ * The CNI plugins start a process per command, and compiling the core with its etcd client costs
+ * more than node's own start-up. So the in-process runner is bundled apart and embedded as a
+ * string, compiled only when no node daemon takes the command: forwarding stays cheap.
+ */
+async function embeddedInProcessRunner() {
+  const { outputFiles } = await build({ ...common, entryPoints: ['cni/in-process.ts'], write: false, outfile: 'in-process.js' });
+  const source = outputFiles[0].text;
+  return {
+    name: 'embed-in-process-runner',
+    setup(builder) {
+      builder.onResolve({ filter: /^\.\/in-process$/ }, () => ({ path: 'in-process', namespace: 'embedded' }));
+      builder.onLoad({ filter: /.*/, namespace: 'embedded' }, () => ({
+        loader: 'js',
+        contents: `
+          const vm = require('node:vm');
+          const source = ${JSON.stringify(source)};
+          const wrapped = vm.runInThisContext('(function (exports, require, module, __filename, __dirname) {' + source + '\\n})', { filename: __filename + ' (in-process runner)' });
+          const inner = { exports: {} };
+          wrapped(inner.exports, require, inner, __filename, __dirname);
+          module.exports = inner.exports;
+        `,
+      }));
+    },
+  };
+}
+
+/** dist path -> source entry. */
+const executables = {
+  'dist/bin/calico-install': 'cni/install.ts',
+  'dist/bin/calico-libnetwork': 'daemon/main.ts',
+  'dist/bin/calico-demo': 'scripts/demo.ts',
+};
+const cniPlugins = {
+  'dist/cni/calico': 'cni/calico.ts',
+  'dist/cni/calico-ipam': 'cni/calico-ipam.ts',
+};
+
 await mkdir('dist', { recursive: true });
 // The bundles are CommonJS; this keeps node from reading them as ESM under our "type": "module".
 await writeFile('dist/package.json', '{ "type": "commonjs" }\n');
 
+const embed = await embeddedInProcessRunner();
+const outputs = [
+  ...Object.entries(executables).map(([outfile, entry]) => ({ outfile, entry, plugins: common.plugins })),
+  ...Object.entries(cniPlugins).map(([outfile, entry]) => ({ outfile, entry, plugins: [embed] })),
+];
 await Promise.all(
-  Object.entries(executables).map(async ([outfile, entry]) => {
+  outputs.map(async ({ outfile, entry, plugins }) => {
     await mkdir(dirname(outfile), { recursive: true });
-    await build({
-      entryPoints: [entry],
-      outfile,
-      bundle: true,
-      platform: 'node',
-      target: 'node18',
-      format: 'cjs',
-      banner: { js: '#!/usr/bin/env node' },
-      legalComments: 'none',
-      logLevel: 'warning',
-      plugins: [inlineEtcdProtos],
-    });
+    await build({ ...common, plugins, entryPoints: [entry], outfile, banner: { js: '#!/usr/bin/env node' } });
     await chmod(outfile, 0o755);
   }),
 );

@@ -1,0 +1,98 @@
+/**
+ * CNI ADD and DEL timings on a simulated agent of the bench's own (a fabric with etcd, a host
+ * namespace, one container namespace per run), in one run:
+ * - node_ms_p50: `node -e 0`, the floor of any node executable;
+ * - ptp_add_ms_p50: Debian's Go `ptp` plugin with `host-local` IPAM, the reference plugins;
+ * - add_ms_p50 / del_ms_p50: our `calico` plugin with `calico-ipam`, in the configuration the
+ *   README recommends (the node daemon running on the agent), and add_ms_p50_standalone without it.
+ * Runs alternate between the contenders so that drift hits all alike.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { HOST_PATH, runPlugin } from '../test/helpers/cni-exec';
+import { CniWorld } from '../test/helpers/cni-world';
+import { NodeDaemon } from '../test/helpers/daemon';
+import type { MesosAgent } from '../test/helpers/mesos-agent';
+import { median, nowMs, round } from './stats';
+
+const RUNS = 25;
+const run = promisify(execFile);
+
+export async function benchCni(): Promise<Record<string, number>> {
+  if (!existsSync('/usr/lib/cni/ptp')) throw new Error('Debian\'s containernetworking-plugins is missing: run scripts/install-deps.sh');
+  const world = await CniWorld.create();
+  try {
+    const agent = await world.addAgent();
+    const { prefix } = await world.scenario('bench', { v4: '10.210.0.0/16', v6: 'fd00:210::/64' });
+    const daemon = await NodeDaemon.start(agent.host);
+    const viaDaemon = world.network('bench-net', prefix, 'bench-agent', { cniVersion: '1.0.0', log_file_path: '', daemon_socket: daemon.cniSocket });
+    const standalone = { ...viaDaemon, daemon_socket: '' };
+    const hostLocalDir = `/tmp/bench-host-local-${randomUUID()}`;
+    const ptp = { cniVersion: '1.0.0', name: 'ptp-net', type: 'ptp', ipam: { type: 'host-local', subnet: '10.211.0.0/16', dataDir: hostLocalDir } };
+
+    const samples = { node: [] as number[], ptpAdd: [] as number[], ptpDel: [] as number[], add: [] as number[], del: [] as number[], soloAdd: [] as number[], soloDel: [] as number[] };
+    for (let i = 0; i < RUNS + 2; i++) {
+      const warm = i < 2;
+      const nodeMs = await timed(() => run(process.execPath, ['-e', '0']));
+      const ptpTimes = await addDel(agent, '/usr/lib/cni/ptp', ptp, world.pluginsDir);
+      const ourTimes = await addDel(agent, join(world.pluginsDir, 'calico'), viaDaemon, world.pluginsDir);
+      const soloTimes = await addDel(agent, join(world.pluginsDir, 'calico'), standalone, world.pluginsDir);
+      if (warm) continue;
+      samples.soloAdd.push(soloTimes.add);
+      samples.soloDel.push(soloTimes.del);
+      samples.node.push(nodeMs);
+      samples.ptpAdd.push(ptpTimes.add);
+      samples.ptpDel.push(ptpTimes.del);
+      samples.add.push(ourTimes.add);
+      samples.del.push(ourTimes.del);
+    }
+    rmSync(hostLocalDir, { recursive: true, force: true });
+    await daemon.destroy();
+    const nodeMs = median(samples.node);
+    const addMs = median(samples.add);
+    const ptpMs = median(samples.ptpAdd);
+    console.log(`node -e 0: ${round(nodeMs)} ms; ptp+host-local ADD ${round(ptpMs)} ms, DEL ${round(median(samples.ptpDel))} ms`);
+    console.log(`calico with the node daemon: ADD ${round(addMs)} ms, DEL ${round(median(samples.del))} ms; standalone: ADD ${round(median(samples.soloAdd))} ms, DEL ${round(median(samples.soloDel))} ms`);
+    return {
+      add_ms_p50: round(addMs),
+      del_ms_p50: round(median(samples.del)),
+      ptp_add_ms_p50: round(ptpMs),
+      ptp_del_ms_p50: round(median(samples.ptpDel)),
+      node_ms_p50: round(nodeMs),
+      ratio_vs_node: round(addMs / nodeMs, 3),
+      ratio_vs_ptp: round(addMs / ptpMs, 3),
+      add_ms_p50_standalone: round(median(samples.soloAdd)),
+      del_ms_p50_standalone: round(median(samples.soloDel)),
+      ratio_vs_node_standalone: round(median(samples.soloAdd) / nodeMs, 3),
+    };
+  } finally {
+    await world.destroy();
+  }
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const start = nowMs();
+  await fn();
+  return nowMs() - start;
+}
+
+/** One container: ADD then DEL through `plugin`, each timed; a failure stops the bench. */
+async function addDel(agent: MesosAgent, plugin: string, conf: object, pluginsDir: string): Promise<{ add: number; del: number }> {
+  const id = randomUUID();
+  await agent.createContainer(id);
+  const env = (command: string) => ({ ...agent.env(command, id, 'eth0'), CNI_PATH: `${pluginsDir}:/usr/lib/cni`, PATH: HOST_PATH });
+  const stdin = JSON.stringify(conf);
+  let start = nowMs();
+  const add = await runPlugin(agent.host, plugin, env('ADD'), stdin);
+  const addMs = nowMs() - start;
+  if (add.code !== 0) throw new Error(`${plugin} ADD failed: ${add.stdout} ${add.stderr}`);
+  start = nowMs();
+  const del = await runPlugin(agent.host, plugin, env('DEL'), stdin);
+  const delMs = nowMs() - start;
+  if (del.code !== 0) throw new Error(`${plugin} DEL failed: ${del.stdout} ${del.stderr}`);
+  await agent.destroy(id);
+  return { add: addMs, del: delMs };
+}

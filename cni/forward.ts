@@ -1,0 +1,59 @@
+/**
+ * Hands a CNI invocation to the node daemon over its unix socket, when one runs on this host: the
+ * daemon holds a warm etcd connection, so the plugin process only starts node and waits. Returns
+ * undefined when no daemon answers, and the caller runs the command in-process instead.
+ */
+import { connect } from 'node:net';
+import type { Invocation, Outcome, PluginKind } from './skel';
+
+export const DEFAULT_DAEMON_SOCKET = '/var/run/calico/cni.sock';
+const CONNECT_TIMEOUT_MS = 500;
+/** Longer than any command takes with every etcd call at its deadline. */
+const ANSWER_TIMEOUT_MS = 120_000;
+
+export interface ForwardRequest extends Invocation {
+  readonly kind: PluginKind;
+}
+
+export function forward(socketPath: string, request: ForwardRequest): Promise<Outcome | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    let answer = '';
+    let settled = false;
+    const settle = (outcome: Outcome | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(outcome);
+    };
+    let timer = setTimeout(() => settle(undefined), CONNECT_TIMEOUT_MS);
+    socket.on('connect', () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => settle(undefined), ANSWER_TIMEOUT_MS);
+      socket.end(`${JSON.stringify(request)}\n`);
+    });
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    socket.on('end', () => {
+      try {
+        const outcome = JSON.parse(answer) as Outcome;
+        settle(typeof outcome.exitCode === 'number' && typeof outcome.stdout === 'string' ? outcome : undefined);
+      } catch {
+        settle(undefined);
+      }
+    });
+    socket.on('error', () => settle(undefined));
+  });
+}
+
+/** The socket named by the config's `daemon_socket` ("" turns forwarding off), else the default. */
+export function daemonSocketOf(stdin: string): string | undefined {
+  try {
+    const conf = JSON.parse(stdin) as { daemon_socket?: unknown };
+    if (conf.daemon_socket === '') return undefined;
+    return typeof conf.daemon_socket === 'string' ? conf.daemon_socket : DEFAULT_DAEMON_SOCKET;
+  } catch {
+    return DEFAULT_DAEMON_SOCKET;
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Serves CNI invocations forwarded by the plugin executables (cni/forward.ts): one JSON request
+ * line in, one JSON outcome out. The commands run exactly as in-process, with warm connections.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { Connections } from '../cni/backend';
+import type { ForwardRequest } from '../cni/forward';
+import { runCni } from '../cni/skel';
+import type { Logger } from '../shared/log';
+import { listenOnSocket, removeSocket } from './unix-socket';
+
+const MAX_REQUEST_BYTES = 1 << 20;
+
+export class CniService {
+  private readonly connections = new Connections();
+  private readonly server: Server;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly log: Logger,
+  ) {
+    // Half-open: the plugin ends its side after the request and still reads the answer.
+    this.server = createServer({ allowHalfOpen: true }, (socket) => this.serve(socket));
+  }
+
+  async start(): Promise<void> {
+    await listenOnSocket(this.server, this.socketPath);
+    this.log.info('serving CNI requests', { socket: this.socketPath });
+  }
+
+  private serve(socket: Socket): void {
+    let request = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: string) => {
+      request += chunk;
+      if (request.length > MAX_REQUEST_BYTES) socket.destroy();
+    });
+    socket.on('end', () => {
+      const work = this.answer(request).then((outcome) => socket.end(`${JSON.stringify(outcome)}\n`));
+      this.inFlight.add(work);
+      void work.finally(() => this.inFlight.delete(work));
+    });
+  }
+
+  private async answer(text: string) {
+    let request: ForwardRequest;
+    try {
+      request = JSON.parse(text) as ForwardRequest;
+    } catch {
+      return { stdout: '', exitCode: 1 };
+    }
+    if ((request.kind !== 'calico' && request.kind !== 'calico-ipam') || typeof request.stdin !== 'string' || typeof request.env !== 'object') {
+      return { stdout: '', exitCode: 1 };
+    }
+    return runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections);
+  }
+
+  /** Stops taking requests, lets those in flight finish, removes the socket. */
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.allSettled([...this.inFlight]);
+    removeSocket(this.socketPath);
+    await this.connections.close();
+  }
+}

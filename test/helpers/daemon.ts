@@ -1,0 +1,57 @@
+/** The node daemon started inside a simulated host, on a socket of its own, stopped by pid. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Netns } from './netns';
+
+export class NodeDaemon {
+  private exited: Promise<void>;
+  stderr = '';
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly dir: string,
+  ) {
+    child.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-20000)));
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    this.exited = new Promise((done) => child.once('exit', () => {
+      process.off('exit', killOnExit);
+      done();
+    }));
+  }
+
+  get cniSocket(): string {
+    return join(this.dir, 'cni.sock');
+  }
+
+  static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
+    const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
+    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const daemon = new NodeDaemon(child, dir);
+    for (let i = 0; i < 200 && !existsSync(daemon.cniSocket); i++) {
+      if (child.exitCode !== null) throw new Error(`the daemon exited: ${daemon.stderr}`);
+      await sleep(25);
+    }
+    if (!existsSync(daemon.cniSocket)) throw new Error(`the daemon did not listen within 5 s: ${daemon.stderr}`);
+    return daemon;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    await this.exited;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
