@@ -4,6 +4,7 @@
  * The layout mirrors Calico's allocationBlock: `allocations[ordinal]` is null (free) or an index
  * into `attributes`; `unallocated` lists free ordinals, taken from the front, returned to the back.
  */
+import type { AllocationAttributeRecord, BlockRecord } from '../datastore/ipam-records';
 import { formatAddress, type IpAddress } from '../net/address';
 import { addressAt, cidrContains, cidrSize, type Cidr } from '../net/cidr';
 import { AddressInUseError } from './errors';
@@ -11,20 +12,10 @@ import { AddressInUseError } from './errors';
 export type HandleId = string;
 
 /** Who an address belongs to: its handle, and free-form facts (node, container, interface, time). */
-export interface AllocationAttribute {
-  readonly handle_id: HandleId | null;
-  readonly secondary: Readonly<Record<string, string>> | null;
-}
+export type AllocationAttribute = AllocationAttributeRecord;
 
-export interface Block {
-  readonly cidr: Cidr;
-  /** `host:<node>` when a host has claimed the block. */
-  readonly affinity: string | null;
-  readonly strictAffinity: boolean;
-  readonly allocations: readonly (number | null)[];
-  readonly unallocated: readonly number[];
-  readonly attributes: readonly AllocationAttribute[];
-}
+/** The stored block with its CIDR parsed; `affinity` is `host:<node>` when a host has claimed it. */
+export type Block = Omit<BlockRecord, 'cidr' | 'deleted'> & { readonly cidr: Cidr };
 
 export function hostAffinity(node: string): string {
   return `host:${node}`;

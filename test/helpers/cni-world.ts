@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
 import { Datastore, etcdSettingsFrom } from '../../shared/datastore';
 import { Ipam } from '../../shared/ipam/ipam';
 import { installPlugins } from './cni-exec';
@@ -88,4 +88,17 @@ export async function assertNothingLeft(t: ExecutionContext, ds: Datastore, agen
     const routes6 = await agent.host.json<{ dst: string; dev: string }[]>('-6', 'route', 'show');
     t.deepEqual(routes6.filter((r) => r.dev !== 'eth0' && r.dev !== 'lo').map((r) => r.dst), [], 'no IPv6 workload route left');
   }
+}
+
+/** Registers hooks that build a world with one agent before the file's tests and remove it after. */
+export function useCniWorld(test: TestFn): { readonly world: CniWorld; readonly agent: MesosAgent } {
+  const state = {} as { world: CniWorld; agent: MesosAgent };
+  test.before(async () => {
+    state.world = await CniWorld.create();
+    state.agent = await state.world.addAgent();
+  });
+  test.after.always(async () => {
+    await state.world?.destroy();
+  });
+  return state;
 }

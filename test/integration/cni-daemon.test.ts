@@ -1,64 +1,54 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../helpers/daemon';
-import type { MesosAgent } from '../helpers/mesos-agent';
 
-let world: CniWorld;
-let agent: MesosAgent;
-
-test.before(async () => {
-  world = await CniWorld.create();
-  agent = await world.addAgent();
-});
-test.after.always(async () => {
-  await world?.destroy();
-});
+const setup = useCniWorld(test);
 
 test.serial('cni daemon - plugins forward to the node daemon; it wires the task in the agent\'s namespace', async (t) => {
-  const daemon = await NodeDaemon.start(agent.host, ['--log-level', 'debug']);
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--log-level', 'debug']);
   t.teardown(() => daemon.destroy());
-  const { prefix, ds } = await world.scenario('daemon');
-  const network = world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const { prefix, ds } = await setup.world.scenario('daemon');
+  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const [a, b] = [randomUUID(), randomUUID()];
-  const launchA = await agent.launch(a, [{ network }]);
-  const launchB = await agent.launch(b, [{ network }]);
+  const launchA = await setup.agent.launch(a, [{ network }]);
+  const launchB = await setup.agent.launch(b, [{ network }]);
   t.is(launchA.runs[0]!.code, 0, launchA.runs[0]!.stdout);
   t.true(daemon.stderr.includes('workload added'), 'the daemon did the work');
-  t.true(await agent.container(a).ping(launchB.ips[0]!.ip4!.split('/')[0]!));
-  for (const id of [a, b]) for (const r of await agent.destroy(id)) t.is(r.code, 0, r.stdout);
-  await assertNothingLeft(t, ds, [agent]);
+  t.true(await setup.agent.container(a).ping(launchB.ips[0]!.ip4!.split('/')[0]!));
+  for (const id of [a, b]) for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
 
 test.serial('cni daemon - with the daemon gone, the plugins do the work themselves', async (t) => {
-  const daemon = await NodeDaemon.start(agent.host);
-  const { prefix, ds } = await world.scenario('fallback');
-  const network = world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const daemon = await NodeDaemon.start(setup.agent.host);
+  const { prefix, ds } = await setup.world.scenario('fallback');
+  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const id = randomUUID();
-  t.is((await agent.launch(id, [{ network }])).runs[0]!.code, 0);
+  t.is((await setup.agent.launch(id, [{ network }])).runs[0]!.code, 0);
   await daemon.stop('SIGKILL'); // a crash leaves the socket file behind
   t.true(existsSync(daemon.cniSocket));
   const other = randomUUID();
-  const launch = await agent.launch(other, [{ network }]);
+  const launch = await setup.agent.launch(other, [{ network }]);
   t.is(launch.runs[0]!.code, 0, launch.runs[0]!.stdout);
-  t.true(await agent.container(other).ping((await ds.resources.list('WorkloadEndpoint')).find((e) => e.spec.containerID === id)!.spec.ipNetworks[0]!.split('/')[0]!));
-  for (const x of [id, other]) for (const r of await agent.destroy(x)) t.is(r.code, 0, r.stdout);
-  await assertNothingLeft(t, ds, [agent]);
+  t.true(await setup.agent.container(other).ping((await ds.resources.list('WorkloadEndpoint')).find((e) => e.spec.containerID === id)!.spec.ipNetworks[0]!.split('/')[0]!));
+  for (const x of [id, other]) for (const r of await setup.agent.destroy(x)) t.is(r.code, 0, r.stdout);
+  await assertNothingLeft(t, ds, [setup.agent]);
   await daemon.destroy();
 });
 
 test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart replaces a stale socket', async (t) => {
-  const first = await NodeDaemon.start(agent.host);
+  const first = await NodeDaemon.start(setup.agent.host);
   await first.stop('SIGTERM');
   t.false(existsSync(first.cniSocket), 'a clean stop removes the socket');
   await first.destroy();
-  const crashed = await NodeDaemon.start(agent.host);
+  const crashed = await NodeDaemon.start(setup.agent.host);
   await crashed.stop('SIGKILL');
   t.true(existsSync(crashed.cniSocket));
   // A new daemon on the same path takes over the stale file.
   const { spawnSync } = await import('node:child_process');
-  const again = spawnSync('nsenter', [`--net=${agent.host.path}`, 'timeout', '2', 'dist/bin/calico-libnetwork', '--cni-socket', crashed.cniSocket], { encoding: 'utf8' });
+  const again = spawnSync('nsenter', [`--net=${setup.agent.host.path}`, 'timeout', '2', 'dist/bin/calico-libnetwork', '--cni-socket', crashed.cniSocket], { encoding: 'utf8' });
   t.regex(again.stderr, /serving CNI requests/);
   await crashed.destroy();
 });

@@ -2,20 +2,10 @@ import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { HOST_PATH, runPlugin } from '../helpers/cni-exec';
-import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
-import type { MesosAgent } from '../helpers/mesos-agent';
 
-let world: CniWorld;
-let agent: MesosAgent;
-
-test.before(async () => {
-  world = await CniWorld.create();
-  agent = await world.addAgent();
-});
-test.after.always(async () => {
-  await world?.destroy();
-});
+const setup = useCniWorld(test);
 
 const NODE = 'agent1';
 
@@ -25,20 +15,20 @@ function call(command: string, id: string, conf: object, extraEnv: Record<string
     CNI_COMMAND: command,
     CNI_CONTAINERID: id,
     CNI_IFNAME: 'eth0',
-    CNI_NETNS: agent.netnsPath(id),
-    CNI_PATH: world.pluginsDir,
+    CNI_NETNS: setup.agent.netnsPath(id),
+    CNI_PATH: setup.world.pluginsDir,
     PATH: HOST_PATH,
     ...extraEnv,
   };
-  return runPlugin(agent.host, join(world.pluginsDir, plugin), env, JSON.stringify(conf));
+  return runPlugin(setup.agent.host, join(setup.world.pluginsDir, plugin), env, JSON.stringify(conf));
 }
 
 for (const version of ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
   test.serial(`cni spec - ADD and DEL answer in CNI ${version}`, async (t) => {
-    const { prefix, ds } = await world.scenario(`v${version.replace(/\./g, '')}`);
+    const { prefix, ds } = await setup.world.scenario(`v${version.replace(/\./g, '')}`);
     const id = randomUUID();
-    await agent.createContainer(id);
-    const conf = { ...world.network('spec-net', prefix, NODE, { ipam: { type: 'calico-ipam', assign_ipv6: 'true' } }), cniVersion: version };
+    await setup.agent.createContainer(id);
+    const conf = { ...setup.world.network('spec-net', prefix, NODE, { ipam: { type: 'calico-ipam', assign_ipv6: 'true' } }), cniVersion: version };
     const add = await call('ADD', id, conf);
     t.is(add.code, 0, add.stdout + add.stderr);
     const r = add.json!;
@@ -48,7 +38,7 @@ for (const version of ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.
       t.regex(r.ip6.ip, /^fd00:200::.*\/128$/);
       t.is(r.interfaces, undefined);
     } else {
-      t.deepEqual(r.interfaces.map((i: { name: string; sandbox: string }) => [i.name, i.sandbox]), [['eth0', agent.netnsPath(id)]]);
+      t.deepEqual(r.interfaces.map((i: { name: string; sandbox: string }) => [i.name, i.sandbox]), [['eth0', setup.agent.netnsPath(id)]]);
       t.regex(r.interfaces[0].mac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
       t.is(r.ips.length, 2);
       t.is(r.ips[0].interface, 0);
@@ -60,16 +50,16 @@ for (const version of ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.
     const del = await call('DEL', id, { ...conf, ...(version >= '0.4.0' ? { prevResult: r } : {}) });
     t.is(del.code, 0, del.stdout);
     t.is(del.stdout, '');
-    await agent.destroy(id).catch(() => undefined);
-    await assertNothingLeft(t, ds, [agent]);
+    await setup.agent.destroy(id).catch(() => undefined);
+    await assertNothingLeft(t, ds, [setup.agent]);
   });
 }
 
 test.serial('cni spec - a repeat ADD returns the same result and allocates nothing', async (t) => {
-  const { prefix, ds } = await world.scenario('repeat');
+  const { prefix, ds } = await setup.world.scenario('repeat');
   const id = randomUUID();
-  await agent.createContainer(id);
-  const conf = { ...world.network('net', prefix, NODE), cniVersion: '1.0.0' };
+  await setup.agent.createContainer(id);
+  const conf = { ...setup.world.network('net', prefix, NODE), cniVersion: '1.0.0' };
   const first = await call('ADD', id, conf);
   const again = await call('ADD', id, conf);
   t.is(again.code, 0, again.stdout);
@@ -79,15 +69,15 @@ test.serial('cni spec - a repeat ADD returns the same result and allocates nothi
   t.is(state.allocated.size, 1, 'one address, not two');
   t.is((await call('DEL', id, conf)).code, 0);
   t.is((await call('DEL', id, conf)).code, 0, 'DEL is idempotent');
-  await agent.destroy(id).catch(() => undefined);
-  await assertNothingLeft(t, ds, [agent]);
+  await setup.agent.destroy(id).catch(() => undefined);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
 
 test.serial('cni spec - CHECK passes on a good attachment and fails once its veth is gone', async (t) => {
-  const { prefix, ds } = await world.scenario('check');
+  const { prefix, ds } = await setup.world.scenario('check');
   const id = randomUUID();
-  await agent.createContainer(id);
-  const conf = { ...world.network('net', prefix, NODE), cniVersion: '1.0.0' };
+  await setup.agent.createContainer(id);
+  const conf = { ...setup.world.network('net', prefix, NODE), cniVersion: '1.0.0' };
   const add = await call('ADD', id, conf);
   const check = await call('CHECK', id, { ...conf, prevResult: add.json });
   t.is(check.code, 0, check.stdout);
@@ -95,69 +85,69 @@ test.serial('cni spec - CHECK passes on a good attachment and fails once its vet
   t.is(old.json!.code, 1, 'CHECK before 0.4.0 is an incompatible version');
   const noPrev = await call('CHECK', id, conf);
   t.is(noPrev.json!.code, 7);
-  await agent.host.ip('link', 'del', `cali${id.slice(0, 11)}`);
+  await setup.agent.host.ip('link', 'del', `cali${id.slice(0, 11)}`);
   const broken = await call('CHECK', id, { ...conf, prevResult: add.json });
   t.is(broken.code, 1);
   t.regex(broken.json!.msg, /CHECK failed/);
   t.is((await call('DEL', id, conf)).code, 0);
-  await agent.destroy(id).catch(() => undefined);
-  await assertNothingLeft(t, ds, [agent]);
+  await setup.agent.destroy(id).catch(() => undefined);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
 
 test.serial('cni spec - GC removes what the runtime no longer knows, only on this host; STATUS and VERSION', async (t) => {
-  const { prefix, ds } = await world.scenario('gc');
-  const conf = { ...world.network('net', prefix, NODE), cniVersion: '1.1.0' };
+  const { prefix, ds } = await setup.world.scenario('gc');
+  const conf = { ...setup.world.network('net', prefix, NODE), cniVersion: '1.1.0' };
   const [keep, stale] = [randomUUID(), randomUUID()];
   for (const id of [keep, stale]) {
-    await agent.createContainer(id);
+    await setup.agent.createContainer(id);
     t.is((await call('ADD', id, conf)).code, 0);
   }
   // Another host's allocation on the same network must survive this host's GC.
-  const otherHost = await call('ADD', randomUUID(), { ...conf, nodename: 'elsewhere' }, { CNI_NETNS: agent.netnsPath(keep), CNI_IFNAME: 'eth5' });
+  const otherHost = await call('ADD', randomUUID(), { ...conf, nodename: 'elsewhere' }, { CNI_NETNS: setup.agent.netnsPath(keep), CNI_IFNAME: 'eth5' });
   t.is(otherHost.code, 0, otherHost.stdout);
-  const gc = await runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'GC', CNI_PATH: world.pluginsDir, PATH: HOST_PATH },
+  const gc = await runPlugin(setup.agent.host, join(setup.world.pluginsDir, 'calico'), { CNI_COMMAND: 'GC', CNI_PATH: setup.world.pluginsDir, PATH: HOST_PATH },
     JSON.stringify({ ...conf, 'cni.dev/valid-attachments': [{ containerID: keep, ifname: 'eth0' }] }));
   t.is(gc.code, 0, gc.stdout + gc.stderr);
   const endpoints = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoints.map((e) => e.spec.containerID).sort(), [keep, endpoints.find((e) => e.spec.node === 'elsewhere')!.spec.containerID].sort());
-  const links = await agent.host.json<{ ifname: string }[]>('link', 'show');
+  const links = await setup.agent.host.json<{ ifname: string }[]>('link', 'show');
   t.false(links.some((l) => l.ifname === `cali${stale.slice(0, 11)}`), 'the stale veth is gone');
   t.true(links.some((l) => l.ifname === `cali${keep.slice(0, 11)}`), 'the live veth stays');
 
-  const status = await runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'STATUS', PATH: HOST_PATH }, JSON.stringify(conf));
+  const status = await runPlugin(setup.agent.host, join(setup.world.pluginsDir, 'calico'), { CNI_COMMAND: 'STATUS', PATH: HOST_PATH }, JSON.stringify(conf));
   t.is(status.code, 0, status.stdout);
-  const down = await runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'STATUS', PATH: HOST_PATH },
+  const down = await runPlugin(setup.agent.host, join(setup.world.pluginsDir, 'calico'), { CNI_COMMAND: 'STATUS', PATH: HOST_PATH },
     JSON.stringify({ ...conf, etcd_endpoints: 'http://10.99.0.1:1', etcd_timeout_ms: 1000 }));
   t.is(down.json!.code, 50);
   t.regex(down.json!.msg, /10\.99\.0\.1:1/);
-  const version = await runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'VERSION', PATH: HOST_PATH }, '{"cniVersion":"0.4.0"}');
+  const version = await runPlugin(setup.agent.host, join(setup.world.pluginsDir, 'calico'), { CNI_COMMAND: 'VERSION', PATH: HOST_PATH }, '{"cniVersion":"0.4.0"}');
   t.deepEqual(version.json, { cniVersion: '0.4.0', supportedVersions: ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
 
   for (const e of endpoints) {
     await call('DEL', e.spec.containerID!, { ...conf, nodename: e.spec.node }, { CNI_IFNAME: e.spec.endpoint });
   }
-  await agent.destroy(keep).catch(() => undefined);
-  await agent.destroy(stale).catch(() => undefined);
-  await assertNothingLeft(t, ds, [agent]);
+  await setup.agent.destroy(keep).catch(() => undefined);
+  await setup.agent.destroy(stale).catch(() => undefined);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
 
 test.serial('cni spec - Debian\'s host-local works as the IPAM delegate', async (t) => {
-  const { prefix, ds } = await world.scenario('host-local');
+  const { prefix, ds } = await setup.world.scenario('host-local');
   const id = randomUUID();
-  await agent.createContainer(id);
+  await setup.agent.createContainer(id);
   const dataDir = `/tmp/host-local-${id}`;
-  const conf = { ...world.network('hl-net', prefix, NODE), cniVersion: '0.3.1', ipam: { type: 'host-local', subnet: '10.201.0.0/24', dataDir } };
+  const conf = { ...setup.world.network('hl-net', prefix, NODE), cniVersion: '0.3.1', ipam: { type: 'host-local', subnet: '10.201.0.0/24', dataDir } };
   const add = await call('ADD', id, conf);
   t.is(add.code, 0, add.stdout + add.stderr);
   t.regex(add.json!.ips[0].address, /^10\.201\.0\.\d+\/32$/);
   const peer = randomUUID();
-  await agent.createContainer(peer);
+  await setup.agent.createContainer(peer);
   const second = await call('ADD', peer, conf);
-  t.true(await agent.container(id).ping(second.json!.ips[0].address.split('/')[0]), 'delegated addresses route like ours');
+  t.true(await setup.agent.container(id).ping(second.json!.ips[0].address.split('/')[0]), 'delegated addresses route like ours');
   for (const x of [id, peer]) t.is((await call('DEL', x, conf)).code, 0);
   const missing = await call('ADD', randomUUID(), { ...conf, ipam: { type: 'no-such-ipam' } });
   t.is(missing.json!.code, 7);
   t.regex(missing.json!.msg, /IPAM plugin "no-such-ipam" \(ipam\.type\) was not found in CNI_PATH/);
-  for (const x of [id, peer]) await agent.destroy(x).catch(() => undefined);
-  await assertNothingLeft(t, ds, [agent]);
+  for (const x of [id, peer]) await setup.agent.destroy(x).catch(() => undefined);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });

@@ -2,22 +2,14 @@ import test from 'ava';
 import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
-import { EtcdServer, uniquePrefix } from '../helpers/etcd';
+import { EtcdServer, uniquePrefix, useEtcd } from '../helpers/etcd';
 import { makePki } from '../helpers/tls';
 
-let etcd: EtcdServer;
 const clients: Datastore[] = [];
-
-test.before(async () => {
-  etcd = await EtcdServer.start();
-});
-test.after.always(async () => {
-  for (const c of clients) c.close();
-  await etcd?.destroy();
-});
+const setup = useEtcd(test, clients);
 
 async function connect(overrides: Partial<EtcdSettings> = {}): Promise<Datastore> {
-  const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: etcd.endpoint }, {}), prefix: uniquePrefix('ds'), ...overrides });
+  const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: setup.etcd.endpoint }, {}), prefix: uniquePrefix('ds'), ...overrides });
   clients.push(ds);
   return ds;
 }

@@ -4,20 +4,12 @@ import { CalicoError } from '../../shared/errors';
 import { formatAddress } from '../../shared/net/address';
 import { cidrContains, parseCidr } from '../../shared/net/cidr';
 import type { Ipam } from '../../shared/ipam/ipam';
-import { EtcdServer } from '../helpers/etcd';
+import { useEtcd } from '../helpers/etcd';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
 
-let etcd: EtcdServer;
 const envs: IpamEnv[] = [];
-
-test.before(async () => {
-  etcd = await EtcdServer.start();
-});
-test.after.always(async () => {
-  for (const env of envs) env.close();
-  await etcd?.destroy();
-});
+const setup = useEtcd(test, envs);
 
 const HOSTS = ['host-a', 'host-b', 'host-c', 'host-d'];
 const PER_HOST = 60;
@@ -52,7 +44,7 @@ async function allocateEverywhere(ipams: Map<string, Ipam>, outcomes: Outcome[],
 }
 
 async function hostsWithPool(label: string, timeoutMs?: number) {
-  const env = new IpamEnv(etcd, label, timeoutMs ? { timeoutMs } : {});
+  const env = new IpamEnv(setup.etcd, label, timeoutMs ? { timeoutMs } : {});
   envs.push(env);
   const admin = await env.ipam();
   await admin.createPool('pool', { cidr: '10.100.0.0/16', blockSize: 28 });
@@ -97,10 +89,10 @@ test.serial('ipam concurrency - etcd killed and restarted mid-way: clean errors,
   const outcomes: Outcome[] = [];
   const running = allocateEverywhere(ipams, outcomes, 100);
   for (let i = 0; i < 200 && outcomes.length < 40; i++) await sleep(10);
-  await etcd.stop('SIGKILL');
+  await setup.etcd.stop('SIGKILL');
   await sleep(1500);
   const duringOutage = outcomes.length;
-  await etcd.resume();
+  await setup.etcd.resume();
   await running;
   t.true(outcomes.slice(duringOutage).some((o) => !o.error), 'allocations succeed again after the restart');
 
@@ -109,7 +101,7 @@ test.serial('ipam concurrency - etcd killed and restarted mid-way: clean errors,
   t.log(`${succeeded.length} succeeded, ${failed.length} failed cleanly`);
   for (const f of failed) {
     t.true(f.error instanceof CalicoError, `a clean error, got ${String(f.error)}`);
-    t.regex((f.error as Error).message, new RegExp(etcd.endpoint.replace(/[.:/]/g, '\\$&')), 'the error names the endpoint');
+    t.regex((f.error as Error).message, new RegExp(setup.etcd.endpoint.replace(/[.:/]/g, '\\$&')), 'the error names the endpoint');
   }
   t.true(failed.length > 0, 'the outage was felt');
   const handedOut = succeeded.flatMap((o) => o.addresses);

@@ -1,23 +1,15 @@
 import test from 'ava';
 import { formatAddress, parseAddress } from '../../shared/net/address';
 import { formatCidr, parseCidr } from '../../shared/net/cidr';
-import { EtcdServer } from '../helpers/etcd';
+import { useEtcd } from '../helpers/etcd';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
 
-let etcd: EtcdServer;
 const envs: IpamEnv[] = [];
-
-test.before(async () => {
-  etcd = await EtcdServer.start();
-});
-test.after.always(async () => {
-  for (const env of envs) env.close();
-  await etcd?.destroy();
-});
+const server = useEtcd(test, envs);
 
 async function setup(label: string, pools: [string, string, number?][] = [['pool4', '10.20.0.0/16'], ['pool6', 'fd00:20::/64']]) {
-  const env = new IpamEnv(etcd, label);
+  const env = new IpamEnv(server.etcd, label);
   envs.push(env);
   const ipam = await env.ipam();
   for (const [name, cidr, blockSize] of pools) await ipam.createPool(name, { cidr, ...(blockSize ? { blockSize } : {}) });
