@@ -3,7 +3,7 @@
  * line in, one JSON outcome out. The commands run exactly as in-process, with warm connections.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { Connections } from '../cni/backend';
+import type { Connections } from '../cni/backend';
 import type { ForwardRequest } from '../cni/forward';
 import { runCni } from '../cni/skel';
 import type { Logger } from '../shared/log';
@@ -12,12 +12,12 @@ import { listenOnSocket, removeSocket } from './unix-socket';
 const MAX_REQUEST_BYTES = 1 << 20;
 
 export class CniService {
-  private readonly connections = new Connections();
   private readonly server: Server;
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly socketPath: string,
+    private readonly connections: Connections,
     private readonly log: Logger,
   ) {
     // Half-open: the plugin ends its side after the request and still reads the answer.
@@ -62,6 +62,5 @@ export class CniService {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.inFlight]);
     removeSocket(this.socketPath);
-    await this.connections.close();
   }
 }

@@ -1,35 +1,128 @@
 /**
- * The node daemon (one per agent): serves the CNI plugins' forwarded commands on a unix socket,
- * keeping etcd connections warm. Exits cleanly on SIGTERM/SIGINT.
+ * The node daemon (one per agent). It wires its jobs together, each in a room of its own:
+ * - the CNI plugins' forwarded commands on a unix socket (daemon/cni-service.ts);
+ * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/).
+ * etcd connections are shared and kept warm. SIGTERM/SIGINT finish requests in flight and remove
+ * the sockets.
  *
- *   calico-libnetwork [--cni-socket /var/run/calico/cni.sock] [--log-level info]
+ *   calico-libnetwork [--cni-socket PATH] [--plugin-dir /run/docker/plugins]
+ *     [--network-driver calico] [--ipam-driver calico-ipam] [--etcd-endpoints URLS] [--etcd-*-file F]
+ *     [--nodename NAME] [--scope global|local] [--veth-mtu 1500] [--docker-host unix:///var/run/docker.sock]
+ *     [--log-level info]
  */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Connections } from '../cni/backend';
 import { DEFAULT_DAEMON_SOCKET } from '../cni/forward';
+import { DockerApi } from '../cnm/docker-api';
+import { IpamDriver } from '../cnm/ipam-driver';
+import { NetworkDriver } from '../cnm/network-driver';
+import { DriverServer, driverApp } from '../cnm/server';
+import { etcdSettingsFrom } from '../shared/datastore/settings';
+import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
 import { CniService } from './cni-service';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
+function nodename(flag: string | undefined): string {
+  if (flag) return flag;
+  if (process.env.NODENAME) return process.env.NODENAME;
+  try {
+    const fromFile = readFileSync('/var/lib/calico/nodename', 'utf8').trim();
+    if (fromFile) return fromFile;
+  } catch {
+    // no file: the host name serves
+  }
+  return hostname();
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       'cni-socket': { type: 'string', default: process.env.CALICO_CNI_SOCKET ?? DEFAULT_DAEMON_SOCKET },
+      'plugin-dir': { type: 'string', default: process.env.CALICO_PLUGIN_DIR ?? '/run/docker/plugins' },
+      'network-driver': { type: 'string', default: 'calico' },
+      'ipam-driver': { type: 'string', default: 'calico-ipam' },
+      'etcd-endpoints': { type: 'string' },
+      'etcd-ca-cert-file': { type: 'string' },
+      'etcd-cert-file': { type: 'string' },
+      'etcd-key-file': { type: 'string' },
+      'etcd-prefix': { type: 'string' },
+      nodename: { type: 'string' },
+      scope: { type: 'string', default: 'global' },
+      'veth-mtu': { type: 'string', default: process.env.CALICO_LIBNETWORK_VETH_MTU ?? '1500' },
+      'container-if-prefix': { type: 'string', default: 'cali' },
+      'docker-host': { type: 'string', default: process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock' },
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
     },
   });
   const level = values['log-level'] as Level;
   if (!LEVELS.includes(level)) throw new Error(`--log-level must be one of ${LEVELS.join(', ')}`);
-  const log = new Logger(level, [stderrSink], { daemon: 'calico-libnetwork' });
-  const cni = new CniService(values['cni-socket']!, log);
-  await cni.start();
+  if (values.scope !== 'global' && values.scope !== 'local') throw new Error('--scope must be global or local');
+  for (const name of [values['network-driver']!, values['ipam-driver']!]) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`driver name "${name}" must be letters, digits, _ . -`);
+  }
+  const mtu = validateMtu(Number(values['veth-mtu']), '--veth-mtu');
+  const etcd = etcdSettingsFrom({
+    etcd_endpoints: values['etcd-endpoints'],
+    etcd_ca_cert_file: values['etcd-ca-cert-file'],
+    etcd_cert_file: values['etcd-cert-file'],
+    etcd_key_file: values['etcd-key-file'],
+    etcd_prefix: values['etcd-prefix'],
+  });
+  const node = nodename(values.nodename);
+  const log = new Logger(level, [stderrSink], { daemon: 'calico-libnetwork', node });
+
+  const connections = new Connections();
+  const datastore = async () => ({ ds: await connections.datastore(etcd), ipam: await connections.ipam(etcd) });
+  const ipamDriver = new IpamDriver(async () => (await datastore()).ipam, node, log.with({ driver: 'ipam' }));
+  const networkDriver = new NetworkDriver(datastore, new DockerApi(values['docker-host']!), {
+    node,
+    scope: values.scope,
+    mtu,
+    containerIfPrefix: values['container-if-prefix']!,
+  }, log.with({ driver: 'network' }));
+
+  const services = [
+    new CniService(values['cni-socket']!, connections, log),
+    new DriverServer(driverApp('IpamDriver', {
+      'IpamDriver.GetCapabilities': () => ipamDriver.capabilities(),
+      'IpamDriver.GetDefaultAddressSpaces': () => ipamDriver.defaultAddressSpaces(),
+      'IpamDriver.RequestPool': (b) => ipamDriver.requestPool(b),
+      'IpamDriver.ReleasePool': () => ipamDriver.releasePool(),
+      'IpamDriver.RequestAddress': (b) => ipamDriver.requestAddress(b),
+      'IpamDriver.ReleaseAddress': (b) => ipamDriver.releaseAddress(b),
+    }, log), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
+    new DriverServer(driverApp('NetworkDriver', {
+      'NetworkDriver.GetCapabilities': () => networkDriver.capabilities(),
+      'NetworkDriver.CreateNetwork': (b) => networkDriver.createNetwork(b),
+      'NetworkDriver.DeleteNetwork': (b) => networkDriver.deleteNetwork(b),
+      'NetworkDriver.CreateEndpoint': (b) => networkDriver.createEndpoint(b),
+      'NetworkDriver.DeleteEndpoint': (b) => networkDriver.deleteEndpoint(b),
+      'NetworkDriver.EndpointOperInfo': () => networkDriver.endpointOperInfo(),
+      'NetworkDriver.Join': (b) => networkDriver.join(b),
+      'NetworkDriver.Leave': (b) => networkDriver.leave(b),
+      'NetworkDriver.DiscoverNew': () => ({}),
+      'NetworkDriver.DiscoverDelete': () => ({}),
+      'NetworkDriver.ProgramExternalConnectivity': () => ({}),
+      'NetworkDriver.RevokeExternalConnectivity': () => ({}),
+      'NetworkDriver.AllocateNetwork': () => ({ Options: {} }),
+      'NetworkDriver.FreeNetwork': () => ({}),
+    }, log), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
+  ];
+  for (const service of services) await service.start();
+  log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await cni.stop();
+    await Promise.allSettled(services.map((s) => s.stop()));
+    await connections.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

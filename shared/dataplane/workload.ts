@@ -123,6 +123,66 @@ async function configureHostEnd(hostIf: string, containerMac: string, v4: readon
   ]);
 }
 
+export interface HostSideRequest {
+  readonly hostIf: string;
+  /** The end Docker moves into the container itself. */
+  readonly peerIf: string;
+  readonly addresses: readonly IpAddress[];
+  readonly containerMac: string;
+  readonly mtu?: number;
+}
+
+/**
+ * For Docker, which moves the container end itself: a veth pair in this namespace, the host end
+ * programmed as for wireWorkload. On failure nothing it made is left behind.
+ */
+export async function createHostSideVeth(request: HostSideRequest): Promise<void> {
+  const hostIf = validateInterfaceName(request.hostIf, 'host interface');
+  const peerIf = validateInterfaceName(request.peerIf, 'peer interface');
+  const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
+  const containerMac = validateMac(request.containerMac, 'container MAC');
+  const links = await localLinks();
+  for (const stale of [hostIf, peerIf]) if (links.has(stale)) await removeHostLink(stale);
+  await ipBatch(`create veth ${hostIf}`, [
+    `link add ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
+  ]);
+  try {
+    await configureHostEnd(hostIf, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
+  } catch (err) {
+    await removeHostLink(hostIf);
+    throw err;
+  }
+}
+
+const PIN_POLL_MS = 20;
+
+/**
+ * Docker configures the container end but cannot add neighbour entries, and proxy ARP alone fails
+ * on hosts without a default route (see the top of this file). Once the interface with `containerMac`
+ * is up inside `netns`, add the permanent gateway entries there. Bounded by `timeoutMs`.
+ */
+export async function pinGatewayNeighbours(netnsPath: string, containerMac: string, families: { v4: boolean; v6: boolean }, timeoutMs = 10_000): Promise<boolean> {
+  const netns = validateNetnsPath(netnsPath, 'sandbox');
+  const mac = validateMac(containerMac, 'container MAC');
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await netnsExists(netns)) {
+      const { stdout } = await ipBatch(`list links in ${netns}`, ['link show'], { netns, json: true }).catch(() => ({ stdout: '' }));
+      const link = parseJsonLines<IpLink[]>(stdout)[0]?.find((l) => l.address === mac && l.flags?.includes('UP'));
+      if (link) {
+        const dev = validateInterfaceName(link.ifname, 'container interface');
+        await ipBatch(`pin the gateway neighbours in ${netns}`, [
+          ...(families.v4 ? [`neigh replace ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
+          ...(families.v6 ? [`neigh replace ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
+        ], { netns });
+        return true;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, PIN_POLL_MS));
+  }
+  return false;
+}
+
 /**
  * Removes the workload's interfaces. Idempotent: a namespace, link or route that is already gone
  * is fine. Deleting either end of the veth deletes both, and the host routes go with the link.

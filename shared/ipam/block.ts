@@ -156,6 +156,21 @@ function dropUnusedAttributes(attributes: readonly AllocationAttribute[], alloca
   return { attributes: kept, allocations: allocations.map((i) => (i === null ? null : renumber.get(i)!)) };
 }
 
+/**
+ * Adds facts to one address's attribute (the owner learned after allocation, as Docker's
+ * CreateEndpoint tells which endpoint an address went to). Addresses sharing the old attribute keep it.
+ */
+export function annotateAddress(block: Block, address: IpAddress, facts: Readonly<Record<string, string>>): Block {
+  const ordinal = ordinalOf(block, address);
+  const index = ordinal === undefined ? null : block.allocations[ordinal];
+  if (ordinal === undefined || index === null || index === undefined) throw new RangeError(`${formatAddress(address)} is not allocated in this block`);
+  const old = block.attributes[index]!;
+  const { attributes, index: next } = withAttribute(block.attributes, { handle_id: old.handle_id, secondary: { ...old.secondary, ...facts } });
+  const allocations = block.allocations.slice();
+  allocations[ordinal] = next;
+  return { ...block, ...dropUnusedAttributes(attributes, allocations) };
+}
+
 export function attributeOf(block: Block, address: IpAddress): AllocationAttribute | undefined {
   const ordinal = ordinalOf(block, address);
   const index = ordinal === undefined ? null : block.allocations[ordinal];

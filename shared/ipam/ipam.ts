@@ -9,6 +9,7 @@ import { formatAddress, type IpAddress, type IpVersion } from '../net/address';
 import { enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
 import {
   allocatedAddresses,
+  annotateAddress,
   assignAddress,
   attributeOf,
   autoAssign,
@@ -315,6 +316,18 @@ export class Ipam {
       });
       const outcome = block ? await this.writer.write(block, release.block, cidr, changes) : await this.writer.writeHandles(changes);
       return outcome.ok ? { done: [...release.notAllocated] } : 'conflict';
+    });
+  }
+
+  /** Records more about an allocated address's owner; false when the address is not allocated. */
+  async annotate(address: IpAddress, facts: Readonly<Record<string, string>>): Promise<boolean> {
+    const cidr = await this.blockHolding(address, await this.pools());
+    if (!cidr) return false;
+    return casLoop(`annotation of ${formatAddress(address)}`, async (): Promise<Round<boolean>> => {
+      const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
+      if (!block || !attributeOf(block.value, address)) return { done: false };
+      const outcome = await this.writer.write(block, annotateAddress(block.value, address, facts), cidr, []);
+      return outcome.ok ? { done: true } : 'conflict';
     });
   }
 

@@ -29,7 +29,7 @@ export class NodeDaemon {
 
   static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
     const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
-    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), ...args], {
+    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const daemon = new NodeDaemon(child, dir);

@@ -3,6 +3,7 @@ import { formatAddress, parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
 import {
   allocatedAddresses,
+  annotateAddress,
   assignAddress,
   attributeOf,
   autoAssign,
@@ -152,4 +153,17 @@ test('block - identical owners share an attribute, different facts do not', (t) 
   block = autoAssign(block, 1, { handle_id: null, secondary: null }).block;
   t.is(block.attributes.length, 3);
   assertConsistent(t, block);
+});
+
+test('block - annotating one address splits it from a shared attribute', (t) => {
+  const block = autoAssign(newBlock(parseCidr('10.0.0.0/29'), 'n1'), 2, attr('h1')).block;
+  const annotated = annotateAddress(block, parseAddress('10.0.0.1'), { endpoint: 'ep1' });
+  t.deepEqual(attributeOf(annotated, parseAddress('10.0.0.1'))?.secondary, { node: 'n1', endpoint: 'ep1' });
+  t.deepEqual(attributeOf(annotated, parseAddress('10.0.0.0'))?.secondary, { node: 'n1' });
+  t.is(attributeOf(annotated, parseAddress('10.0.0.1'))?.handle_id, 'h1');
+  assertConsistent(t, annotated);
+  const again = annotateAddress(annotated, parseAddress('10.0.0.0'), { endpoint: 'ep1' });
+  t.is(again.attributes.length, 1, 'identical owners share one attribute again');
+  assertConsistent(t, again);
+  t.throws(() => annotateAddress(block, parseAddress('10.0.0.5'), {}), { instanceOf: RangeError });
 });

@@ -1,0 +1,54 @@
+/**
+ * The little of Docker's own API the driver needs: a network's name from its ID (the driver API
+ * carries only IDs, and profiles are named after networks, as Calico's driver does).
+ */
+import { request } from 'node:http';
+import { CalicoError } from '../shared/errors';
+
+export class DockerApiError extends CalicoError {
+  readonly code = 'DOCKER_API_FAILED';
+}
+
+const TIMEOUT_MS = 5000;
+
+export class DockerApi {
+  private readonly names = new Map<string, string>();
+
+  /** `unix:///var/run/docker.sock` or `tcp://host:port`, as DOCKER_HOST. */
+  constructor(readonly host: string) {
+    if (!/^(unix:\/\/\/|tcp:\/\/)/.test(host)) throw new DockerApiError(`invalid Docker host "${host}": expected unix:///path or tcp://host:port`);
+  }
+
+  async networkName(networkId: string): Promise<string> {
+    const cached = this.names.get(networkId);
+    if (cached) return cached;
+    const network = (await this.get(`/networks/${encodeURIComponent(networkId)}`)) as { Name?: unknown };
+    if (typeof network.Name !== 'string') throw new DockerApiError(`Docker's answer for network ${networkId} has no name`);
+    this.names.set(networkId, network.Name);
+    return network.Name;
+  }
+
+  private get(path: string): Promise<unknown> {
+    const target = this.host.startsWith('unix://')
+      ? { socketPath: this.host.slice('unix://'.length), path }
+      : { host: new URL(this.host).hostname, port: Number(new URL(this.host).port || 2375), path };
+    return new Promise((resolve, reject) => {
+      const req = request({ ...target, method: 'GET', timeout: TIMEOUT_MS }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => {
+          if (res.statusCode !== 200) return reject(new DockerApiError(`Docker at ${this.host} answered ${res.statusCode} for ${path}: ${body.trim()}`));
+          try {
+            resolve(JSON.parse(body));
+          } catch {
+            reject(new DockerApiError(`Docker at ${this.host} sent malformed JSON for ${path}`));
+          }
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${TIMEOUT_MS} ms`)));
+      req.on('error', (err) => reject(new DockerApiError(`cannot reach Docker at ${this.host}: ${err.message}`)));
+      req.end();
+    });
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * Docker's NetworkDriver: endpoint records and profiles through the core, the host end of each
+ * veth through the core dataplane. All state lives in etcd (the WorkloadEndpoint), so a restarted
+ * daemon serves endpoints it created before; removals of what is already gone succeed.
+ */
+import type { Datastore, Resource } from '../shared/datastore';
+import { createHostSideVeth, GATEWAY_IPV4, GATEWAY_IPV6, pinGatewayNeighbours, randomMac, unwireWorkload } from '../shared/dataplane/workload';
+import { validateMac } from '../shared/dataplane/names';
+import { ensureNetworkProfile } from '../shared/endpoints/profile';
+import { buildWorkloadEndpoint, workloadEndpointName, type EndpointIdentity } from '../shared/endpoints/workload-endpoint';
+import { messageOf } from '../shared/errors';
+import type { Ipam } from '../shared/ipam/ipam';
+import type { Logger } from '../shared/log';
+import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
+import type { DockerApi } from './docker-api';
+import { DriverRequestError, field, mapField } from './errors';
+import { ORCHESTRATOR } from './ipam-driver';
+import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, type CreateEndpointResponse, type JoinResponse } from './protocol';
+
+export const ENDPOINT_NAMESPACE = 'libnetwork';
+/** Options Docker always sends, which say nothing the user chose. */
+const KNOWN_OPTIONS = new Set(['com.docker.network.enable_ipv6']);
+
+export interface NetworkDriverSettings {
+  readonly node: string;
+  readonly scope: 'global' | 'local';
+  readonly mtu: number;
+  /** Name prefix of the interface inside the container (Docker appends a number). */
+  readonly containerIfPrefix: string;
+}
+
+export class NetworkDriver {
+  constructor(
+    private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
+    private readonly docker: DockerApi,
+    private readonly settings: NetworkDriverSettings,
+    private readonly log: Logger,
+  ) {}
+
+  capabilities() {
+    return { Scope: this.settings.scope, ConnectivityScope: this.settings.scope };
+  }
+
+  createNetwork(body: Record<string, unknown>): Record<string, never> {
+    const networkId = field(body, 'NetworkID', true);
+    rejectOptions(mapField(body, 'Options'));
+    for (const [key, family] of [['IPv4Data', 'IPv4'], ['IPv6Data', 'IPv6']] as const) {
+      const data = body[key];
+      if (data === undefined || data === null) continue;
+      if (!Array.isArray(data)) throw new DriverRequestError(`${key} must be a list`);
+      for (const entry of data as Record<string, unknown>[]) {
+        const space = entry?.AddressSpace;
+        const gateway = entry?.Gateway;
+        const ours = space === GLOBAL_ADDRESS_SPACE || space === LOCAL_ADDRESS_SPACE || gateway === NO_GATEWAY_V4;
+        if (!ours) {
+          throw new DriverRequestError(`the network's ${family} addresses come from another IPAM driver: create it with --ipam-driver calico-ipam`);
+        }
+        if (typeof gateway === 'string' && gateway !== NO_GATEWAY_V4 && gateway !== '::/0') {
+          throw new DriverRequestError('Calico networks have no gateway address: leave out --gateway');
+        }
+      }
+    }
+    this.log.info('network created', { network: networkId });
+    return {};
+  }
+
+  deleteNetwork(body: Record<string, unknown>): Record<string, never> {
+    // The profile stays: other hosts, and CNI tasks on the network of the same name, may use it.
+    this.log.info('network deleted', { network: field(body, 'NetworkID', true) });
+    return {};
+  }
+
+  private identity(endpointId: string): EndpointIdentity {
+    return { node: this.settings.node, orchestrator: ORCHESTRATOR, workload: ORCHESTRATOR, endpoint: endpointId, namespace: ENDPOINT_NAMESPACE };
+  }
+
+  async createEndpoint(body: Record<string, unknown>): Promise<CreateEndpointResponse> {
+    const networkId = field(body, 'NetworkID', true);
+    const endpointId = endpointIdOf(body);
+    const iface = mapField(body, 'Interface');
+    const addresses: IpAddress[] = [];
+    for (const key of ['Address', 'AddressIPv6']) {
+      const text = field(iface, key);
+      if (!text) continue;
+      try {
+        addresses.push(parseAddress(text.split('/')[0]!, `Interface.${key}`));
+      } catch (err) {
+        throw new DriverRequestError(messageOf(err));
+      }
+    }
+    if (addresses.length === 0) throw new DriverRequestError('the endpoint has no address: the network must use --ipam-driver calico-ipam');
+    const givenMac = field(iface, 'MacAddress');
+    const mac = givenMac ? validateMac(givenMac, 'Interface.MacAddress') : randomMac();
+
+    const { ds, ipam } = await this.datastore();
+    const network = await this.docker.networkName(networkId);
+    await ensureNetworkProfile(ds, network);
+    for (const address of addresses) {
+      const owned = await ipam.annotate(address, { endpoint: endpointId, network: networkId });
+      if (!owned) throw new DriverRequestError(`${formatAddress(address)} was not allocated by Calico IPAM: create the network with --ipam-driver calico-ipam`);
+    }
+    const endpoint = buildWorkloadEndpoint(this.identity(endpointId), {
+      containerID: endpointId,
+      addresses,
+      profiles: [network],
+      interfaceName: hostIfOf(endpointId),
+      mac,
+    });
+    // The record is written last: nothing before it needs undoing when it fails.
+    const existing = await ds.resources.get('WorkloadEndpoint', endpoint.metadata.name, ENDPOINT_NAMESPACE);
+    if (existing) await ds.resources.update({ ...endpoint, metadata: { ...existing.metadata, ...endpoint.metadata, resourceVersion: existing.metadata.resourceVersion } });
+    else await ds.resources.create(endpoint);
+    this.log.info('endpoint created', { endpoint: endpointId, network, addresses: addresses.map(formatAddress).join(',') });
+    return { Interface: givenMac ? {} : { MacAddress: mac } };
+  }
+
+  async deleteEndpoint(body: Record<string, unknown>): Promise<Record<string, never>> {
+    const endpointId = endpointIdOf(body);
+    const { ds } = await this.datastore();
+    const deleted = await ds.resources.delete('WorkloadEndpoint', workloadEndpointName(this.identity(endpointId)), ENDPOINT_NAMESPACE);
+    this.log.info(deleted ? 'endpoint deleted' : 'endpoint was already gone', { endpoint: endpointId });
+    return {};
+  }
+
+  endpointOperInfo(): { Value: Record<string, never> } {
+    return { Value: {} };
+  }
+
+  async join(body: Record<string, unknown>): Promise<JoinResponse> {
+    const endpointId = endpointIdOf(body);
+    const sandbox = field(body, 'SandboxKey');
+    const endpoint = await this.endpoint(endpointId);
+    const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
+    const mac = endpoint.spec.mac!;
+    const peerIf = `tmp${endpointId.slice(0, 11)}`;
+    await createHostSideVeth({ hostIf: endpoint.spec.interfaceName, peerIf, addresses, containerMac: mac, mtu: this.settings.mtu });
+    const v4 = addresses.some((a) => a.version === 4);
+    const v6 = addresses.some((a) => a.version === 6);
+    if (sandbox) {
+      // Docker moves the peer in after we answer; pin the gateway neighbours once it is there.
+      void pinGatewayNeighbours(sandbox, mac, { v4, v6 }).then(
+        (pinned) => (pinned ? this.log.debug('gateway neighbours pinned', { endpoint: endpointId }) : this.log.warning('the container interface did not appear; gateway neighbours not pinned', { endpoint: endpointId })),
+        (err: unknown) => this.log.warning('pinning gateway neighbours failed', { endpoint: endpointId, error: messageOf(err) }),
+      );
+    }
+    this.log.info('endpoint joined', { endpoint: endpointId, hostIf: endpoint.spec.interfaceName });
+    return {
+      InterfaceName: { SrcName: peerIf, DstPrefix: this.settings.containerIfPrefix },
+      ...(v4 ? { Gateway: GATEWAY_IPV4 } : {}),
+      ...(v6 ? { GatewayIPv6: GATEWAY_IPV6 } : {}),
+      StaticRoutes: [
+        ...(v4 ? [{ Destination: `${GATEWAY_IPV4}/32`, RouteType: ROUTE_CONNECTED, NextHop: '' }] : []),
+        ...(v6 ? [{ Destination: `${GATEWAY_IPV6}/128`, RouteType: ROUTE_CONNECTED, NextHop: '' }] : []),
+      ],
+      DisableGatewayService: true,
+    };
+  }
+
+  async leave(body: Record<string, unknown>): Promise<Record<string, never>> {
+    const endpointId = endpointIdOf(body);
+    await unwireWorkload({ containerIf: `tmp${endpointId.slice(0, 11)}`, hostIf: hostIfOf(endpointId) });
+    this.log.info('endpoint left', { endpoint: endpointId });
+    return {};
+  }
+
+  private async endpoint(endpointId: string): Promise<Resource<'WorkloadEndpoint'>> {
+    const { ds } = await this.datastore();
+    const endpoint = await ds.resources.get('WorkloadEndpoint', workloadEndpointName(this.identity(endpointId)), ENDPOINT_NAMESPACE);
+    if (!endpoint || !endpoint.spec.mac) {
+      throw new DriverRequestError(`endpoint ${endpointId} is unknown to Calico on ${this.settings.node}: it was not created by this driver (or its record was deleted)`);
+    }
+    return endpoint;
+  }
+}
+
+function endpointIdOf(body: Record<string, unknown>): string {
+  const id = field(body, 'EndpointID', true);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) throw new DriverRequestError(`EndpointID "${id}" is not a Docker endpoint ID`);
+  return id;
+}
+
+/** `cali` + the first 11 characters of the endpoint ID, as Calico's driver names them. */
+export function hostIfOf(endpointId: string): string {
+  return `cali${endpointId.slice(0, 11)}`;
+}
+
+/** Refuses every option the user chose (`--opt`, `--internal`, ...), naming them. */
+function rejectOptions(options: Record<string, unknown>): void {
+  const chosen: string[] = [];
+  for (const [key, value] of Object.entries(options)) {
+    if (KNOWN_OPTIONS.has(key)) continue;
+    if (value === false || value === '' || value === null) continue;
+    if (typeof value === 'object' && !Array.isArray(value)) {
+      const inner = Object.keys(value as object);
+      if (inner.length > 0) chosen.push(...inner.map((k) => `--opt ${k}`));
+      continue;
+    }
+    chosen.push(value === true ? `--${key.replace(/^com\.docker\.network\./, '')}` : `${key}=${String(value)}`);
+  }
+  if (chosen.length > 0) throw new DriverRequestError(`the Calico driver does not support ${chosen.join(', ')}: create the network without ${chosen.length > 1 ? 'them' : 'it'}`);
+}

@@ -1,0 +1,65 @@
+/**
+ * Serves one Docker plugin API (NetworkDriver or IpamDriver) with express on a unix socket:
+ * POST /<Interface>.<Call> with a JSON body; errors as a non-200 status with {"Err": "..."};
+ * unknown paths 404.
+ */
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Server } from 'node:http';
+import { createServer } from 'node:http';
+import { CalicoError, messageOf } from '../shared/errors';
+import type { Logger } from '../shared/log';
+import { listenOnSocket, removeSocket } from '../daemon/unix-socket';
+import { CONTENT_TYPE } from './protocol';
+
+export type Handler = (body: Record<string, unknown>) => unknown;
+
+export function driverApp(implementsApi: string, handlers: Readonly<Record<string, Handler>>, log: Logger): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON.
+  app.use(express.json({ type: () => true, limit: '1mb', strict: false }));
+  const send = (res: Response, status: number, body: unknown) => res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
+
+  app.post('/Plugin.Activate', (_req, res) => send(res, 200, { Implements: [implementsApi] }));
+  for (const [call, handler] of Object.entries(handlers)) {
+    app.post(`/${call}`, async (req: Request, res: Response) => {
+      const body = req.body === null || req.body === undefined || typeof req.body !== 'object' || Array.isArray(req.body) ? {} : (req.body as Record<string, unknown>);
+      log.debug('call', { call });
+      try {
+        send(res, 200, await handler(body));
+      } catch (err) {
+        const message = messageOf(err);
+        log[err instanceof CalicoError ? 'warning' : 'error'](`${call} failed`, { error: message });
+        send(res, 500, { Err: message });
+      }
+    });
+  }
+  app.use((req: Request, res: Response) => send(res, 404, { Err: `${implementsApi} has no call ${req.method} ${req.path}` }));
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    send(res, 400, { Err: `malformed request body: ${messageOf(err)}` });
+  });
+  return app;
+}
+
+export class DriverServer {
+  private readonly server: Server;
+
+  constructor(
+    app: express.Express,
+    private readonly socketPath: string,
+  ) {
+    this.server = createServer(app);
+  }
+
+  async start(): Promise<void> {
+    await listenOnSocket(this.server, this.socketPath);
+  }
+
+  /** Stops accepting, lets requests in flight finish, removes the socket. */
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    await closed;
+    removeSocket(this.socketPath);
+  }
+}
