@@ -77,6 +77,8 @@ export class EtcdServer {
       '--initial-cluster', `t=${peer}`,
       '--log-level', 'error',
     ];
+    // Docker's cluster store speaks etcd's v2 API.
+    if (this.placement) args.push('--enable-v2=true');
     if (this.tls) args.push('--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--trusted-ca-file', this.tls.caFile, '--client-cert-auth');
     const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
     const child = spawn(file, fileArgs, { stdio: ['ignore', 'ignore', 'pipe'], cwd: this.dataDir });
