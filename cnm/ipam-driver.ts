@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostPrefix, parseAddress, parseCidr, formatCidr, formatAddress, type IpAddress, type IpVersion } from '../shared/net';
+import { AddressInUseError } from '../shared/ipam/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
 import { DriverRequestError, field, mapField } from './errors';
@@ -83,7 +84,12 @@ export class IpamDriver {
     const requested = field(body, 'Address');
     if (requested) {
       const address = parseRequested(requested, version);
-      await ipam.assign({ address, handle: newHandle(), node: this.node, pools, attributes: { orchestrator: ORCHESTRATOR } });
+      try {
+        await ipam.assign({ address, handle: newHandle(), node: this.node, pools, attributes: { orchestrator: ORCHESTRATOR } });
+      } catch (err) {
+        if (err instanceof AddressInUseError) throw new DriverRequestError(`${requested} is already in use: choose another --ip, or leave --ip out`);
+        throw err;
+      }
       this.log.info('assigned the requested address', { address: formatAddress(address) });
       return { Address: hostPrefix(address) };
     }

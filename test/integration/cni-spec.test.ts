@@ -1,5 +1,6 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { HOST_PATH, runPlugin } from '../helpers/cni-exec';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
@@ -136,6 +137,7 @@ test.serial('cni spec - Debian\'s host-local works as the IPAM delegate', async 
   const id = randomUUID();
   await setup.agent.createContainer(id);
   const dataDir = `/tmp/host-local-${id}`;
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
   const conf = { ...setup.world.network('hl-net', prefix, NODE), cniVersion: '0.3.1', ipam: { type: 'host-local', subnet: '10.201.0.0/24', dataDir } };
   const add = await call('ADD', id, conf);
   t.is(add.code, 0, add.stdout + add.stderr);

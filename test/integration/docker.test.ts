@@ -1,6 +1,11 @@
 import test from 'ava';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 import { DockerAgent } from '../helpers/docker-agent';
+import { MesosAgent } from '../helpers/mesos-agent';
 import { parseAddress } from '../../shared/net';
 
 let world: CniWorld;
@@ -63,4 +68,104 @@ test.serial('docker - calico networks with and without --subnet: containers ping
   await assertNothingLeft(t, ds, []);
   const links = await agent.host.json<{ ifname: string }[]>('link', 'show');
   t.deepEqual(links.map((l) => l.ifname).filter((n) => n !== 'lo' && n !== 'eth0'), [], 'no veth left');
+});
+
+test.serial('docker - a Docker container and a Mesos CNI task on one agent, same network and profile, ping each other', async (t) => {
+  await agent.docker('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, 'shared-net');
+  await agent.docker('run', '-d', '--name', 'dk', '--net', 'shared-net', 'local/busybox', 'sleep', '600');
+  const mesos = new MesosAgent(agent.host, world.pluginsDir);
+  t.teardown(() => mesos.cleanup());
+  const taskId = randomUUID();
+  // The CNI network of the same name, on the same node and datastore.
+  const launch = await mesos.launch(taskId, [{ network: world.network('shared-net', prefix, NODE, { daemon_socket: '' }) }]);
+  t.is(launch.runs[0]!.code, 0, launch.runs[0]!.stdout);
+  const taskIp = launch.ips[0]!.ip4!.split('/')[0]!;
+  const dockerIp = await ipOf('dk', 'shared-net');
+  t.regex((await agent.docker('exec', 'dk', 'ping', '-c', '1', '-W', '3', taskIp)).stdout, /1 packets received/);
+  t.true(await mesos.container(taskId).ping(dockerIp));
+  const profiles = (await ds.resources.list('WorkloadEndpoint')).map((e) => [e.spec.orchestrator, e.spec.profiles[0]]);
+  t.deepEqual(profiles.sort(), [['cni', 'shared-net'], ['libnetwork', 'shared-net']]);
+  const blocks = await (await world.datastore(prefix)).ipam.listBlocks();
+  t.true(blocks.some((b) => b.affinity === `host:${NODE}` && b.inUse === 2), 'both drew from the same host block');
+  for (const r of await mesos.destroy(taskId)) t.is(r.code, 0);
+  await agent.docker('rm', '-f', 'dk');
+  await agent.docker('network', 'rm', 'shared-net');
+  await assertNothingLeft(t, ds, []);
+});
+
+test.serial('docker - the daemon restarted between container starts keeps every network and endpoint working', async (t) => {
+  await agent.docker('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, 'restart-net');
+  await agent.docker('run', '-d', '--name', 'before', '--net', 'restart-net', 'local/busybox', 'sleep', '600');
+  await agent.stopDaemon('SIGKILL');
+  await agent.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix, node: NODE, driver: DRIVER, ipamDriver: IPAM_DRIVER, extraArgs: ['--scope', 'local'] });
+  await agent.docker('run', '-d', '--name', 'after', '--net', 'restart-net', 'local/busybox', 'sleep', '600');
+  const [before, after] = [await ipOf('before', 'restart-net'), await ipOf('after', 'restart-net')];
+  t.regex((await agent.docker('exec', 'after', 'ping', '-c', '1', '-W', '3', before)).stdout, /1 packets received/);
+  t.regex((await agent.docker('exec', 'before', 'ping', '-c', '1', '-W', '3', after)).stdout, /1 packets received/);
+  // The container from before the restart is torn down by the new daemon.
+  await agent.docker('rm', '-f', 'before', 'after');
+  await agent.docker('network', 'rm', 'restart-net');
+  await assertNothingLeft(t, ds, []);
+});
+
+/** A call straight to one of the driver sockets, as Docker makes them. */
+function callDriver(socket: string, path: string, body: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(agent.pluginsDir, socket), path, method: 'POST', headers: { 'Content-Type': 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test.serial('docker - every unsupported option and bad request gets an error saying what to do, and leaves nothing', async (t) => {
+  const create = (...args: string[]) => agent.dockerFails('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, ...args);
+  t.regex(await create('--opt', 'foo=bar', 'n-opt'), /does not support --opt foo/);
+  t.regex(await create('--internal', 'n-int'), /does not support --internal/);
+  t.regex(await create('--subnet', '10.220.0.0/16', '--ip-range', '10.220.1.0/24', 'n-range'), /does not support --ip-range/);
+  t.regex(await create('--ipam-opt', 'x=y', 'n-ipamopt'), /does not support --ipam-opt \(x\)/);
+  t.regex(await create('--subnet', '10.220.0.0/16', '--gateway', '10.220.0.1', 'n-gw'), /no gateway address.*leave out --gateway/);
+  t.regex(await create('--subnet', '10.250.0.0/16', 'n-nopool'), /--subnet 10\.250\.0\.0\/16 is not a Calico IP pool/);
+  t.regex(await agent.dockerFails('network', 'create', '-d', DRIVER, 'n-defipam'), /another IPAM driver: create it with --ipam-driver calico-ipam/);
+  const networks = (await agent.docker('network', 'ls', '--format', '{{.Name}}')).stdout;
+  t.false(/n-/.test(networks), 'no refused network exists');
+
+  await agent.docker('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, '--subnet', '10.220.0.0/16', 'n-ok');
+  await agent.docker('run', '-d', '--name', 'first', '--net', 'n-ok', '--ip', '10.220.50.5', 'local/busybox', 'sleep', '600');
+  t.regex(await agent.dockerFails('run', '-d', '--name', 'second', '--net', 'n-ok', '--ip', '10.220.50.5', 'local/busybox', 'sleep', '600'), /10\.220\.50\.5 is already in use/);
+  await agent.docker('rm', '-f', 'second').catch(() => undefined);
+
+  const outside = await callDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: 'CalicoPoolIPv4', Address: '10.250.0.5' }));
+  t.is(outside.status, 500);
+  t.regex(String(outside.json.Err), /10\.250\.0\.5 is not in any enabled IP pool/);
+  const malformed = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.CreateEndpoint', '{"NetworkID": ');
+  t.is(malformed.status, 400);
+  t.regex(String(malformed.json.Err), /malformed request body/);
+  const unknownEndpoint = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Join', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000', SandboxKey: '/nonexistent' }));
+  t.is(unknownEndpoint.status, 500);
+  t.regex(String(unknownEndpoint.json.Err), /endpoint feedface0000 is unknown to Calico/);
+  const goneEndpoint = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }));
+  t.is(goneEndpoint.status, 200, 'deleting what is already gone succeeds');
+  t.is((await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Leave', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }))).status, 200);
+  const badId = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ EndpointID: 42 }));
+  t.regex(String(badId.json.Err), /EndpointID must be a string/);
+  const unknownPath = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Frobnicate', '{}');
+  t.is(unknownPath.status, 404);
+  t.deepEqual((await callDriver(`${DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['NetworkDriver'] });
+  t.deepEqual((await callDriver(`${IPAM_DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['IpamDriver'] });
+
+  await agent.docker('rm', '-f', 'first');
+  await agent.docker('network', 'rm', 'n-ok');
+  await assertNothingLeft(t, ds, []);
+});
+
+test.serial('docker - SIGTERM finishes and removes the driver sockets', async (t) => {
+  await agent.stopDaemon('SIGTERM');
+  t.false(existsSync(join(agent.pluginsDir, `${DRIVER}.sock`)));
+  t.false(existsSync(join(agent.pluginsDir, `${IPAM_DRIVER}.sock`)));
+  t.false(existsSync(agent.cniSocket));
+  await agent.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix, node: NODE, driver: DRIVER, ipamDriver: IPAM_DRIVER, extraArgs: ['--scope', 'local'] });
 });
