@@ -7,6 +7,7 @@ export {};
 const benches: Record<string, () => Promise<Record<string, number>>> = {
   ipam: async () => (await import('./ipam')).benchIpam(),
   cni: async () => (await import('./cni')).benchCni(),
+  cnm: async () => (await import('./cnm')).benchCnm(),
 };
 
 const name = process.argv[2];

@@ -18,6 +18,8 @@ import { ORCHESTRATOR } from './ipam-driver';
 import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, type CreateEndpointResponse, type JoinResponse } from './protocol';
 
 export const ENDPOINT_NAMESPACE = 'libnetwork';
+/** Where Docker put the endpoint's container: kept so a restarted daemon can finish its wiring. */
+const SANDBOX_ANNOTATION = 'projectcalico.org/libnetwork-sandbox';
 /** Options Docker always sends, which say nothing the user chose. */
 const KNOWN_OPTIONS = new Set(['com.docker.network.enable_ipv6']);
 
@@ -137,11 +139,11 @@ export class NetworkDriver {
     const v4 = addresses.some((a) => a.version === 4);
     const v6 = addresses.some((a) => a.version === 6);
     if (sandbox) {
+      const { ds } = await this.datastore();
+      const annotations = { ...endpoint.metadata.annotations, [SANDBOX_ANNOTATION]: sandbox };
+      await ds.resources.update({ ...endpoint, metadata: { ...endpoint.metadata, annotations } });
       // Docker moves the peer in after we answer; pin the gateway neighbours once it is there.
-      void pinGatewayNeighbours(sandbox, mac, { v4, v6 }).then(
-        (pinned) => (pinned ? this.log.debug('gateway neighbours pinned', { endpoint: endpointId }) : this.log.warning('the container interface did not appear; gateway neighbours not pinned', { endpoint: endpointId })),
-        (err: unknown) => this.log.warning('pinning gateway neighbours failed', { endpoint: endpointId, error: messageOf(err) }),
-      );
+      void this.pin(endpointId, sandbox, mac, { v4, v6 });
     }
     this.log.info('endpoint joined', { endpoint: endpointId, hostIf: endpoint.spec.interfaceName });
     return {
@@ -154,6 +156,31 @@ export class NetworkDriver {
       ],
       DisableGatewayService: true,
     };
+  }
+
+  private async pin(endpointId: string, sandbox: string, mac: string, families: { v4: boolean; v6: boolean }): Promise<void> {
+    try {
+      const pinned = await pinGatewayNeighbours(sandbox, mac, families);
+      if (pinned) this.log.debug('gateway neighbours pinned', { endpoint: endpointId });
+      else this.log.warning('the container interface did not appear; gateway neighbours not pinned', { endpoint: endpointId });
+    } catch (err) {
+      this.log.warning('pinning gateway neighbours failed', { endpoint: endpointId, error: messageOf(err) });
+    }
+  }
+
+  /**
+   * After a start: a crash between a Join and its container coming up left that container without
+   * its gateway neighbours. Pin them for every endpoint of this host whose container still exists.
+   */
+  async reconcile(): Promise<void> {
+    const { ds } = await this.datastore();
+    const endpoints = (await ds.resources.list('WorkloadEndpoint', ENDPOINT_NAMESPACE)).filter((e) => e.spec.node === this.settings.node);
+    await Promise.all(endpoints.map(async (endpoint) => {
+      const sandbox = endpoint.metadata.annotations?.[SANDBOX_ANNOTATION];
+      if (!sandbox || !endpoint.spec.mac) return;
+      const families = { v4: endpoint.spec.ipNetworks.some((n) => !n.includes(':')), v6: endpoint.spec.ipNetworks.some((n) => n.includes(':')) };
+      await this.pin(endpoint.spec.endpoint, sandbox, endpoint.spec.mac, families);
+    }));
   }
 
   async leave(body: Record<string, unknown>): Promise<Record<string, never>> {

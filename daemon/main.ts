@@ -115,6 +115,7 @@ async function main(): Promise<void> {
   ];
   for (const service of services) await service.start();
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
+  void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -154,31 +154,36 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   }
 }
 
-const PIN_POLL_MS = 20;
+/** Docker moves the interface in within a few hundred ms: look often at first, then seldom. */
+const PIN_POLL_MS = { fast: 20, fastFor: 2000, slow: 250 };
 
 /**
  * Docker configures the container end but cannot add neighbour entries, and proxy ARP alone fails
  * on hosts without a default route (see the top of this file). Once the interface with `containerMac`
- * is up inside `netns`, add the permanent gateway entries there. Bounded by `timeoutMs`.
+ * is up inside `netns`, add the permanent gateway entries there. Gives up after `timeoutMs`, or as
+ * soon as the namespace it saw goes away (the container did not start).
  */
 export async function pinGatewayNeighbours(netnsPath: string, containerMac: string, families: { v4: boolean; v6: boolean }, timeoutMs = 10_000): Promise<boolean> {
   const netns = validateNetnsPath(netnsPath, 'sandbox');
   const mac = validateMac(containerMac, 'container MAC');
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await netnsExists(netns)) {
-      const { stdout } = await ipBatch(`list links in ${netns}`, ['link show'], { netns, json: true }).catch(() => ({ stdout: '' }));
-      const link = parseJsonLines<IpLink[]>(stdout)[0]?.find((l) => l.address === mac && l.flags?.includes('UP'));
-      if (link) {
-        const dev = validateInterfaceName(link.ifname, 'container interface');
-        await ipBatch(`pin the gateway neighbours in ${netns}`, [
-          ...(families.v4 ? [`neigh replace ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
-          ...(families.v6 ? [`neigh replace ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
-        ], { netns });
-        return true;
-      }
+  const started = Date.now();
+  let seen = false;
+  while (Date.now() - started < timeoutMs) {
+    await new Promise((resolve) => setTimeout(resolve, Date.now() - started < PIN_POLL_MS.fastFor ? PIN_POLL_MS.fast : PIN_POLL_MS.slow));
+    if (!(await netnsExists(netns))) {
+      if (seen) return false;
+      continue;
     }
-    await new Promise((resolve) => setTimeout(resolve, PIN_POLL_MS));
+    seen = true;
+    const { stdout } = await ipBatch(`list links in ${netns}`, ['link show'], { netns, json: true }).catch(() => ({ stdout: '' }));
+    const link = parseJsonLines<IpLink[]>(stdout)[0]?.find((l) => l.address === mac && l.flags?.includes('UP'));
+    if (!link) continue;
+    const dev = validateInterfaceName(link.ifname, 'container interface');
+    await ipBatch(`pin the gateway neighbours in ${netns}`, [
+      ...(families.v4 ? [`neigh replace ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
+      ...(families.v6 ? [`neigh replace ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${dev} nud permanent`] : []),
+    ], { netns });
+    return true;
   }
   return false;
 }

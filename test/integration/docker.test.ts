@@ -24,7 +24,7 @@ test.before(async () => {
   await agent.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix, node: NODE, driver: DRIVER, ipamDriver: IPAM_DRIVER, extraArgs: ['--scope', 'local'] });
 });
 test.after.always(async (t) => {
-  if (agent) t.log(agent.daemonLog.split('\n').filter((l) => /ERROR|WARN/.test(l)).slice(-20).join('\n'));
+  if (agent) t.log(agent.daemonLog.split('\n').filter((l) => /ERROR|WARN|pinned|joined/.test(l)).slice(-30).join('\n'));
   await agent?.destroy();
   await world?.destroy();
 });
