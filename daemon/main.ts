@@ -113,21 +113,26 @@ async function main(): Promise<void> {
       'NetworkDriver.FreeNetwork': () => ({}),
     }, log), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
   ];
-  for (const service of services) await service.start();
-  log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
-  void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
-
+  // Signals are handled from the start: a stop during start-up still removes what was created.
+  const started: typeof services = [];
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled(services.map((s) => s.stop()));
+    await Promise.allSettled(started.map((s) => s.stop()));
     await connections.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  for (const service of services) {
+    if (stopping) return;
+    started.push(service);
+    await service.start();
+  }
+  log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
+  void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 }
 
 main().catch((err: unknown) => {
