@@ -63,7 +63,29 @@ export class NetworkDriver {
       }
     }
     this.log.info('network created', { network: networkId });
+    void this.createProfileOnceNamed(networkId);
     return {};
+  }
+
+  /**
+   * The driver API gives a new network's ID, not its name, and Docker stores the network only after
+   * we answer: learn the name from Docker's API shortly after, then create the profile. CreateEndpoint
+   * ensures it as well, so a profile missed here (Docker slow, etcd down) is never missing for long.
+   */
+  private async createProfileOnceNamed(networkId: string): Promise<void> {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      try {
+        const name = await this.docker.networkName(networkId);
+        const { ds } = await this.datastore();
+        await ensureNetworkProfile(ds, name);
+        this.log.info('profile ready', { network: name });
+        return;
+      } catch {
+        // not stored by Docker yet, or the datastore is away: try again shortly
+      }
+    }
+    this.log.warning('could not create the profile of a new network; its first endpoint will', { network: networkId });
   }
 
   deleteNetwork(body: Record<string, unknown>): Record<string, never> {
