@@ -1,14 +1,15 @@
 /**
  * The node daemon (one per agent). It wires its jobs together, each in a room of its own:
  * - the CNI plugins' forwarded commands on a unix socket (daemon/cni-service.ts);
- * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/).
+ * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/);
+ * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts).
  * etcd connections are shared and kept warm. SIGTERM/SIGINT finish requests in flight and remove
  * the sockets.
  *
  *   calico-libnetwork [--cni-socket PATH] [--plugin-dir /run/docker/plugins]
  *     [--network-driver calico] [--ipam-driver calico-ipam] [--etcd-endpoints URLS] [--etcd-*-file F]
  *     [--nodename NAME] [--scope global|local] [--veth-mtu 1500] [--docker-host unix:///var/run/docker.sock]
- *     [--log-level info]
+ *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--log-level info]
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -24,6 +25,7 @@ import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
 import { CniService } from './cni-service';
+import { RouteKeeper } from './route-keeper';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
@@ -57,6 +59,8 @@ async function main(): Promise<void> {
       'container-if-prefix': { type: 'string', default: 'cali' },
       'docker-host': { type: 'string', default: process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock' },
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
+      'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
+      'no-routes': { type: 'boolean', default: false },
     },
   });
   const level = values['log-level'] as Level;
@@ -85,6 +89,8 @@ async function main(): Promise<void> {
     mtu,
     containerIfPrefix: values['container-if-prefix']!,
   }, log.with({ driver: 'network' }));
+
+  const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
 
   const services = [
     new CniService(values['cni-socket']!, connections, log),
@@ -120,7 +126,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled(started.map((s) => s.stop()));
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop()]);
     await connections.close();
     process.exit(0);
   };
@@ -132,6 +138,7 @@ async function main(): Promise<void> {
     await service.start();
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
+  routes?.start();
   void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 }
 

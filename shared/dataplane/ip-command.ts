@@ -18,9 +18,9 @@ const COMMAND_TIMEOUT_MS = 10_000;
 export function ipBatch(
   what: string,
   lines: readonly string[],
-  options: { netns?: string; json?: boolean; family?: 4 | 6 } = {},
+  options: { netns?: string; json?: boolean; family?: 4 | 6; force?: boolean } = {},
 ): Promise<IpRun> {
-  const ipArgs = [...(options.json ? ['-j'] : []), ...(options.family ? [`-${options.family}`] : []), '-batch', '-'];
+  const ipArgs = [...(options.json ? ['-j'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
   const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, 'ip', ...ipArgs]] : ['ip', ipArgs];
   return new Promise((resolve, reject) => {
     const child = execFile(file, args, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {

@@ -1,0 +1,86 @@
+/**
+ * The host's routes to workload blocks, kept in step with a desired set. Our routes carry their
+ * own protocol number, so they are told apart from every other route on the host and only they
+ * are ever replaced or removed.
+ */
+import { formatCidr, parseCidr } from '../net/cidr';
+import { formatAddress, parseAddress } from '../net/address';
+import { routeKey, type DesiredRoute } from '../routing/desired-routes';
+import { ipBatch, parseJsonLines, setSysctl } from './ip-command';
+
+/** The `proto` of the routes we own (iproute2 shows an unnamed number as is). */
+export const ROUTE_PROTO = 80;
+
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  type?: string;
+}
+
+/** Our routes now in the kernel, by the same keys as routeKey(). */
+async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string; unreachable: boolean }>> {
+  const out = new Map<string, { family: 4 | 6; dst: string; unreachable: boolean }>();
+  for (const family of [4, 6] as const) {
+    const { stdout } = await ipBatch('list our routes', [`route show proto ${ROUTE_PROTO}`], { json: true, family });
+    for (const route of parseJsonLines<IpRoute[]>(stdout)[0] ?? []) {
+      const dst = route.dst.includes('/') ? route.dst : `${route.dst}/${family === 4 ? 32 : 128}`;
+      const cidr = formatCidr(parseCidr(dst, 'route', true));
+      const unreachable = route.type === 'unreachable';
+      const key = unreachable ? `unreachable ${cidr}` : `${cidr} via ${formatAddress(parseAddress(route.gateway ?? '', 'gateway'))}`;
+      out.set(key, { family, dst: cidr, unreachable });
+    }
+  }
+  return out;
+}
+
+/** Adds what is missing, removes what is no longer wanted; says how many changed and what failed. */
+export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ added: number; removed: number; failure?: string }> {
+  const current = await currentRoutes();
+  const wanted = new Map(desired.map((r) => [routeKey(r), r]));
+  const lines: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  let removed = 0;
+  for (const [key, route] of current) {
+    if (wanted.has(key)) continue;
+    lines[route.family].push(`route del ${route.unreachable ? 'unreachable ' : ''}${route.dst} proto ${ROUTE_PROTO}`);
+    removed++;
+  }
+  let added = 0;
+  for (const [key, route] of wanted) {
+    if (current.has(key)) continue;
+    const dst = formatCidr(route.dst);
+    lines[route.dst.version].push(route.kind === 'via'
+      ? `route replace ${dst} via ${formatAddress(route.via)} proto ${ROUTE_PROTO}`
+      : `route replace unreachable ${dst} proto ${ROUTE_PROTO}`);
+    added++;
+  }
+  let failure: string | undefined;
+  for (const family of [4, 6] as const) {
+    // -force: one route that cannot be made (a next hop gone meanwhile) must not stop the others;
+    // the next sync retries it.
+    if (lines[family].length === 0) continue;
+    await ipBatch('update routes to workload blocks', lines[family], { family, force: true }).catch((err: Error) => (failure = err.message));
+  }
+  return { added, removed, ...(failure ? { failure } : {}) };
+}
+
+/** The host's first global addresses (as "a.b.c.d/len"), skipping workload and container bridges. */
+export async function detectHostAddresses(): Promise<{ ipv4?: string; ipv6?: string }> {
+  const found: { ipv4?: string; ipv6?: string } = {};
+  for (const family of [4, 6] as const) {
+    const { stdout } = await ipBatch('list host addresses', ['addr show scope global'], { json: true, family });
+    for (const link of parseJsonLines<{ ifname: string; addr_info?: { local: string; prefixlen: number }[] }[]>(stdout)[0] ?? []) {
+      if (/^(lo|cali|tmp|docker|br-|veth)/.test(link.ifname)) continue;
+      const address = link.addr_info?.[0];
+      if (!address) continue;
+      found[family === 4 ? 'ipv4' : 'ipv6'] = `${address.local}/${address.prefixlen}`;
+      break;
+    }
+  }
+  return found;
+}
+
+/** A host that routes between workloads and other hosts forwards (Felix sets the same). */
+export async function enableForwarding(): Promise<void> {
+  await setSysctl('net/ipv4/ip_forward', '1');
+  await setSysctl('net/ipv6/conf/all/forwarding', '1').catch(() => undefined); // IPv6 may be off on this host
+}

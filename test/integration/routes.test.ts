@@ -1,0 +1,70 @@
+import test from 'ava';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { NodeDaemon } from '../helpers/daemon';
+import { MesosAgent } from '../helpers/mesos-agent';
+import { enclosingCidr, formatCidr } from '../../shared/net';
+
+let world: CniWorld;
+const daemons: NodeDaemon[] = [];
+
+test.before(async () => {
+  world = await CniWorld.create();
+});
+test.after.always(async () => {
+  for (const d of daemons) await d.destroy();
+  await world?.destroy();
+});
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`${what} did not happen within ${ms} ms`);
+}
+
+const routesOf = async (agent: MesosAgent) => (await agent.host.json<{ dst: string; gateway?: string; type?: string }[]>('route', 'show', 'proto', '80')).map((r) => `${r.type === 'unreachable' ? 'unreachable ' : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}`);
+
+test.serial('routes - tasks on two agents reach each other; a later block is routed within seconds; a removed host loses its routes', async (t) => {
+  const { prefix, ds, ipam } = await world.scenario('routes', { v4: '10.150.0.0/16', v6: 'fd00:150::/64' });
+  const agents = [await world.addAgent(), await world.addAgent()];
+  for (const [i, agent] of agents.entries()) {
+    const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', `agent-${i}`]);
+    daemons.push(daemon);
+  }
+  const [one, two] = agents as [MesosAgent, MesosAgent];
+  const [a, b] = [randomUUID(), randomUUID()];
+  const launchA = await one.launch(a, [{ network: world.network('net', prefix, 'agent-0', { daemon_socket: daemons[0]!.cniSocket }) }]);
+  const launchB = await two.launch(b, [{ network: world.network('net', prefix, 'agent-1', { daemon_socket: daemons[1]!.cniSocket }) }]);
+  t.is(launchA.runs[0]!.code, 0, launchA.runs[0]!.stdout);
+  t.is(launchB.runs[0]!.code, 0, launchB.runs[0]!.stdout);
+  const [ipA, ipB] = [launchA.ips[0]!.ip4!.split('/')[0]!, launchB.ips[0]!.ip4!.split('/')[0]!];
+  const nodes = await ds.resources.list('Node');
+  t.deepEqual(nodes.map((n) => [n.metadata.name, n.spec.bgp?.ipv4Address]).sort(), [['agent-0', '10.99.0.11/24'], ['agent-1', '10.99.0.12/24']], 'each daemon registered its host');
+  await waitFor('routes to the other host\'s block', async () => (await routesOf(one)).some((r) => r.endsWith('via 10.99.0.12')));
+  t.true(await one.container(a).ping(ipB), 'a task on agent-0 reaches one on agent-1');
+  t.true(await two.container(b).ping(ipA), 'and back');
+  t.true((await routesOf(one)).some((r) => r.startsWith('unreachable ')), 'its own block is unreachable beyond its workloads');
+
+  // A block agent-1 claims later appears on agent-0 within seconds.
+  await ipam.createPool('later', { cidr: '10.151.0.0/24' });
+  const later = await ipam.autoAssign({ handle: 'later.x', node: 'agent-1', num4: 1, num6: 0, pools4: ['later'] });
+  const block = formatCidr(enclosingCidr(later.ipv4[0]!, 26));
+  const started = Date.now();
+  await waitFor('a route to the new block', async () => (await routesOf(one)).includes(`${block} via 10.99.0.12`), 5000);
+  t.log(`new block routed after ${Date.now() - started} ms`);
+
+  // A host that is removed loses its routes.
+  for (const r of await two.destroy(b)) t.is(r.code, 0);
+  await ipam.releaseByHandle('later.x');
+  await daemons[1]!.destroy();
+  await ds.resources.delete('Node', 'agent-1');
+  await waitFor('the removed host\'s routes to go', async () => !(await routesOf(one)).some((r) => r.includes('via 10.99.0.12')), 5000);
+  t.pass();
+
+  for (const r of await one.destroy(a)) t.is(r.code, 0);
+  await assertNothingLeft(t, ds, []);
+});
