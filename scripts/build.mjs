@@ -64,6 +64,7 @@ async function embeddedInProcessRunner() {
 const executables = {
   'dist/bin/calico-install': 'cni/install.ts',
   'dist/bin/calico-libnetwork': 'daemon/main.ts',
+  'dist/bin/calicoctl': 'ctl/calicoctl.ts',
   'dist/bin/calico-demo': 'scripts/demo.ts',
 };
 const cniPlugins = {

@@ -1,0 +1,138 @@
+/**
+ * create / apply / replace / delete / get of v3 resources for calicoctl, with the same checks the
+ * product makes elsewhere: pools validated and never overlapping, the IPAM configuration mapped to
+ * its own key, a pool with addresses in use never deleted.
+ */
+import { DEFAULT_IPAM_CONFIG, decodeIpamConfig, type Datastore, type Resource } from '../shared/datastore';
+import { API_VERSION, isNamespaced } from '../shared/datastore/resources';
+import type { Ipam } from '../shared/ipam/ipam';
+import { rejectOverlap, validatePoolSpec } from '../shared/ipam/pool';
+import { poolHolds } from '../shared/ipam/claim';
+import { formatCidr } from '../shared/net';
+import type { CtlKind, Document } from './documents';
+import { CtlError } from './errors';
+
+export interface CtlResource {
+  apiVersion: typeof API_VERSION;
+  kind: CtlKind;
+  metadata: Record<string, unknown> & { name: string };
+  spec: Record<string, unknown>;
+}
+
+const IPAM_CONFIG_NAME = 'default';
+
+export class ResourceClient {
+  constructor(
+    private readonly ds: Datastore,
+    private readonly ipam: Ipam,
+  ) {}
+
+  async get(kind: CtlKind, name?: string, namespace?: string): Promise<CtlResource[]> {
+    if (kind === 'IPAMConfiguration') return [await this.ipamConfiguration()];
+    const all = name
+      ? [await this.ds.resources.get(kind, name, namespace)].filter((r): r is Resource => r !== undefined)
+      : await this.ds.resources.list(kind, namespace);
+    if (name && all.length === 0) throw new CtlError(`${kind} "${name}" does not exist`);
+    return all.map((r) => ({ apiVersion: API_VERSION, kind, metadata: { ...r.metadata }, spec: r.spec as unknown as Record<string, unknown> }));
+  }
+
+  async create(doc: Document): Promise<void> {
+    if (doc.kind === 'IPAMConfiguration') return this.writeIpamConfiguration(doc);
+    if (doc.kind === 'IPPool') {
+      await this.ipam.createPool(doc.metadata.name, doc.spec as never).catch((err: Error) => {
+        throw new CtlError(`${doc.where}: ${err.message}`);
+      });
+      return;
+    }
+    const existing = await this.ds.resources.get(doc.kind, doc.metadata.name, this.namespaceOf(doc));
+    if (existing) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}" already exists (use apply or replace)`);
+    await this.ds.resources.create(this.resourceOf(doc));
+  }
+
+  /** Creates, or updates what exists (guarded by the document's resourceVersion when it has one). */
+  async apply(doc: Document): Promise<void> {
+    if (doc.kind === 'IPAMConfiguration') return this.writeIpamConfiguration(doc);
+    const existing = await this.ds.resources.get(doc.kind, doc.metadata.name, this.namespaceOf(doc));
+    if (!existing) return this.create(doc);
+    return this.update(doc, existing);
+  }
+
+  async replace(doc: Document): Promise<void> {
+    if (doc.kind === 'IPAMConfiguration') return this.writeIpamConfiguration(doc);
+    const existing = await this.ds.resources.get(doc.kind, doc.metadata.name, this.namespaceOf(doc));
+    if (!existing) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}" does not exist (use create or apply)`);
+    return this.update(doc, existing);
+  }
+
+  async delete(kind: CtlKind, name: string, namespace?: string): Promise<void> {
+    if (kind === 'IPAMConfiguration' || kind === 'ClusterInformation') throw new CtlError(`${kind} cannot be deleted`);
+    if (kind === 'IPPool') await this.refuseBusyPool(name);
+    if (!(await this.ds.resources.delete(kind, name, namespace))) throw new CtlError(`${kind} "${name}" does not exist`);
+  }
+
+  private async update(doc: Document, existing: Resource): Promise<void> {
+    let spec = doc.spec;
+    if (doc.kind === 'IPPool') {
+      const { cidr, spec: full } = validateOrExplain(doc);
+      if (formatCidr(cidr) !== (existing.spec as { cidr: string }).cidr) {
+        throw new CtlError(`${doc.where}: the cidr of pool "${doc.metadata.name}" cannot change; create a new pool and disable this one`);
+      }
+      rejectOverlap(doc.metadata.name, cidr, await this.ipam.pools());
+      spec = full as unknown as Record<string, unknown>;
+    }
+    const resourceVersion = doc.metadata.resourceVersion ?? existing.metadata.resourceVersion;
+    const updated = { ...existing, metadata: { ...existing.metadata, ...doc.metadata, resourceVersion }, spec } as Resource;
+    await this.ds.resources.update(updated).catch((err: Error & { code?: string }) => {
+      if (err.code === 'DATASTORE_CONFLICT') throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}" changed since resourceVersion ${resourceVersion}; get it again`);
+      throw err;
+    });
+  }
+
+  private namespaceOf(doc: Document): string | undefined {
+    return isNamespaced(doc.kind as never) ? (doc.metadata.namespace ?? 'default') : undefined;
+  }
+
+  private resourceOf(doc: Document): Resource {
+    const { resourceVersion: _ignored, ...metadata } = doc.metadata;
+    return { kind: doc.kind, apiVersion: API_VERSION, metadata: { ...metadata, ...(this.namespaceOf(doc) ? { namespace: this.namespaceOf(doc) } : {}) }, spec: doc.spec } as unknown as Resource;
+  }
+
+  private async refuseBusyPool(name: string): Promise<void> {
+    const pool = (await this.ipam.pools()).find((p) => p.name === name);
+    if (!pool) return;
+    const inUse = (await this.ipam.listBlocks()).filter((b) => poolHolds(pool, b.cidr)).reduce((n, b) => n + b.inUse, 0);
+    if (inUse > 0) throw new CtlError(`pool ${name} still has ${inUse} address(es) in use: disable it (disabled: true), let its workloads go, then delete it`);
+  }
+
+  private async ipamConfiguration(): Promise<CtlResource> {
+    const entry = await this.ds.kv.get(this.ds.keys.ipamConfig());
+    const config = entry ? decodeIpamConfig(entry.key, entry.value) : DEFAULT_IPAM_CONFIG;
+    return {
+      apiVersion: API_VERSION,
+      kind: 'IPAMConfiguration',
+      metadata: { name: IPAM_CONFIG_NAME },
+      spec: { strictAffinity: config.strict_affinity, maxBlocksPerHost: config.maxBlocksPerHost, autoAllocateBlocks: config.auto_allocate_blocks },
+    };
+  }
+
+  private async writeIpamConfiguration(doc: Document): Promise<void> {
+    if (doc.metadata.name !== IPAM_CONFIG_NAME) throw new CtlError(`${doc.where}: the IPAMConfiguration is named "${IPAM_CONFIG_NAME}"`);
+    const current = (await this.ipamConfiguration()).spec;
+    const spec = { ...current, ...doc.spec };
+    const bool = (field: string) => {
+      if (typeof spec[field] !== 'boolean') throw new CtlError(`${doc.where}: spec.${field} must be true or false`);
+      return spec[field] as boolean;
+    };
+    const max = spec.maxBlocksPerHost;
+    if (!Number.isInteger(max) || (max as number) < 0) throw new CtlError(`${doc.where}: spec.maxBlocksPerHost must be a whole number, 0 for no limit`);
+    await this.ipam.setConfig({ strict_affinity: bool('strictAffinity'), auto_allocate_blocks: bool('autoAllocateBlocks'), maxBlocksPerHost: max as number });
+  }
+}
+
+function validateOrExplain(doc: Document) {
+  try {
+    return validatePoolSpec(doc.metadata.name, doc.spec as never);
+  } catch (err) {
+    throw new CtlError(`${doc.where}: ${(err as Error).message}`);
+  }
+}

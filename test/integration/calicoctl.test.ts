@@ -1,0 +1,153 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Datastore, etcdSettingsFrom } from '../../shared/datastore';
+import { Ipam } from '../../shared/ipam/ipam';
+import { uniquePrefix, useEtcd } from '../helpers/etcd';
+
+const clients: Datastore[] = [];
+const server = useEtcd(test, clients);
+const dir = mkdtempSync(join(tmpdir(), 'calicoctl-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Ctl {
+  (args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }>;
+  ds: Datastore;
+  ipam: Ipam;
+}
+
+async function ctlFor(label: string): Promise<Ctl> {
+  const prefix = uniquePrefix(label);
+  const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: server.etcd.endpoint }, {}), prefix });
+  clients.push(ds);
+  const ctl = ((args: string[], input?: string) => new Promise((done) => {
+    const child = execFile(resolve('dist/bin/calicoctl'), args, { env: { PATH: process.env.PATH, ETCD_ENDPOINTS: server.etcd.endpoint, ETCD_PREFIX: prefix } }, (err, stdout, stderr) => {
+      done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(input ?? '');
+  })) as Ctl;
+  ctl.ds = ds;
+  ctl.ipam = new Ipam(ds);
+  return ctl;
+}
+
+test('calicoctl - pools: add, list in every format, yaml round-trips through apply, overlaps and busy pools refused', async (t) => {
+  const ctl = await ctlFor('pools');
+  t.regex((await ctl(['pool', 'add', '10.60.0.0/16', '--block-size', '28', '--name', 'p1'])).stdout, /Pool p1 \(10\.60\.0\.0\/16\) created/);
+  const overlap = await ctl(['pool', 'add', '10.60.128.0/17']);
+  t.is(overlap.code, 1);
+  t.regex(overlap.stderr, /overlaps pool p1/);
+  t.false(/\n\s+at /.test(overlap.stderr), 'no stack trace');
+  const listing = await ctl(['get', 'ippool', '-o', 'wide']);
+  t.regex(listing.stdout, /p1\s+10\.60\.0\.0\/16\s+false\s+Never\s+Never\s+false\s+28\s+all\(\)/);
+  const yaml = (await ctl(['get', 'ippool', 'p1', '-o', 'yaml'])).stdout;
+  t.regex(yaml, /kind: IPPool/);
+  const edited = yaml.replace('disabled: false', 'disabled: true');
+  t.is((await ctl(['apply', '-f', '-'], edited)).code, 0);
+  t.true((await ctl.ds.resources.get('IPPool', 'p1'))!.spec.disabled);
+  const stale = await ctl(['replace', '-f', '-'], yaml);
+  t.regex(stale.stderr, /changed since resourceVersion/, 'a stale resourceVersion is refused');
+  const json = JSON.parse((await ctl(['get', 'ippools', '-o', 'json'])).stdout);
+  t.is(json.kind, 'IPPoolList');
+  t.is((await ctl(['apply', '-f', '-'], JSON.stringify(json))).code, 0, 'a list applies back');
+
+  const enable = await ctl(['apply', '-f', '-'], yaml.replace(/^ *resourceVersion: .*\n/m, ''));
+  t.is(enable.code, 0, enable.stderr);
+  t.false((await ctl.ds.resources.get('IPPool', 'p1'))!.spec.disabled, 'applied without a resourceVersion: last writer wins');
+  await ctl.ipam.autoAssign({ handle: 'busy.1', node: 'n1', num4: 1, num6: 0 });
+  const busy = await ctl(['pool', 'rm', 'p1']);
+  t.regex(busy.stderr, /still has 1 address\(es\) in use/);
+  await ctl.ipam.releaseByHandle('busy.1');
+  t.regex((await ctl(['pool', 'rm', '10.60.0.0/16'])).stdout, /removed/);
+});
+
+test('calicoctl - resources from multi-document YAML; bad documents name where they are', async (t) => {
+  const ctl = await ctlFor('docs');
+  const docs = [
+    'apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata:\n  name: web\nspec:\n  labelsToApply:\n    web: ""',
+    'apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: host-a\nspec:\n  bgp:\n    ipv4Address: 10.0.0.11/24',
+    'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p2\nspec:\n  cidr: 10.70.0.0/16',
+  ].join('\n---\n');
+  const file = join(dir, 'docs.yaml');
+  writeFileSync(file, docs);
+  t.regex((await ctl(['create', '-f', file])).stdout, /Successfully created 3 resource/);
+  t.regex((await ctl(['create', '-f', file])).stderr, /already exists/);
+  t.regex((await ctl(['get', 'nodes', '-o', 'wide'])).stdout, /host-a\s+10\.0\.0\.11\/24/);
+  t.regex((await ctl(['get', 'profile'])).stdout, /web/);
+  const badPool = 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p3\nspec:\n  cidr: 10.80.0.1/16\n';
+  t.regex((await ctl(['apply', '-f', '-'], badPool)).stderr, /stdin: pool p3: invalid spec\.cidr: "10\.80\.0\.1\/16" is not a network address/);
+  const badSecond = await ctl(['apply', '-f', '-'], `${badPool.replace('10.80.0.1', '10.80.0.0')}---\nkind: Frob\n`);
+  t.regex(badSecond.stderr, /document 2 of stdin: apiVersion must be projectcalico\.org\/v3/);
+  t.is(await ctl.ds.resources.get('IPPool', 'p3'), undefined, 'every document is checked before any is written');
+  t.regex((await ctl(['apply', '-f', '-'], 'a: [')).stderr, /stdin is not valid YAML/);
+  t.regex((await ctl(['get', 'frobs'])).stderr, /unknown resource kind "frobs"/);
+  t.regex((await ctl(['delete', '-f', file])).stdout, /Successfully deleted 3/);
+  t.regex((await ctl(['get', 'profile', 'web'])).stderr, /Profile "web" does not exist/);
+});
+
+test('calicoctl - ipam show, --show-blocks, --ip; configure; datastore init; node status', async (t) => {
+  const ctl = await ctlFor('ipam');
+  t.regex((await ctl(['datastore', 'init', '--default-pool', '10.90.0.0/24'])).stdout, /datastoreReady: true[\s\S]*default-ipv4-ippool \(10\.90\.0\.0\/24\) created/);
+  t.regex((await ctl(['get', 'clusterinformation', 'default', '-o', 'yaml'])).stdout, /datastoreReady: true/);
+  const { ipv4 } = await ctl.ipam.autoAssign({ handle: 'net.c1', node: 'host-a', num4: 3, num6: 0, attributes: { container: 'c1' } });
+  const show = (await ctl(['ipam', 'show'])).stdout;
+  t.regex(show, /IP Pool\s+10\.90\.0\.0\/24\s+256\s+3 \(1%\)\s+253 \(99%\)/);
+  t.regex((await ctl(['ipam', 'show', '--show-blocks'])).stdout, /Block\s+10\.90\.0\.\d+\/26\s+64\s+3 \(5%\)\s+61 \(95%\)\s+host:host-a/);
+  const ip = (await ctl(['ipam', 'show', '--ip', ipv4[0]!.value ? `10.90.0.${Number(ipv4[0]!.value & 255n)}` : ''])).stdout;
+  t.regex(ip, /is in use[\s\S]*Handle: net\.c1[\s\S]*container: c1/);
+  t.regex((await ctl(['ipam', 'show', '--ip', '10.90.0.250'])).stdout, /10\.90\.0\.250 is not assigned/);
+  t.regex((await ctl(['ipam', 'configure', '--strict-affinity=true'])).stdout, /strict affinity true/);
+  t.regex((await ctl(['get', 'ipamconfig'])).stdout, /default\s+true\s+0/);
+  await ctl.ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name: 'host-a' }, spec: { bgp: { ipv4Address: '10.0.0.11/24' } } });
+  t.regex((await ctl(['node', 'status'])).stdout, /host-a\s+10\.0\.0\.11\/24\s+1\s+3\s+0/);
+});
+
+test('calicoctl - ipam check finds each kind of problem; release --from-report frees exactly the leaks, or nothing if the data changed', async (t) => {
+  const ctl = await ctlFor('check');
+  await ctl.ipam.createPool('p', { cidr: '10.95.0.0/24' });
+  t.is((await ctl(['ipam', 'check'])).code, 0);
+  // A leak: allocated, no endpoint. An endpoint whose address is not allocated. A handle with nothing.
+  const leak = await ctl.ipam.autoAssign({ handle: 'net.leaked', node: 'h', num4: 2, num6: 0 });
+  const live = await ctl.ipam.autoAssign({ handle: 'net.live', node: 'h', num4: 1, num6: 0 });
+  await ctl.ds.resources.create({ kind: 'WorkloadEndpoint', apiVersion: 'projectcalico.org/v3', metadata: { name: 'h-cni-live-eth0', namespace: 'default' }, spec: { orchestrator: 'cni', node: 'h', endpoint: 'eth0', ipNetworks: [`10.95.0.${Number(live.ipv4[0]!.value & 255n)}/32`, '10.95.0.200/32'], profiles: ['net'], interfaceName: 'calilive' } });
+  await ctl.ds.kv.txn([{ key: ctl.ds.keys.handle('net.empty'), put: '{"block":{},"deleted":false}' }]);
+  const report = join(dir, 'report.json');
+  const check = await ctl(['ipam', 'check', '-o', report, '--grace-period', '0']);
+  t.is(check.code, 1, 'problems make a non-zero exit');
+  t.regex(check.stdout, /Addresses allocated with no endpoint \(2\)/);
+  t.regex(check.stdout, /10\.95\.0\.200 of default\/h-cni-live-eth0/);
+  t.regex(check.stdout, /Handles holding no address \(1\):\n  net\.empty/);
+  const parsed = JSON.parse(readFileSync(report, 'utf8'));
+  t.deepEqual(parsed.allocatedWithoutEndpoint.map((l: { handle: string }) => l.handle), ['net.leaked', 'net.leaked']);
+  t.is((await ctl(['ipam', 'check', '--grace-period', '3600'])).stdout.includes('allocated with no endpoint'), false, 'young allocations get a grace period');
+
+  // The data changes: refused, nothing released.
+  await ctl.ipam.release([leak.ipv4[0]!]);
+  const refused = await ctl(['ipam', 'release', '--from-report', report]);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /the data changed since .* nothing was released/);
+  t.truthy(await ctl.ipam.ownerOf(leak.ipv4[1]!), 'the other leak is untouched');
+
+  await ctl(['ipam', 'check', '-o', report, '--grace-period', '0']);
+  t.regex((await ctl(['ipam', 'release', '--from-report', report])).stdout, /Released 1 leaked address/);
+  t.is(await ctl.ipam.ownerOf(leak.ipv4[1]!), undefined);
+  t.truthy(await ctl.ipam.ownerOf(live.ipv4[0]!), 'a live allocation is never released');
+});
+
+test('calicoctl - etcd settings: a missing config file and an unreachable etcd are named', async (t) => {
+  const ctl = await ctlFor('settings');
+  const missing = await ctl(['--config', '/nonexistent/calicoctl.cfg', 'get', 'ippool']);
+  t.regex(missing.stderr, /config file \/nonexistent\/calicoctl\.cfg does not exist/);
+  const cfg = join(dir, 'calicoctl.cfg');
+  writeFileSync(cfg, `apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: ${server.etcd.endpoint}\n`);
+  const viaFile = await new Promise<{ code: number; stdout: string }>((done) => {
+    execFile(resolve('dist/bin/calicoctl'), ['--config', cfg, 'get', 'ippool'], { env: { PATH: process.env.PATH } }, (err, stdout) => done({ code: err ? 1 : 0, stdout }));
+  });
+  t.is(viaFile.code, 0, 'the config file is read');
+  const down = await ctl(['--etcd-endpoints', 'http://127.0.0.1:1', 'get', 'ippool']);
+  t.is(down.code, 1);
+  t.regex(down.stderr, /etcd at http:\/\/127\.0\.0\.1:1 is unavailable/);
+  t.regex((await ctl(['frobnicate'])).stderr, /unknown command "frobnicate"/);
+});
