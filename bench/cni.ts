@@ -12,10 +12,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HOST_PATH, runPlugin } from '../test/helpers/cni-exec';
-import { CniWorld } from '../test/helpers/cni-world';
-import { NodeDaemon } from '../test/helpers/daemon';
-import type { MesosAgent } from '../test/helpers/mesos-agent';
+import { HOST_PATH, runPlugin } from '../sim/cni-exec';
+import { CniWorld } from '../sim/world';
+import { NodeDaemon } from '../sim/daemon';
+import type { MesosAgent } from '../sim/mesos-agent';
 import { median, nowMs, round } from './stats';
 
 const RUNS = 25;

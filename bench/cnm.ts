@@ -3,8 +3,8 @@
  * Docker's own `bridge` driver: same dockerd (in a simulated agent of the bench's own), same run,
  * alternating, so that drift hits both alike.
  */
-import { CniWorld } from '../test/helpers/cni-world';
-import { DockerAgent } from '../test/helpers/docker-agent';
+import { CniWorld } from '../sim/world';
+import { DockerAgent } from '../sim/docker-agent';
 import { median, nowMs, round } from './stats';
 
 const RUNS = 15;

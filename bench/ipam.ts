@@ -13,7 +13,7 @@ import { candidateIndexes } from '../shared/ipam/candidates';
 import { Ipam } from '../shared/ipam/ipam';
 import { blockAt, poolFromEntry } from '../shared/ipam/pool';
 import { recordFromBlock } from '../shared/ipam/records';
-import { EtcdServer } from '../test/helpers/etcd';
+import { EtcdServer } from '../sim/etcd';
 import { median, nowMs, round } from './stats';
 
 const ROUNDS = 4;

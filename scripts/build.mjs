@@ -65,7 +65,6 @@ const executables = {
   'dist/bin/calico-install': 'cni/install.ts',
   'dist/bin/calico-libnetwork': 'daemon/main.ts',
   'dist/bin/calicoctl': 'ctl/calicoctl.ts',
-  'dist/bin/calico-demo': 'scripts/demo.ts',
 };
 const cniPlugins = {
   'dist/cni/calico': 'cni/calico.ts',

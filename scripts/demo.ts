@@ -1,103 +1,110 @@
 /**
- * The demo's main job, run inside a simulated host's network namespace with an etcd reachable
- * there: two containers get addresses from the IPAM, are wired by the dataplane, recorded as
- * workload endpoints of one network, ping each other, and are removed again.
- * Usage: calico-demo NETNS_PATH NETNS_PATH  (ETCD_ENDPOINTS says where etcd is)
+ * The main job, on one machine: a simulated datacenter (a fabric namespace with etcd, two agent
+ * namespaces joined to it), each agent with dockerd and our node daemon; on each agent a Mesos-style
+ * CNI task and a Docker container on the network "calico". Prints their addresses, a ping matrix
+ * (all four reach each other, across hosts too), `calicoctl ipam show --show-blocks`, then removes
+ * everything it made.
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { Datastore, etcdSettingsFrom } from '../shared/datastore';
-import { hostVethName } from '../shared/dataplane/names';
-import { unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
-import { ensureNetworkProfile } from '../shared/endpoints/profile';
-import { buildWorkloadEndpoint } from '../shared/endpoints/workload-endpoint';
-import { messageOf } from '../shared/errors';
-import { Ipam } from '../shared/ipam/ipam';
-import { formatAddress, type IpAddress } from '../shared/net/address';
-import { formatCidr } from '../shared/net/cidr';
+import { DockerAgent } from '../sim/docker-agent';
+import { MesosAgent } from '../sim/mesos-agent';
+import { CniWorld } from '../sim/world';
 
-const NETWORK = 'demo-net';
-const NODE = 'demo-host';
+const run = promisify(execFile);
+const PREFIX = '/calico';
+const NETWORK = 'calico';
 
 interface Workload {
-  readonly id: string;
-  readonly netns: string;
-  readonly hostIf: string;
-  addresses: IpAddress[];
-  mac?: string;
-}
-
-async function main(netnsPaths: string[]): Promise<void> {
-  if (netnsPaths.length < 2) throw new Error('usage: calico-demo NETNS_PATH NETNS_PATH...');
-  const ds = await Datastore.connect(etcdSettingsFrom({}, process.env));
-  const ipam = new Ipam(ds);
-  const workloads: Workload[] = netnsPaths.map((netns, i) => {
-    const id = `demo${i + 1}${Math.random().toString(16).slice(2, 10)}`;
-    return { id, netns, hostIf: hostVethName(id), addresses: [] };
-  });
-  try {
-    if ((await ipam.pools()).length === 0) {
-      await ipam.createPool('default-ipv4-ippool', { cidr: '10.96.0.0/16' });
-      await ipam.createPool('default-ipv6-ippool', { cidr: 'fd00:96::/64' });
-    }
-    await ensureNetworkProfile(ds, NETWORK);
-    for (const w of workloads) {
-      const { ipv4, ipv6 } = await ipam.autoAssign({ handle: `${NETWORK}.${w.id}`, node: NODE, num4: 1, num6: 1, attributes: { container: w.id } });
-      w.addresses = [...ipv4, ...ipv6];
-      const wired = await wireWorkload({ netns: w.netns, containerIf: 'eth0', hostIf: w.hostIf, addresses: w.addresses });
-      w.mac = wired.containerMac;
-      await ds.resources.create(buildWorkloadEndpoint(
-        { node: NODE, orchestrator: 'cni', workload: w.id, endpoint: 'eth0', namespace: 'default' },
-        { containerID: w.id, addresses: w.addresses, profiles: [NETWORK], interfaceName: w.hostIf, mac: w.mac },
-      ));
-    }
-
-    console.log(`\nWorkloads on network "${NETWORK}" (host ${NODE}):`);
-    printTable(['container', 'host veth', 'IPv4', 'IPv6', 'MAC'], workloads.map((w) => [w.id, w.hostIf, ...w.addresses.map(formatAddress), w.mac ?? '']));
-
-    console.log('\nPing matrix (row pings column):');
-    const targets = workloads.flatMap((w) => w.addresses.map((a) => ({ name: `${w.id.slice(0, 5)} ${formatAddress(a)}`, address: formatAddress(a) })));
-    const rows: string[][] = [];
-    let failures = 0;
-    for (const from of workloads) {
-      const cells = await Promise.all(targets.map((to) => ping(from.netns, to.address)));
-      failures += cells.filter((ok) => !ok).length;
-      rows.push([from.id.slice(0, 5), ...cells.map((ok) => (ok ? 'ok' : 'FAIL'))]);
-    }
-    printTable(['from \\ to', ...targets.map((t) => t.name)], rows);
-
-    console.log('\nIPAM blocks:');
-    printTable(['block', 'affinity', 'in use', 'size'], (await ipam.listBlocks()).map((b) => [formatCidr(b.cidr), b.affinity ?? '', String(b.inUse), String(b.size)]));
-    if (failures > 0) process.exitCode = 1;
-  } finally {
-    for (const w of workloads) {
-      await unwireWorkload({ netns: w.netns, containerIf: 'eth0', hostIf: w.hostIf }).catch(() => undefined);
-      await ipam.releaseByHandle(`${NETWORK}.${w.id}`).catch(() => undefined);
-      await ds.resources.delete('WorkloadEndpoint', `${NODE}-cni-${w.id}-eth0`, 'default').catch(() => undefined);
-    }
-    await ipam.releaseEmptyBlockAffinities(NODE).catch(() => undefined);
-    console.log('\nCleaned up: veths, addresses, endpoint records and empty blocks removed.');
-    ds.close();
-  }
-}
-
-async function ping(netns: string, address: string): Promise<boolean> {
-  try {
-    await promisify(execFile)('nsenter', [`--net=${netns}`, 'ping', '-c', '1', '-W', '2', address]);
-    return true;
-  } catch {
-    return false;
-  }
+  readonly agent: string;
+  readonly kind: 'CNI task' | 'Docker container';
+  readonly name: string;
+  readonly ip: string;
+  readonly ping: (ip: string) => Promise<boolean>;
 }
 
 function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => '  ' + cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
-  console.log(line(header));
-  for (const row of rows) console.log(line(row));
+  const line = (cells: string[]) => `  ${cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd();
+  console.log([line(header), ...rows.map(line)].join('\n'));
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
-  console.error(`calico-demo: ${messageOf(err)}`);
-  process.exitCode = 1;
-});
+async function main(): Promise<number> {
+  const world = await CniWorld.create();
+  const dockers: DockerAgent[] = [];
+  const mesos: MesosAgent[] = [];
+  try {
+    const etcdEnv = { PATH: process.env.PATH, ETCD_ENDPOINTS: world.fabric.etcd.endpoint };
+    const calicoctl = async (...args: string[]) => (await run(resolve('dist/bin/calicoctl'), args, { env: etcdEnv })).stdout.trimEnd();
+    console.log(await calicoctl('datastore', 'init', '--default-pool', '10.96.0.0/16'));
+
+    const workloads: Workload[] = [];
+    for (const n of [1, 2]) {
+      const node = `agent-${n}`;
+      const host = await world.fabric.addHost(`agent${n}`);
+      const docker = await DockerAgent.start(host);
+      dockers.push(docker);
+      await docker.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix: PREFIX, node, driver: 'calico', ipamDriver: 'calico-ipam', extraArgs: ['--scope', 'local', '--log-level', 'warning'] });
+      console.log(`${node}: dockerd and the node daemon are up (host address 10.99.0.${10 + n})`);
+
+      await docker.docker('network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', NETWORK);
+      const container = `web-${n}`;
+      await docker.docker('run', '-d', '--name', container, '--net', NETWORK, 'local/busybox', 'sleep', '600');
+      const containerIp = (await docker.docker('inspect', '-f', `{{(index .NetworkSettings.Networks "${NETWORK}").IPAddress}}`, container)).stdout.trim();
+      workloads.push({ agent: node, kind: 'Docker container', name: container, ip: containerIp, ping: async (ip) => docker.docker('exec', container, 'ping', '-c', '1', '-W', '2', ip).then(() => true, () => false) });
+
+      const agent = new MesosAgent(host, world.pluginsDir);
+      mesos.push(agent);
+      const taskId = randomUUID();
+      const launch = await agent.launch(taskId, [{ network: world.network(NETWORK, PREFIX, node, { log_file_path: '', daemon_socket: '' }), labels: { app: 'demo' } }]);
+      if (launch.runs[0]!.code !== 0) throw new Error(`the CNI ADD failed: ${launch.runs[0]!.stdout}`);
+      workloads.push({ agent: node, kind: 'CNI task', name: taskId.slice(0, 8), ip: launch.ips[0]!.ip4!.split('/')[0]!, ping: (ip) => agent.container(taskId).ping(ip) });
+    }
+
+    console.log('\nWorkloads on network "calico":');
+    printTable(['AGENT', 'KIND', 'NAME', 'IP'], workloads.map((w) => [w.agent, w.kind, w.name, w.ip]));
+
+    // The daemons route each other's blocks within moments; give the first pings a few tries.
+    const pingWithRetry = async (from: Workload, ip: string) => {
+      for (let i = 0; i < 5; i++) if (await from.ping(ip)) return true;
+      return false;
+    };
+    await sleep(500);
+    console.log('\nPing matrix (row pings column):');
+    let failures = 0;
+    const rows: string[][] = [];
+    for (const from of workloads) {
+      const cells: string[] = [];
+      for (const to of workloads) {
+        const ok = await pingWithRetry(from, to.ip);
+        if (!ok) failures++;
+        cells.push(ok ? 'ok' : 'FAIL');
+      }
+      rows.push([`${from.name} (${from.agent})`, ...cells]);
+    }
+    printTable(['from \\ to', ...workloads.map((w) => w.ip)], rows);
+
+    console.log('\n$ calicoctl ipam show --show-blocks');
+    console.log(await calicoctl('ipam', 'show', '--show-blocks'));
+    console.log('\n$ calicoctl node status');
+    console.log(await calicoctl('node', 'status'));
+    console.log(failures === 0 ? '\nAll four workloads reach each other.' : `\n${failures} ping(s) failed.`);
+    return failures === 0 ? 0 : 1;
+  } finally {
+    for (const agent of mesos) await agent.cleanup();
+    for (const docker of dockers) await docker.destroy();
+    await world.destroy();
+    console.log('Cleaned up: containers, tasks, namespaces, dockerds, daemons and etcd are gone.');
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

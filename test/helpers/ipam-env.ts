@@ -1,7 +1,7 @@
 /** Datastore clients and an Ipam over a test's own etcd prefix. */
 import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
 import { Ipam } from '../../shared/ipam/ipam';
-import { uniquePrefix, type EtcdServer } from './etcd';
+import { uniquePrefix, type EtcdServer } from '../../sim/etcd';
 
 export class IpamEnv {
   private readonly clients: Datastore[] = [];

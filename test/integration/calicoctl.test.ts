@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Datastore, etcdSettingsFrom } from '../../shared/datastore';
 import { Ipam } from '../../shared/ipam/ipam';
-import { uniquePrefix, useEtcd } from '../helpers/etcd';
+import { uniquePrefix } from '../../sim/etcd';
+import { useEtcd } from '../helpers/etcd-hooks';
 
 const clients: Datastore[] = [];
 const server = useEtcd(test, clients);

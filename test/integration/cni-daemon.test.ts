@@ -2,7 +2,7 @@ import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
-import { NodeDaemon } from '../helpers/daemon';
+import { NodeDaemon } from '../../sim/daemon';
 
 const setup = useCniWorld(test);
 

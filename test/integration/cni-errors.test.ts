@@ -1,9 +1,9 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { HOST_PATH, runPlugin, type PluginRun } from '../helpers/cni-exec';
+import { HOST_PATH, runPlugin, type PluginRun } from '../../sim/cni-exec';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
-import type { MesosAgent } from '../helpers/mesos-agent';
+import type { MesosAgent } from '../../sim/mesos-agent';
 
 let world: CniWorld;
 let agent: MesosAgent;

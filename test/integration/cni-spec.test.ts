@@ -2,7 +2,7 @@ import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { HOST_PATH, runPlugin } from '../helpers/cni-exec';
+import { HOST_PATH, runPlugin } from '../../sim/cni-exec';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
 

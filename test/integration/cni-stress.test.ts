@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runPlugin } from '../helpers/cni-exec';
+import { runPlugin } from '../../sim/cni-exec';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 
 let world: CniWorld;

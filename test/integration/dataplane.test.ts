@@ -1,9 +1,9 @@
 import test from 'ava';
 import { formatAddress } from '../../shared/net/address';
 import { hostVethName } from '../../shared/dataplane/names';
-import { EtcdServer } from '../helpers/etcd';
+import { EtcdServer } from '../../sim/etcd';
 import { IpamEnv } from '../helpers/ipam-env';
-import { Netns } from '../helpers/netns';
+import { Netns } from '../../sim/netns';
 
 let etcd: EtcdServer;
 let env: IpamEnv;

@@ -2,7 +2,8 @@ import test from 'ava';
 import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
-import { EtcdServer, uniquePrefix, useEtcd } from '../helpers/etcd';
+import { EtcdServer, uniquePrefix } from '../../sim/etcd';
+import { useEtcd } from '../helpers/etcd-hooks';
 import { makePki } from '../helpers/tls';
 
 const clients: Datastore[] = [];

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
-import { DockerAgent } from '../helpers/docker-agent';
-import { FABRIC_ADDRESS } from '../helpers/fabric';
+import { DockerAgent } from '../../sim/docker-agent';
+import { FABRIC_ADDRESS } from '../../sim/fabric';
 
 let world: CniWorld;
 const agents: DockerAgent[] = [];

@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
-import { DockerAgent } from '../helpers/docker-agent';
-import { MesosAgent } from '../helpers/mesos-agent';
+import { DockerAgent } from '../../sim/docker-agent';
+import { MesosAgent } from '../../sim/mesos-agent';
 import { parseAddress } from '../../shared/net';
 
 let world: CniWorld;

@@ -4,7 +4,7 @@ import { CalicoError } from '../../shared/errors';
 import { formatAddress } from '../../shared/net/address';
 import { cidrContains, parseCidr } from '../../shared/net/cidr';
 import type { Ipam } from '../../shared/ipam/ipam';
-import { useEtcd } from '../helpers/etcd';
+import { useEtcd } from '../helpers/etcd-hooks';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
 

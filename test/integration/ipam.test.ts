@@ -1,7 +1,7 @@
 import test from 'ava';
 import { formatAddress, parseAddress } from '../../shared/net/address';
 import { formatCidr, parseCidr } from '../../shared/net/cidr';
-import { useEtcd } from '../helpers/etcd';
+import { useEtcd } from '../helpers/etcd-hooks';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
 

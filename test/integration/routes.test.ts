@@ -2,8 +2,8 @@ import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
-import { NodeDaemon } from '../helpers/daemon';
-import { MesosAgent } from '../helpers/mesos-agent';
+import { NodeDaemon } from '../../sim/daemon';
+import { MesosAgent } from '../../sim/mesos-agent';
 import { enclosingCidr, formatCidr } from '../../shared/net';
 
 let world: CniWorld;

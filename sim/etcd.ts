@@ -151,15 +151,3 @@ export function uniquePrefix(label: string): string {
   return `/t-${label}-${Math.random().toString(36).slice(2, 8)}/calico`;
 }
 
-/** Registers hooks that start one etcd before the file's tests and remove it (and `closeables`) after. */
-export function useEtcd(test: import('ava').TestFn, closeables: { close(): void }[] = []): { readonly etcd: EtcdServer } {
-  const state = {} as { etcd: EtcdServer };
-  test.before(async () => {
-    state.etcd = await EtcdServer.start();
-  });
-  test.after.always(async () => {
-    for (const c of closeables) c.close();
-    await state.etcd?.destroy();
-  });
-  return state;
-}
