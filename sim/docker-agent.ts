@@ -165,10 +165,14 @@ export class DockerAgent {
   }
 
   async destroy(): Promise<void> {
+    if (this.dockerd && this.dockerd.exitCode === null) {
+      // Containers first, while our driver still answers (Docker retries an absent plugin for
+      // many seconds), so that dockerd's own shutdown has nothing to wait for.
+      const containers = await this.docker('ps', '-aq').then((r) => r.stdout.split('\n').filter(Boolean), () => []);
+      if (containers.length > 0) await this.docker('rm', '-f', ...containers).catch(() => undefined);
+    }
     await this.stopDaemon('SIGKILL');
     if (this.dockerd && this.dockerd.exitCode === null) {
-      // Containers first, so that dockerd's own shutdown has nothing to wait for.
-      await this.docker('rm', '-f', ...(await this.docker('ps', '-aq').then((r) => r.stdout.split('\n').filter(Boolean), () => []))).catch(() => undefined);
       this.dockerd.kill('SIGTERM');
       await Promise.race([this.exits[1], sleep(15_000)]);
       if (this.dockerd.exitCode === null) this.dockerd.kill('SIGKILL');
