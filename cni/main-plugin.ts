@@ -5,7 +5,7 @@
 import type { Resource } from '../shared/datastore';
 import { inspectWorkload, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
-import { buildWorkloadEndpoint, workloadEndpointName } from '../shared/endpoints/workload-endpoint';
+import { NETNS_ANNOTATION, buildWorkloadEndpoint, workloadEndpointName } from '../shared/endpoints/workload-endpoint';
 import { messageOf } from '../shared/errors';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
 import type { NetConf } from './config';
@@ -64,6 +64,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
       interfaceName: hostIf,
       mac: containerMac,
       labels: conf.labels,
+      annotations: { [NETNS_ANNOTATION]: netns },
     });
     await writeEndpoint(ctx, endpoint, existing);
     log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });

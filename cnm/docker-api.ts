@@ -28,6 +28,15 @@ export class DockerApi {
     return network.Name;
   }
 
+  /** Whether Docker still has a container attached to the network through this endpoint. */
+  async endpointAttached(networkId: string, endpointId: string): Promise<boolean> {
+    const network = (await this.get(`/networks/${encodeURIComponent(networkId)}`).catch((err: DockerApiError) => {
+      if (/answered 404/.test(err.message)) return { Containers: {} };
+      throw err;
+    })) as { Containers?: Record<string, { EndpointID?: string }> };
+    return Object.values(network.Containers ?? {}).some((c) => c.EndpointID === endpointId);
+  }
+
   private get(path: string): Promise<unknown> {
     const target = this.host.startsWith('unix://')
       ? { socketPath: this.host.slice('unix://'.length), path }

@@ -7,7 +7,7 @@ import type { Datastore, Resource } from '../shared/datastore';
 import { createHostSideVeth, GATEWAY_IPV4, GATEWAY_IPV6, pinGatewayNeighbours, randomMac, unwireWorkload } from '../shared/dataplane/workload';
 import { validateMac } from '../shared/dataplane/names';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
-import { buildWorkloadEndpoint, workloadEndpointName, type EndpointIdentity } from '../shared/endpoints/workload-endpoint';
+import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, buildWorkloadEndpoint, workloadEndpointName, type EndpointIdentity } from '../shared/endpoints/workload-endpoint';
 import { messageOf } from '../shared/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
@@ -19,7 +19,7 @@ import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPA
 
 export const ENDPOINT_NAMESPACE = 'libnetwork';
 /** Where Docker put the endpoint's container: kept so a restarted daemon can finish its wiring. */
-const SANDBOX_ANNOTATION = 'projectcalico.org/libnetwork-sandbox';
+const SANDBOX_ANNOTATION = NETNS_ANNOTATION;
 /** Options Docker always sends, which say nothing the user chose. */
 const KNOWN_OPTIONS = new Set(['com.docker.network.enable_ipv6']);
 
@@ -129,6 +129,7 @@ export class NetworkDriver {
       profiles: [network],
       interfaceName: hostIfOf(endpointId),
       mac,
+      annotations: { [DOCKER_NETWORK_ANNOTATION]: networkId },
     });
     // The record is written last: nothing before it needs undoing when it fails.
     const existing = await ds.resources.get('WorkloadEndpoint', endpoint.metadata.name, ENDPOINT_NAMESPACE);

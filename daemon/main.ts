@@ -2,14 +2,15 @@
  * The node daemon (one per agent). It wires its jobs together, each in a room of its own:
  * - the CNI plugins' forwarded commands on a unix socket (daemon/cni-service.ts);
  * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/);
- * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts).
+ * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts);
+ * - garbage collection of workloads that vanished without a DEL (daemon/garbage-collector.ts).
  * etcd connections are shared and kept warm. SIGTERM/SIGINT finish requests in flight and remove
  * the sockets.
  *
  *   calico-libnetwork [--cni-socket PATH] [--plugin-dir /run/docker/plugins]
  *     [--network-driver calico] [--ipam-driver calico-ipam] [--etcd-endpoints URLS] [--etcd-*-file F]
  *     [--nodename NAME] [--scope global|local] [--veth-mtu 1500] [--docker-host unix:///var/run/docker.sock]
- *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--log-level info]
+ *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--gc-interval 60] [--gc-grace 300] [--log-level info]
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -25,6 +26,7 @@ import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
 import { CniService } from './cni-service';
+import { GarbageCollector } from './garbage-collector';
 import { RouteKeeper } from './route-keeper';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
@@ -61,6 +63,8 @@ async function main(): Promise<void> {
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
       'no-routes': { type: 'boolean', default: false },
+      'gc-interval': { type: 'string', default: '60' },
+      'gc-grace': { type: 'string', default: '300' },
     },
   });
   const level = values['log-level'] as Level;
@@ -81,15 +85,22 @@ async function main(): Promise<void> {
   const log = new Logger(level, [stderrSink], { daemon: 'calico-libnetwork', node });
 
   const connections = new Connections();
+  const docker = new DockerApi(values['docker-host']!);
   const datastore = async () => ({ ds: await connections.datastore(etcd), ipam: await connections.ipam(etcd) });
   const ipamDriver = new IpamDriver(async () => (await datastore()).ipam, node, log.with({ driver: 'ipam' }));
-  const networkDriver = new NetworkDriver(datastore, new DockerApi(values['docker-host']!), {
+  const networkDriver = new NetworkDriver(datastore, docker, {
     node,
     scope: values.scope,
     mtu,
     containerIfPrefix: values['container-if-prefix']!,
   }, log.with({ driver: 'network' }));
 
+  const seconds = (flag: 'gc-interval' | 'gc-grace') => {
+    const n = Number(values[flag]);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${flag} must be a number of seconds (0 turns collection off)`);
+    return n * 1000;
+  };
+  const collector = new GarbageCollector(datastore, docker, { node, intervalMs: seconds('gc-interval'), graceMs: seconds('gc-grace') }, log.with({ job: 'gc' }));
   const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
 
   const services = [
@@ -126,7 +137,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop()]);
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop()]);
     await connections.close();
     process.exit(0);
   };
@@ -139,6 +150,7 @@ async function main(): Promise<void> {
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   routes?.start();
+  collector.start();
   void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 }
 

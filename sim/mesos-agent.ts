@@ -102,6 +102,14 @@ export class MesosAgent {
     return runs;
   }
 
+  /** The task vanishes without a DEL (an agent crash): its namespace is gone, its records stay. */
+  async vanish(containerId: string): Promise<void> {
+    const container = this.containers.get(containerId);
+    if (!container) throw new Error(`no container ${containerId}`);
+    await this.removeNetns(container);
+    this.containers.delete(containerId);
+  }
+
   private async removeNetns(container: Container): Promise<void> {
     await run('umount', [container.netnsPath]).catch(() => undefined);
     rmSync(dirname(container.netnsPath), { recursive: true, force: true });

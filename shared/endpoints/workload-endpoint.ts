@@ -24,7 +24,14 @@ export interface EndpointFacts {
   readonly interfaceName: string;
   readonly mac?: string;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Facts for garbage collection and restarts (the netns path, Docker's network ID...). */
+  readonly annotations?: Readonly<Record<string, string>>;
 }
+
+/** The annotation holding a workload's network namespace path (CNI_NETNS, or Docker's sandbox). */
+export const NETNS_ANNOTATION = 'projectcalico.org/netns';
+/** The Docker network an endpoint belongs to (the driver API names networks by ID only). */
+export const DOCKER_NETWORK_ANNOTATION = 'projectcalico.org/docker-network';
 
 export function buildWorkloadEndpoint(id: EndpointIdentity, facts: EndpointFacts): Resource<'WorkloadEndpoint'> {
   const spec: WorkloadEndpointSpec = {
@@ -49,6 +56,7 @@ export function buildWorkloadEndpoint(id: EndpointIdentity, facts: EndpointFacts
         'projectcalico.org/namespace': id.namespace,
         'projectcalico.org/orchestrator': id.orchestrator,
       },
+      ...(facts.annotations ? { annotations: { ...facts.annotations } } : {}),
     },
     spec,
   };

@@ -1,0 +1,43 @@
+import test from 'ava';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseAddress } from '../../shared/net';
+import { NodeDaemon } from '../../sim/daemon';
+import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+
+let world: CniWorld;
+let daemon: NodeDaemon | undefined;
+
+test.before(async () => {
+  world = await CniWorld.create();
+});
+test.after.always(async () => {
+  await daemon?.destroy();
+  await world?.destroy();
+});
+
+test.serial('gc - a task that vanished without DEL is cleaned up after the grace period; a live one never is', async (t) => {
+  const { prefix, ds, ipam } = await world.scenario('gc');
+  const agent = await world.addAgent();
+  daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', 'agent-gc', '--gc-interval', '0.5', '--gc-grace', '1.5']);
+  const network = world.network('net', prefix, 'agent-gc', { daemon_socket: daemon.cniSocket });
+  const [live, gone] = [randomUUID(), randomUUID()];
+  const launches = [await agent.launch(live, [{ network }]), await agent.launch(gone, [{ network }])];
+  t.deepEqual(launches.map((l) => l.runs[0]!.code), [0, 0]);
+  const [liveIp, goneIp] = launches.map((l) => parseAddress(l.ips[0]!.ip4!.split('/')[0]!));
+
+  const vanishedAt = Date.now();
+  await agent.vanish(gone);
+  await sleep(1000);
+  t.truthy(await ipam.ownerOf(goneIp!), 'not collected within the grace period');
+  for (let i = 0; i < 100 && (await ipam.ownerOf(goneIp!)); i++) await sleep(100);
+  t.is(await ipam.ownerOf(goneIp!), undefined, 'the vanished task\'s address is released');
+  t.log(`collected ${Date.now() - vanishedAt} ms after it vanished`);
+  const endpoints = await ds.resources.list('WorkloadEndpoint');
+  t.deepEqual(endpoints.map((e) => e.spec.containerID), [live], 'its record is gone, the live one stays');
+  t.truthy(await ipam.ownerOf(liveIp!), 'the live task keeps its address');
+  t.true(daemon.stderr.includes('collected the endpoint'));
+
+  for (const r of await agent.destroy(live)) t.is(r.code, 0);
+  await assertNothingLeft(t, ds, [agent]);
+});
