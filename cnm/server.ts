@@ -13,7 +13,10 @@ import { CONTENT_TYPE } from './protocol';
 
 export type Handler = (body: Record<string, unknown>) => unknown;
 
-export function driverApp(implementsApi: string, handlers: Readonly<Record<string, Handler>>, log: Logger): express.Express {
+/** Told of every call served: its name, whether it succeeded, and how long it took. */
+export type CallObserver = (call: string, ok: boolean, seconds: number) => void;
+
+export function driverApp(implementsApi: string, handlers: Readonly<Record<string, Handler>>, log: Logger, observe: CallObserver = () => undefined): express.Express {
   const app = express();
   app.disable('x-powered-by');
   // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON.
@@ -25,12 +28,16 @@ export function driverApp(implementsApi: string, handlers: Readonly<Record<strin
     app.post(`/${call}`, async (req: Request, res: Response) => {
       const body = req.body === null || req.body === undefined || typeof req.body !== 'object' || Array.isArray(req.body) ? {} : (req.body as Record<string, unknown>);
       log.debug('call', { call });
+      const started = process.hrtime.bigint();
+      const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
       try {
         send(res, 200, await handler(body));
+        observe(call, true, seconds());
       } catch (err) {
         const message = messageOf(err);
         log[err instanceof CalicoError ? 'warning' : 'error'](`${call} failed`, { error: message });
         send(res, 500, { Err: message });
+        observe(call, false, seconds());
       }
     });
   }

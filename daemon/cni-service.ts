@@ -19,6 +19,7 @@ export class CniService {
     private readonly socketPath: string,
     private readonly connections: Connections,
     private readonly log: Logger,
+    private readonly served: (call: string, ok: boolean, seconds: number) => void = () => undefined,
   ) {
     // Half-open: the plugin ends its side after the request and still reads the answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => this.serve(socket));
@@ -54,7 +55,10 @@ export class CniService {
     if ((request.kind !== 'calico' && request.kind !== 'calico-ipam') || typeof request.stdin !== 'string' || typeof request.env !== 'object') {
       return { stdout: '', exitCode: 1 };
     }
-    return runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections);
+    const started = process.hrtime.bigint();
+    const outcome = await runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections);
+    this.served(`${request.kind} ${String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16)}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
+    return outcome;
   }
 
   /** Stops taking requests, lets those in flight finish, removes the socket. */

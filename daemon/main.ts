@@ -3,14 +3,16 @@
  * - the CNI plugins' forwarded commands on a unix socket (daemon/cni-service.ts);
  * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/);
  * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts);
- * - garbage collection of workloads that vanished without a DEL (daemon/garbage-collector.ts).
+ * - garbage collection of workloads that vanished without a DEL (daemon/garbage-collector.ts);
+ * - Prometheus metrics on a local address (daemon/metrics.ts).
  * etcd connections are shared and kept warm. SIGTERM/SIGINT finish requests in flight and remove
  * the sockets.
  *
  *   calico-libnetwork [--cni-socket PATH] [--plugin-dir /run/docker/plugins]
  *     [--network-driver calico] [--ipam-driver calico-ipam] [--etcd-endpoints URLS] [--etcd-*-file F]
  *     [--nodename NAME] [--scope global|local] [--veth-mtu 1500] [--docker-host unix:///var/run/docker.sock]
- *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--gc-interval 60] [--gc-grace 300] [--log-level info]
+ *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--gc-interval 60] [--gc-grace 300]
+ *     [--metrics-address 127.0.0.1:9099] [--log-level info]
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -27,6 +29,7 @@ import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
 import { CniService } from './cni-service';
 import { GarbageCollector } from './garbage-collector';
+import { Metrics } from './metrics';
 import { RouteKeeper } from './route-keeper';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
@@ -65,6 +68,7 @@ async function main(): Promise<void> {
       'no-routes': { type: 'boolean', default: false },
       'gc-interval': { type: 'string', default: '60' },
       'gc-grace': { type: 'string', default: '300' },
+      'metrics-address': { type: 'string', default: process.env.CALICO_METRICS_ADDRESS ?? '127.0.0.1:9099' },
     },
   });
   const level = values['log-level'] as Level;
@@ -103,8 +107,11 @@ async function main(): Promise<void> {
   const collector = new GarbageCollector(datastore, docker, { node, intervalMs: seconds('gc-interval'), graceMs: seconds('gc-grace') }, log.with({ job: 'gc' }));
   const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
 
+  const metrics = new Metrics(async () => (await datastore()).ipam, log);
+  const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
+
   const services = [
-    new CniService(values['cni-socket']!, connections, log),
+    new CniService(values['cni-socket']!, connections, log, served('cni')),
     new DriverServer(driverApp('IpamDriver', {
       'IpamDriver.GetCapabilities': () => ipamDriver.capabilities(),
       'IpamDriver.GetDefaultAddressSpaces': () => ipamDriver.defaultAddressSpaces(),
@@ -112,7 +119,7 @@ async function main(): Promise<void> {
       'IpamDriver.ReleasePool': () => ipamDriver.releasePool(),
       'IpamDriver.RequestAddress': (b) => ipamDriver.requestAddress(b),
       'IpamDriver.ReleaseAddress': (b) => ipamDriver.releaseAddress(b),
-    }, log), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
+    }, log, served('ipam')), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
     new DriverServer(driverApp('NetworkDriver', {
       'NetworkDriver.GetCapabilities': () => networkDriver.capabilities(),
       'NetworkDriver.CreateNetwork': (b) => networkDriver.createNetwork(b),
@@ -128,7 +135,7 @@ async function main(): Promise<void> {
       'NetworkDriver.RevokeExternalConnectivity': () => ({}),
       'NetworkDriver.AllocateNetwork': () => ({ Options: {} }),
       'NetworkDriver.FreeNetwork': () => ({}),
-    }, log), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
+    }, log, served('network')), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
   ];
   // Signals are handled from the start: a stop during start-up still removes what was created.
   const started: typeof services = [];
@@ -137,7 +144,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop()]);
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop(), metrics.stop()]);
     await connections.close();
     process.exit(0);
   };
@@ -151,6 +158,7 @@ async function main(): Promise<void> {
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   routes?.start();
   collector.start();
+  if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));
   void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 }
 

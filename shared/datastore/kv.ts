@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Etcd3, IKeyValue, IRequestOp, ICompare, Watcher } from 'etcd3';
+import { etcdErrors } from '../diagnostics';
 import { InvalidInputError, messageOf } from '../errors';
 import { DatastoreRequestError, DatastoreUnavailableError } from './errors';
 import type { EtcdSettings } from './settings';
@@ -140,13 +141,15 @@ export class EtcdKv {
     const { endpoints, timeoutMs } = this.settings;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new DatastoreUnavailableError(endpoints, `no answer to ${what} within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
+      timer = setTimeout(() => {
+        etcdErrors.publish({ kind: 'unavailable' });
+        reject(new DatastoreUnavailableError(endpoints, `no answer to ${what} within ${timeoutMs} ms`));
+      }, timeoutMs);
     });
     const mapped = pending.catch((err: unknown) => {
-      if (isUnavailable(err)) throw new DatastoreUnavailableError(endpoints, `${what} failed: ${messageOf(err)}`, { cause: err });
+      const unavailable = isUnavailable(err);
+      etcdErrors.publish({ kind: unavailable ? 'unavailable' : 'request' });
+      if (unavailable) throw new DatastoreUnavailableError(endpoints, `${what} failed: ${messageOf(err)}`, { cause: err });
       throw new DatastoreRequestError(`etcd refused ${what}: ${messageOf(err)}`, { cause: err });
     });
     return Promise.race([mapped, deadline]).finally(() => clearTimeout(timer));

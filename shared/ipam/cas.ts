@@ -1,5 +1,6 @@
 /** The compare-and-swap retry loop every IPAM write runs in. */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { casConflicts, casExhausted } from '../diagnostics';
 import { ExcessiveConflictsError } from './errors';
 
 /** What one round of a CAS loop ended with. */
@@ -18,8 +19,10 @@ export async function casLoop<T>(operation: string, round: () => Promise<Round<T
     const outcome = await round();
     if (outcome === 'again') continue;
     if (outcome !== 'conflict') return outcome.done;
+    if (casConflicts.hasSubscribers) casConflicts.publish({ operation });
     if (++conflicts >= maxConflicts) break;
     await sleep(Math.random() * Math.min(100, 5 + conflicts * 5));
   }
+  if (casExhausted.hasSubscribers) casExhausted.publish({ operation });
   throw new ExcessiveConflictsError(operation, conflicts);
 }

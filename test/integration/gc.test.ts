@@ -41,3 +41,24 @@ test.serial('gc - a task that vanished without DEL is cleaned up after the grace
   for (const r of await agent.destroy(live)) t.is(r.code, 0);
   await assertNothingLeft(t, ds, [agent]);
 });
+
+test.serial('metrics - the daemon serves Prometheus metrics of its requests, IPAM use and etcd errors', async (t) => {
+  const agent = world.agents[0]!;
+  const { prefix } = await world.scenario('metrics');
+  const metricsDaemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', 'agent-m', '--metrics-address', '127.0.0.1:9199', '--no-routes']);
+  t.teardown(() => metricsDaemon.destroy());
+  const network = world.network('net', prefix, 'agent-m', { daemon_socket: metricsDaemon.cniSocket });
+  const id = randomUUID();
+  t.is((await agent.launch(id, [{ network }])).runs[0]!.code, 0);
+  const bad = await agent.launch(randomUUID(), [{ network: { ...network, ipam: { type: 'calico-ipam', ipv4_pools: ['no-such-pool'] } } }]);
+  t.is(bad.runs[0]!.code, 1);
+  const scrape = async () => (await agent.host.exec(process.execPath, ['-e', 'fetch("http://127.0.0.1:9199/metrics").then((r) => r.text()).then((t) => process.stdout.write(t))'])).stdout;
+  const text = await scrape();
+  t.regex(text, /calico_requests_total\{driver="cni",call="calico ADD",outcome="ok"\} 1/);
+  t.regex(text, /calico_requests_total\{driver="cni",call="calico ADD",outcome="error"\} 1/);
+  t.regex(text, /calico_request_duration_seconds_bucket\{driver="cni",call="calico ADD",le="\+Inf"\} 2/);
+  t.regex(text, /calico_ipam_addresses_in_use\{pool="10\.200\.0\.0\/16",host="agent-m"\} 1/);
+  t.regex(text, /# TYPE calico_etcd_errors_total counter/);
+  t.false(/container|[0-9a-f]{8}-[0-9a-f]{4}/.test(text.split('\n').filter((l) => !l.startsWith('#')).join('\n')), 'no per-container labels');
+  for (const r of await agent.destroy(id)) t.is(r.code, 0);
+});
