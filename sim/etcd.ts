@@ -5,7 +5,7 @@
  *   unix socket for the test process itself (sockets are not confined to a network namespace).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -25,6 +25,8 @@ export interface EtcdPlacement {
   readonly netnsPath: string;
   /** The address hosts reach it on inside that namespace. */
   readonly address: string;
+  /** For a member of a cluster: its index (ports 2379+10i, 2380+10i) and the cluster's size. */
+  readonly member?: { readonly index: number; readonly of: number };
 }
 
 export class EtcdServer {
@@ -54,9 +56,14 @@ export class EtcdServer {
     return join(this.dataDir, 'etcd.sock:0');
   }
 
+  private get name(): string {
+    return `m${this.placement?.member?.index ?? 0}`;
+  }
+
   static async start(options: { tls?: EtcdTls; placement?: EtcdPlacement } = {}): Promise<EtcdServer> {
     const dir = await mkdtemp(join(tmpdir(), 'etcd-test-'));
-    const ports = options.placement ? [2379, 2380] : [await freePort(), await freePort()];
+    const offset = 10 * (options.placement?.member?.index ?? 0);
+    const ports = options.placement ? [2379 + offset, 2380 + offset] : [await freePort(), await freePort()];
     const server = new EtcdServer(dir, ports[0]!, ports[1]!, options.tls, options.placement);
     await server.resume();
     return server;
@@ -67,19 +74,23 @@ export class EtcdServer {
     const peer = `http://127.0.0.1:${this.peerPort}`;
     // etcd takes a unix listener as unix://NAME:PORT, a file NAME:PORT in its working directory.
     const listen = this.placement ? `unix://etcd.sock:0,${this.hostEndpoint}` : this.endpoint;
+    const members = this.placement?.member?.of ?? 1;
+    const cluster = Array.from({ length: members }, (_, i) => `m${i}=http://127.0.0.1:${2380 + 10 * i}`).join(',');
     const args = [
-      '--name', 't',
+      '--name', this.name,
       '--data-dir', join(this.dataDir, 'data'),
       '--listen-client-urls', listen,
       '--advertise-client-urls', this.hostEndpoint,
       '--listen-peer-urls', peer,
       '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `t=${peer}`,
+      '--initial-cluster', members > 1 ? cluster : `${this.name}=${peer}`,
       '--log-level', 'error',
     ];
     // Docker's cluster store speaks etcd's v2 API.
     if (this.placement) args.push('--enable-v2=true');
     if (this.tls) args.push('--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--trusted-ca-file', this.tls.caFile, '--client-cert-auth');
+    // A killed etcd leaves its unix socket behind, and will not listen on it again.
+    if (this.placement) rmSync(this.socketPath, { force: true });
     const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
     const child = spawn(file, fileArgs, { stdio: ['ignore', 'ignore', 'pipe'], cwd: this.dataDir });
     let stderr = '';

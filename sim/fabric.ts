@@ -13,17 +13,31 @@ export class Fabric {
 
   private constructor(
     readonly fabric: Netns,
-    readonly etcd: EtcdServer,
+    /** The etcd members; one unless a cluster was asked for. */
+    readonly members: EtcdServer[],
   ) {}
 
-  static async create(): Promise<Fabric> {
+  /** The first member (with one member, the etcd). */
+  get etcd(): EtcdServer {
+    return this.members[0]!;
+  }
+
+  /** Every member, as an etcd_endpoints value for processes on the hosts. */
+  get hostEndpoints(): string {
+    return this.members.map((m) => m.hostEndpoint).join(',');
+  }
+
+  static async create(options: { etcdMembers?: number } = {}): Promise<Fabric> {
     const fabric = await Netns.create('fab');
     try {
       await fabric.ip('link', 'add', 'br0', 'type', 'bridge');
       await fabric.ip('addr', 'add', `${FABRIC_ADDRESS}/24`, 'dev', 'br0');
       await fabric.ip('link', 'set', 'br0', 'up');
-      const etcd = await EtcdServer.start({ placement: { netnsPath: fabric.path, address: FABRIC_ADDRESS } });
-      return new Fabric(fabric, etcd);
+      const of = options.etcdMembers ?? 1;
+      // A cluster's members wait for each other: they start together.
+      const members = await Promise.all(Array.from({ length: of }, (_, index) =>
+        EtcdServer.start({ placement: { netnsPath: fabric.path, address: FABRIC_ADDRESS, ...(of > 1 ? { member: { index, of } } : {}) } })));
+      return new Fabric(fabric, members);
     } catch (err) {
       await fabric.destroy();
       throw err;
@@ -45,7 +59,7 @@ export class Fabric {
   }
 
   async destroy(): Promise<void> {
-    await this.etcd.destroy();
+    for (const member of this.members) await member.destroy();
     for (const host of this.hosts) await host.destroy();
     await this.fabric.destroy();
   }

@@ -23,8 +23,8 @@ export class CniWorld {
     readonly pluginsDir: string,
   ) {}
 
-  static async create(): Promise<CniWorld> {
-    return new CniWorld(await Fabric.create(), installPlugins());
+  static async create(options: { etcdMembers?: number } = {}): Promise<CniWorld> {
+    return new CniWorld(await Fabric.create(options), installPlugins());
   }
 
   async addAgent(): Promise<MesosAgent> {
@@ -35,7 +35,7 @@ export class CniWorld {
 
   /** A datastore client under `prefix`, and pools for it. */
   async datastore(prefix: string): Promise<{ ds: Datastore; ipam: Ipam }> {
-    const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: this.fabric.etcd.endpoint }, {}), prefix });
+    const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: this.fabric.members.map((m) => m.endpoint).join(',') }, {}), prefix });
     this.clients.push(ds);
     return { ds, ipam: new Ipam(ds) };
   }
@@ -54,7 +54,7 @@ export class CniWorld {
       cniVersion: '0.2.0',
       name,
       type: 'calico',
-      etcd_endpoints: this.fabric.etcd.hostEndpoint,
+      etcd_endpoints: this.fabric.hostEndpoints,
       etcd_prefix: prefix,
       nodename: node,
       log_file_path: join(this.logDir, 'cni.log'),
