@@ -2,11 +2,10 @@
  * The network configuration on stdin, parsed once into one typed object. Unknown keys are kept
  * (delegates get the whole config) and otherwise ignored, as CNI plugins do.
  */
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { etcdSettingsFrom, type EtcdSettings } from '../shared/datastore/settings';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { InvalidInputError, messageOf } from '../shared/errors';
+import { NODENAME_FILE, defaultNodename } from '../shared/nodename';
 import { parseAddress, parseCidr, type IpAddress } from '../shared/net';
 import { CniCode, CniError } from './errors';
 import type { CniEnv } from './env';
@@ -44,7 +43,6 @@ export interface NetConf {
 }
 
 export const DEFAULT_LOG_FILE = '/var/log/calico/cni/cni.log';
-const DEFAULT_NODENAME_FILE = '/var/lib/calico/nodename';
 const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 function invalid(field: string, reason: string): CniError {
@@ -123,14 +121,7 @@ function objectField(raw: JsonObject, field: string): JsonObject | undefined {
 function nodenameOf(raw: JsonObject): string {
   const configured = stringField(raw, 'nodename') ?? stringField(raw, 'hostname');
   if (configured) return configured;
-  const file = stringField(raw, 'nodename_file') ?? DEFAULT_NODENAME_FILE;
-  try {
-    const fromFile = readFileSync(file, 'utf8').trim();
-    if (fromFile) return fromFile;
-  } catch {
-    // No file: calico-node has not written one on this host; the host name serves.
-  }
-  return hostname();
+  return defaultNodename(stringField(raw, 'nodename_file') ?? NODENAME_FILE);
 }
 
 function logLevelOf(value: unknown): LogLevel {

@@ -14,8 +14,6 @@
  *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--gc-interval 60] [--gc-grace 300]
  *     [--metrics-address 127.0.0.1:9099] [--log-level info]
  */
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Connections } from '../cni/backend';
@@ -27,6 +25,7 @@ import { DriverServer, driverApp } from '../cnm/server';
 import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
+import { defaultNodename } from '../shared/nodename';
 import { CniService } from './cni-service';
 import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
@@ -35,15 +34,7 @@ import { RouteKeeper } from './route-keeper';
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
 function nodename(flag: string | undefined): string {
-  if (flag) return flag;
-  if (process.env.NODENAME) return process.env.NODENAME;
-  try {
-    const fromFile = readFileSync('/var/lib/calico/nodename', 'utf8').trim();
-    if (fromFile) return fromFile;
-  } catch {
-    // no file: the host name serves
-  }
-  return hostname();
+  return flag || process.env.NODENAME || defaultNodename();
 }
 
 async function main(): Promise<void> {

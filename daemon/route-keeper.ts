@@ -23,6 +23,8 @@ export interface RouteKeeperSettings {
 export class RouteKeeper {
   private watches: WatchHandle[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** When the pending sync is due: a later request never postpones an earlier one. */
+  private dueAt = Infinity;
   private stopped = false;
   private syncing: Promise<void> = Promise.resolve();
 
@@ -53,7 +55,7 @@ export class RouteKeeper {
     } catch (err) {
       await this.closeWatches();
       this.log.warning('cannot keep routes yet; retrying', { error: messageOf(err), retryInMs: retryIn });
-      this.timer = setTimeout(() => void this.run(Math.min(retryIn * 2, RETRY_MS.max)), retryIn);
+      setTimeout(() => void this.run(Math.min(retryIn * 2, RETRY_MS.max)), retryIn).unref();
     }
   }
 
@@ -68,9 +70,11 @@ export class RouteKeeper {
   }
 
   private schedule(delay: number): void {
-    if (this.stopped) return;
+    if (this.stopped || Date.now() + delay >= this.dueAt) return;
     clearTimeout(this.timer);
+    this.dueAt = Date.now() + delay;
     this.timer = setTimeout(() => {
+      this.dueAt = Infinity;
       this.syncing = this.syncing.then(() => this.sync());
     }, delay);
   }

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { table } from '../ctl/output';
 import { DockerAgent } from '../sim/docker-agent';
 import { MesosAgent } from '../sim/mesos-agent';
 import { CniWorld } from '../sim/world';
@@ -27,9 +28,7 @@ interface Workload {
 }
 
 function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => `  ${cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd();
-  console.log([line(header), ...rows.map(line)].join('\n'));
+  console.log(table(header, rows).replace(/^/gm, '  '));
 }
 
 async function main(): Promise<number> {

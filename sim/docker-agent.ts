@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Netns } from './netns';
+import { waitFor } from './wait';
 
 const run = promisify(execFile);
 const DOCKER = '/usr/bin/docker';
@@ -22,15 +23,6 @@ function track(child: ChildProcess): Promise<void> {
     process.off('exit', killOnExit);
     done();
   }));
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(50);
-  }
-  throw new Error(`${what} did not happen within ${ms} ms`);
 }
 
 /** A busybox rootfs tarball with the applets the tests use, made once per process. */

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
+import { waitFor } from '../../sim/wait';
 import { MesosAgent } from '../../sim/mesos-agent';
 import { enclosingCidr, formatCidr } from '../../shared/net';
 
@@ -16,15 +16,6 @@ test.after.always(async () => {
   for (const d of daemons) await d.destroy();
   await world?.destroy();
 });
-
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`${what} did not happen within ${ms} ms`);
-}
 
 const routesOf = async (agent: MesosAgent) => (await agent.host.json<{ dst: string; gateway?: string; type?: string }[]>('route', 'show', 'proto', '80')).map((r) => `${r.type === 'unreachable' ? 'unreachable ' : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}`);
 
@@ -44,7 +35,7 @@ test.serial('routes - tasks on two agents reach each other; a later block is rou
   const [ipA, ipB] = [launchA.ips[0]!.ip4!.split('/')[0]!, launchB.ips[0]!.ip4!.split('/')[0]!];
   const nodes = await ds.resources.list('Node');
   t.deepEqual(nodes.map((n) => [n.metadata.name, n.spec.bgp?.ipv4Address]).sort(), [['agent-0', '10.99.0.11/24'], ['agent-1', '10.99.0.12/24']], 'each daemon registered its host');
-  await waitFor('routes to the other host\'s block', async () => (await routesOf(one)).some((r) => r.endsWith('via 10.99.0.12')));
+  await waitFor('routes to the other host\'s block', async () => (await routesOf(one)).some((r) => r.endsWith('via 10.99.0.12')), 10_000);
   t.true(await one.container(a).ping(ipB), 'a task on agent-0 reaches one on agent-1');
   t.true(await two.container(b).ping(ipA), 'and back');
   t.true((await routesOf(one)).some((r) => r.startsWith('unreachable ')), 'its own block is unreachable beyond its workloads');
