@@ -225,8 +225,11 @@ export class Ipam {
       if (!block) {
         // The block holding the address does not exist yet: claim exactly that one for this host.
         const claim = await this.claimer.claimSpecific(view, pool, cidr);
-        if (claim === 'conflict') this.views.delete(`${request.node}/${request.address.version}`);
-        if (typeof claim === 'object' && 'none' in claim) throw new PoolsExhaustedError([formatCidr(cidr)], `cannot claim the block holding ${text}: ${claim.none}`);
+        if (claim === 'conflict') {
+          this.views.delete(`${request.node}/${request.address.version}`);
+          return 'conflict';
+        }
+        if ('none' in claim) throw new PoolsExhaustedError([formatCidr(cidr)], `cannot claim the block holding ${text}: ${claim.none}`);
         return 'again';
       }
       if (view.config.strict_affinity && block.value.affinity !== hostAffinity(request.node)) {
