@@ -6,17 +6,27 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
-import type { CniContext } from './context';
+import { ipamOf, type CniContext } from './context';
 import { CniCode, CniError } from './errors';
-import { ipamAdd, ipamCheck, ipamDel } from './ipam-plugin';
+import { allocate, ipamCheck, ipamDel, ipamResult } from './ipam-plugin';
 import { parseResult, type CniResult } from './result';
 
 export const OWN_IPAM = 'calico-ipam';
 const DELEGATE_TIMEOUT_MS = 60_000;
 
-export async function delegateAdd(ctx: CniContext): Promise<CniResult> {
-  if (ctx.conf.ipam.type === OWN_IPAM) return ipamAdd(ctx);
-  return parseResult(await execIpam(ctx, 'ADD'), `the result of IPAM plugin "${ctx.conf.ipam.type}"`);
+/** IPAM ADD, and how to give back what it took if the ADD fails later. */
+export async function delegateAdd(ctx: CniContext): Promise<{ result: CniResult; undo: () => Promise<void> }> {
+  if (ctx.conf.ipam.type === OWN_IPAM) {
+    const addresses = await allocate(ctx, { reuseHeld: false });
+    // Exactly the new addresses: a DEL would release the whole handle, including what a
+    // concurrent ADD of the same container holds.
+    const undo = async () => {
+      await (await ipamOf(ctx)).release(addresses);
+    };
+    return { result: ipamResult(addresses), undo };
+  }
+  const result = parseResult(await execIpam(ctx, 'ADD'), `the result of IPAM plugin "${ctx.conf.ipam.type}"`);
+  return { result, undo: () => execIpam(ctx, 'DEL').then(() => undefined) };
 }
 
 export async function delegateDel(ctx: CniContext): Promise<void> {

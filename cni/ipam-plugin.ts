@@ -10,28 +10,39 @@ export function ipamResult(addresses: readonly IpAddress[]): CniResult {
 }
 
 export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
+  return ipamResult(await allocate(ctx, { reuseHeld: true }));
+}
+
+/**
+ * The addresses of this (network, container). With `reuseHeld` (the IPAM plugin on its own), a
+ * repeat ADD answers with what the handle already holds. The main plugin allocates afresh instead:
+ * it knows a finished ADD by its endpoint record, and addresses held by an unfinished one (crashed,
+ * or running concurrently) must not be shared, since whoever fails gives back what it took.
+ */
+export async function allocate(ctx: CniContext, options: { reuseHeld: boolean }): Promise<IpAddress[]> {
   const { conf, env } = ctx;
   const handle = handleId(conf.name, env.containerId);
   const ipam = await ipamOf(ctx);
-  // A repeat ADD for the same container answers with what it already holds.
-  const held = await ipam.handleAddresses(handle);
+  const held = options.reuseHeld ? await ipam.handleAddresses(handle) : [];
   if (held.length > 0) {
     ctx.log.info('repeat ADD: returning the addresses the handle already holds', { handle });
-    return ipamResult(held);
+    return held;
   }
   const attributes = { container: env.containerId, interface: env.ifname, network: conf.name, orchestrator: 'cni' };
   if (conf.requestedIps.length > 0) {
+    const assigned: IpAddress[] = [];
     try {
       for (const address of conf.requestedIps) {
         const pools = address.version === 4 ? conf.ipam.ipv4Pools : conf.ipam.ipv6Pools;
         await ipam.assign({ address, handle, node: conf.nodename, pools, attributes });
+        assigned.push(address);
       }
     } catch (err) {
-      await ipam.releaseByHandle(handle).catch(() => undefined);
+      await ipam.release(assigned).catch(() => undefined);
       throw err;
     }
-    ctx.log.info('assigned requested addresses', { handle, addresses: conf.requestedIps.map(formatAddress).join(',') });
-    return ipamResult(conf.requestedIps);
+    ctx.log.info('assigned requested addresses', { handle, addresses: assigned.map(formatAddress).join(',') });
+    return assigned;
   }
   const { ipv4, ipv6 } = await ipam.autoAssign({
     handle,
@@ -43,7 +54,7 @@ export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
     attributes,
   });
   ctx.log.info('assigned addresses', { handle, addresses: [...ipv4, ...ipv6].map(formatAddress).join(',') });
-  return ipamResult([...ipv4, ...ipv6]);
+  return [...ipv4, ...ipv6];
 }
 
 export async function ipamDel(ctx: CniContext): Promise<void> {

@@ -48,7 +48,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
     }
   }
 
-  const ipamResult = await delegateAdd(ctx);
+  const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
   const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
   if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
 
@@ -73,7 +73,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
     log.error('ADD failed, undoing it', { error: messageOf(err) });
     // Only our own interface is removed: a clash with an existing one never took it over.
     if (wired) await unwireWorkload({ netns, containerIf: env.ifname, hostIf }).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
-    await delegateDel(ctx).catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
+    await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
     throw err;
   }
 }

@@ -153,3 +153,22 @@ test.serial('cni spec - Debian\'s host-local works as the IPAM delegate', async 
   for (const x of [id, peer]) await setup.agent.destroy(x).catch(() => undefined);
   await assertNothingLeft(t, ds, [setup.agent]);
 });
+
+test.serial('cni spec - two ADDs of one container at once: one wiring wins, the other gives back only what it took', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('double-add');
+  const id = randomUUID();
+  await setup.agent.createContainer(id);
+  const conf = { ...setup.world.network('net', prefix, NODE, { daemon_socket: '' }), cniVersion: '1.0.0' };
+  const runs = await Promise.all([call('ADD', id, conf), call('ADD', id, conf), call('ADD', id, conf)]);
+  const ok = runs.filter((r) => r.code === 0);
+  t.true(ok.length >= 1, runs.map((r) => r.stdout).join('\n'));
+  t.true(ok.every((r) => JSON.stringify(r.json) === JSON.stringify(ok[0]!.json)), 'every success tells the same result');
+  const address = ok[0]!.json!.ips[0].address.split('/')[0];
+  const state = await readIpamState(ds);
+  t.deepEqual([...state.allocated.entries()], [[address, `net.${id}`]], 'the winner\'s address, and only it, stays allocated');
+  const [endpoint] = await ds.resources.list('WorkloadEndpoint');
+  t.deepEqual(endpoint!.spec.ipNetworks, [`${address}/32`]);
+  t.is((await call('DEL', id, conf)).code, 0);
+  await setup.agent.destroy(id).catch(() => undefined);
+  await assertNothingLeft(t, ds, [setup.agent]);
+});
