@@ -42,8 +42,8 @@ async function main(): Promise<void> {
     options: {
       'cni-socket': { type: 'string', default: process.env.CALICO_CNI_SOCKET ?? DEFAULT_DAEMON_SOCKET },
       'plugin-dir': { type: 'string', default: process.env.CALICO_PLUGIN_DIR ?? '/run/docker/plugins' },
-      'network-driver': { type: 'string', default: 'calico' },
-      'ipam-driver': { type: 'string', default: 'calico-ipam' },
+      'network-driver': { type: 'string', default: process.env.CALICO_NETWORK_DRIVER ?? 'calico' },
+      'ipam-driver': { type: 'string', default: process.env.CALICO_IPAM_DRIVER ?? 'calico-ipam' },
       'etcd-endpoints': { type: 'string' },
       'etcd-ca-cert-file': { type: 'string' },
       'etcd-cert-file': { type: 'string' },
