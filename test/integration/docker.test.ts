@@ -192,7 +192,7 @@ test.serial('docker - the daemon killed while Docker starts containers: the ones
   }
   // Whatever Docker could not undo while the daemon was away: GC removes dead endpoints, and
   // ipam check finds addresses with no endpoint, which release --from-report frees.
-  await sleep(2500);
+  for (let i = 0; i < 100 && (await ds.resources.list('WorkloadEndpoint', 'libnetwork')).length > running.length; i++) await sleep(100);
   const env = { PATH: process.env.PATH, ETCD_ENDPOINTS: world.fabric.etcd.endpoint, ETCD_PREFIX: prefix };
   const report = join(agent.dir, 'report.json');
   const calicoctl = (...args: string[]) => promisify(execFile)(resolve('dist/bin/calicoctl'), args, { env }).then((r) => r.stdout, (e: { stdout: string }) => e.stdout);
