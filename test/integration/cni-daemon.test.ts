@@ -1,6 +1,7 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
 
@@ -48,7 +49,7 @@ test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart rep
   t.true(existsSync(crashed.cniSocket));
   // A new daemon on the same path takes over the stale file.
   const { spawnSync } = await import('node:child_process');
-  const again = spawnSync('nsenter', [`--net=${setup.agent.host.path}`, 'timeout', '2', 'dist/bin/calico-libnetwork', '--cni-socket', crashed.cniSocket], { encoding: 'utf8' });
+  const again = spawnSync('nsenter', [`--net=${setup.agent.host.path}`, 'timeout', '2', 'dist/bin/calico-libnetwork', '--cni-socket', crashed.cniSocket, '--plugin-dir', join(crashed.dir, 'plugins'), '--no-routes', '--metrics-address', ''], { encoding: 'utf8' });
   t.regex(again.stderr, /serving CNI requests/);
   await crashed.destroy();
 });
