@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Datastore } from '../shared/datastore';
 import type { Ipam } from '../shared/ipam/ipam';
-import { poolHolds } from '../shared/ipam/claim';
+import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import { messageOf } from '../shared/errors';
 import { CtlError } from './errors';

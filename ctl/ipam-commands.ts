@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { decodeBlock, decodeHandle, type Datastore, type HandleRecord } from '../shared/datastore';
 import { decodeResource } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
-import { poolHolds } from '../shared/ipam/claim';
+import { poolHolds } from '../shared/ipam/pool';
 import { cidrSize, formatAddress, formatCidr, parseAddress, parseCidr } from '../shared/net';
 import { messageOf } from '../shared/errors';
 import { checkIpam, type CheckReport } from './ipam-check';
@@ -40,13 +40,11 @@ export async function ipamShow(ipam: Ipam, options: { showBlocks: boolean; ip?: 
   return table(['GROUPING', 'CIDR', 'IPS TOTAL', 'IPS IN USE', 'IPS FREE', options.showBlocks ? 'AFFINITY' : ''], rows);
 }
 
-export async function ipamConfigure(ipam: Ipam, ds: Datastore, options: { strictAffinity?: string; maxBlocksPerHost?: string }): Promise<string> {
+export async function ipamConfigure(ipam: Ipam, options: { strictAffinity?: string; maxBlocksPerHost?: string }): Promise<string> {
   if (options.strictAffinity === undefined && options.maxBlocksPerHost === undefined) {
     throw new CtlError('ipam configure needs --strict-affinity=true|false and/or --max-blocks-per-host=N');
   }
-  const entry = await ds.kv.get(ds.keys.ipamConfig());
-  const { decodeIpamConfig, DEFAULT_IPAM_CONFIG } = await import('../shared/datastore');
-  const config = { ...(entry ? decodeIpamConfig(entry.key, entry.value) : DEFAULT_IPAM_CONFIG) };
+  const config = { ...(await ipam.config()) };
   if (options.strictAffinity !== undefined) {
     if (options.strictAffinity !== 'true' && options.strictAffinity !== 'false') throw new CtlError('--strict-affinity must be true or false');
     config.strict_affinity = options.strictAffinity === 'true';

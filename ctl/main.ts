@@ -122,7 +122,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<{ out
         throw new CtlError('pool add CIDR | pool rm NAME|CIDR');
       case 'ipam':
         if (sub === 'show') return { out: await ipamShow(ipam, { showBlocks: values['show-blocks'] ?? false, ip: values.ip }), code: 0 };
-        if (sub === 'configure') return { out: await ipamConfigure(ipam, ds, { strictAffinity: values['strict-affinity'], maxBlocksPerHost: values['max-blocks-per-host'] }), code: 0 };
+        if (sub === 'configure') return { out: await ipamConfigure(ipam, { strictAffinity: values['strict-affinity'], maxBlocksPerHost: values['max-blocks-per-host'] }), code: 0 };
         if (sub === 'check') {
           const grace = values['grace-period'] === undefined ? 300 : Number(values['grace-period']);
           if (!Number.isFinite(grace) || grace < 0) throw new CtlError('--grace-period must be a number of seconds');

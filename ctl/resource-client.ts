@@ -3,11 +3,11 @@
  * product makes elsewhere: pools validated and never overlapping, the IPAM configuration mapped to
  * its own key, a pool with addresses in use never deleted.
  */
-import { DEFAULT_IPAM_CONFIG, decodeIpamConfig, type Datastore, type Resource } from '../shared/datastore';
+import type { Datastore, Resource } from '../shared/datastore';
 import { API_VERSION, isNamespaced } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
 import { rejectOverlap, validatePoolSpec } from '../shared/ipam/pool';
-import { poolHolds } from '../shared/ipam/claim';
+import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import type { CtlKind, Document } from './documents';
 import { CtlError } from './errors';
@@ -105,8 +105,7 @@ export class ResourceClient {
   }
 
   private async ipamConfiguration(): Promise<CtlResource> {
-    const entry = await this.ds.kv.get(this.ds.keys.ipamConfig());
-    const config = entry ? decodeIpamConfig(entry.key, entry.value) : DEFAULT_IPAM_CONFIG;
+    const config = await this.ipam.config();
     return {
       apiVersion: API_VERSION,
       kind: 'IPAMConfiguration',

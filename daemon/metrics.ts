@@ -8,7 +8,7 @@ import { subscribe } from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:http';
 import { casConflicts, casExhausted, etcdErrors } from '../shared/diagnostics';
 import type { Ipam } from '../shared/ipam/ipam';
-import { poolHolds } from '../shared/ipam/claim';
+import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import type { Logger } from '../shared/log';
 

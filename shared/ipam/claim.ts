@@ -6,12 +6,12 @@
  */
 import { encodeAffinity, type Datastore } from '../datastore';
 import { ADDRESS_BITS } from '../net/address';
-import { cidrContains, formatCidr, type Cidr } from '../net/cidr';
+import { formatCidr, type Cidr } from '../net/cidr';
 import { newBlock, type Block } from './block';
 import { guardOf, type BlockWriter } from './block-writer';
 import { candidateIndexes, firstFreeIndex, randomBelow } from './candidates';
 import type { HostAffinity, HostView } from './host-view';
-import { blockAt, blockCount, type Pool } from './pool';
+import { blockAt, blockCount, poolHolds, type Pool } from './pool';
 import { blockFromEntry, type Versioned } from './records';
 
 export type ClaimOutcome =
@@ -120,7 +120,3 @@ export class BlockClaimer {
   }
 }
 
-/** Whether `cidr` is one of the pool's blocks. */
-export function poolHolds(pool: Pool, cidr: Cidr): boolean {
-  return cidr.prefix === pool.blockSize && cidrContains(pool.cidr, { version: cidr.version, value: cidr.network });
-}

@@ -3,7 +3,7 @@
  * One allocation writes its block and its handle in one transaction, guarded by the revisions of
  * the pool, the host's affinity and the IPAM config it relied on, so caching those is safe.
  */
-import { MalformedDataError, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
+import { DEFAULT_IPAM_CONFIG, MalformedDataError, decodeIpamConfig, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
 import { InvalidInputError } from '../errors';
 import { formatAddress, type IpAddress, type IpVersion } from '../net/address';
 import { enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
@@ -26,11 +26,11 @@ import {
 } from './block';
 import { BlockWriter, guardOf, type Guard, type HandleChange, type KnownHandle } from './block-writer';
 import { casLoop, type Round } from './cas';
-import { BlockClaimer, poolHolds } from './claim';
+import { BlockClaimer } from './claim';
 import { AddressOutsidePoolsError, NoUsablePoolError, PoolsExhaustedError, InvalidPoolError } from './errors';
 import { addToHandle, isValidHandleId, removeFromHandle } from './handle';
 import { readHostView, type HostView } from './host-view';
-import { poolFromEntry, poolOf, rejectOverlap, selectPools, validatePoolSpec, type Pool } from './pool';
+import { poolFromEntry, poolHolds, poolOf, rejectOverlap, selectPools, validatePoolSpec, type Pool } from './pool';
 import { blockFromEntry, handleFromEntry, type Versioned } from './records';
 
 export interface AutoAssignRequest {
@@ -415,7 +415,7 @@ export class Ipam {
    * released block CIDRs.
    */
   async releaseEmptyBlockAffinities(node: string): Promise<Cidr[]> {
-    validateOwner('unused', node);
+    validateNode(node);
     const released: Cidr[] = [];
     for (const version of [4, 6] as const) {
       for (const entry of await this.ds.kv.list(this.ds.keys.hostAffinityPrefix(node, version))) {
@@ -449,6 +449,12 @@ export class Ipam {
       if ((err as { code?: string }).code === 'DATASTORE_ALREADY_EXISTS') throw new InvalidPoolError(`pool ${name} already exists`);
       throw err;
     }
+  }
+
+  /** The IPAM configuration, or Calico's defaults when none is stored. */
+  async config(): Promise<IpamConfigRecord> {
+    const entry = await this.ds.kv.get(this.ds.keys.ipamConfig());
+    return entry ? decodeIpamConfig(entry.key, entry.value) : DEFAULT_IPAM_CONFIG;
   }
 
   async setConfig(config: IpamConfigRecord): Promise<void> {
@@ -488,6 +494,10 @@ function poolGuard(pool: Pool): Guard {
 
 function validateOwner(handle: string, node: string): void {
   if (!isValidHandleId(handle)) throw new InvalidInputError('handle', `"${handle}" must be 1-512 characters with no "/" or white space`);
+  validateNode(node);
+}
+
+function validateNode(node: string): void {
   if (typeof node !== 'string' || !NODE_NAME.test(node)) throw new InvalidInputError('node', `"${node}" is not a valid host name`);
 }
 

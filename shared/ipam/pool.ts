@@ -114,3 +114,8 @@ export function selectPools(all: readonly Pool[], version: IpVersion, wanted: re
     return pool;
   });
 }
+
+/** Whether `cidr` is one of the pool's blocks. */
+export function poolHolds(pool: Pool, cidr: Cidr): boolean {
+  return cidr.prefix === pool.blockSize && cidrContains(pool.cidr, { version: cidr.version, value: cidr.network });
+}
