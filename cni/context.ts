@@ -2,7 +2,7 @@
 import type { Datastore } from '../shared/datastore';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
-import type { Connections } from './backend';
+import type { Connections } from '../shared/connections';
 import type { NetConf } from './config';
 import type { CniEnv } from './env';
 

@@ -2,7 +2,7 @@
  * The whole plugin, run in this process: loaded only when no node daemon answers, because
  * compiling the core and its etcd client is most of a plugin's start-up time.
  */
-import { Connections } from './backend';
+import { Connections } from '../shared/connections';
 import { runCni, type Invocation, type Outcome, type PluginKind } from './skel';
 
 export async function runInProcess(kind: PluginKind, invocation: Invocation): Promise<Outcome> {

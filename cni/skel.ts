@@ -3,7 +3,7 @@
  * executables call it in-process; the node daemon calls it for requests forwarded to it.
  */
 import { Logger, fileSink, stderrSink, type Sink } from '../shared/log';
-import type { Connections } from './backend';
+import type { Connections } from '../shared/connections';
 import { parseConfig, parseJson, type NetConf } from './config';
 import type { CniContext } from './context';
 import { parseCommand, parseEnv, type Command, type CniEnv } from './env';

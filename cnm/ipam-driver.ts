@@ -10,6 +10,7 @@ import { AddressInUseError } from '../shared/ipam/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
 import { DriverRequestError, field, mapField } from './errors';
+import type { Handler } from './server';
 import {
   GATEWAY_OPTION,
   GLOBAL_ADDRESS_SPACE,
@@ -35,6 +36,18 @@ export class IpamDriver {
     private readonly node: string,
     private readonly log: Logger,
   ) {}
+
+  /** The calls of Docker's IpamDriver API, by name, as the driver server routes them. */
+  handlers(): Readonly<Record<string, Handler>> {
+    return {
+      'IpamDriver.GetCapabilities': () => this.capabilities(),
+      'IpamDriver.GetDefaultAddressSpaces': () => this.defaultAddressSpaces(),
+      'IpamDriver.RequestPool': (b) => this.requestPool(b),
+      'IpamDriver.ReleasePool': () => this.releasePool(),
+      'IpamDriver.RequestAddress': (b) => this.requestAddress(b),
+      'IpamDriver.ReleaseAddress': (b) => this.releaseAddress(b),
+    };
+  }
 
   capabilities() {
     return { RequiresMACAddress: false, RequiresRequestReplay: false };

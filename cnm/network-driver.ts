@@ -14,6 +14,7 @@ import type { Logger } from '../shared/log';
 import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 import type { DockerApi } from './docker-api';
 import { DriverRequestError, field, mapField } from './errors';
+import type { Handler } from './server';
 import { ORCHESTRATOR } from './ipam-driver';
 import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, type CreateEndpointResponse, type JoinResponse } from './protocol';
 
@@ -38,6 +39,26 @@ export class NetworkDriver {
     private readonly settings: NetworkDriverSettings,
     private readonly log: Logger,
   ) {}
+
+  /** The calls of Docker's NetworkDriver API, by name, as the driver server routes them. */
+  handlers(): Readonly<Record<string, Handler>> {
+    return {
+      'NetworkDriver.GetCapabilities': () => this.capabilities(),
+      'NetworkDriver.CreateNetwork': (b) => this.createNetwork(b),
+      'NetworkDriver.DeleteNetwork': (b) => this.deleteNetwork(b),
+      'NetworkDriver.CreateEndpoint': (b) => this.createEndpoint(b),
+      'NetworkDriver.DeleteEndpoint': (b) => this.deleteEndpoint(b),
+      'NetworkDriver.EndpointOperInfo': () => this.endpointOperInfo(),
+      'NetworkDriver.Join': (b) => this.join(b),
+      'NetworkDriver.Leave': (b) => this.leave(b),
+      'NetworkDriver.DiscoverNew': () => ({}),
+      'NetworkDriver.DiscoverDelete': () => ({}),
+      'NetworkDriver.ProgramExternalConnectivity': () => ({}),
+      'NetworkDriver.RevokeExternalConnectivity': () => ({}),
+      'NetworkDriver.AllocateNetwork': () => ({ Options: {} }),
+      'NetworkDriver.FreeNetwork': () => ({}),
+    };
+  }
 
   capabilities() {
     return { Scope: this.settings.scope, ConnectivityScope: this.settings.scope };

@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { CalicoError, messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
-import { listenOnSocket, removeSocket } from '../daemon/unix-socket';
+import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 import { CONTENT_TYPE } from './protocol';
 
 export type Handler = (body: Record<string, unknown>) => unknown;

@@ -3,11 +3,11 @@
  * line in, one JSON outcome out. The commands run exactly as in-process, with warm connections.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Connections } from '../cni/backend';
+import type { Connections } from '../shared/connections';
 import type { ForwardRequest } from '../cni/forward';
 import { runCni } from '../cni/skel';
 import type { Logger } from '../shared/log';
-import { listenOnSocket, removeSocket } from './unix-socket';
+import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 
 const MAX_REQUEST_BYTES = 1 << 20;
 

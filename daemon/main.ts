@@ -16,7 +16,7 @@
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Connections } from '../cni/backend';
+import { Connections } from '../shared/connections';
 import { DEFAULT_DAEMON_SOCKET } from '../cni/forward';
 import { DockerApi } from '../cnm/docker-api';
 import { IpamDriver } from '../cnm/ipam-driver';
@@ -103,30 +103,8 @@ async function main(): Promise<void> {
 
   const services = [
     new CniService(values['cni-socket']!, connections, log, served('cni')),
-    new DriverServer(driverApp('IpamDriver', {
-      'IpamDriver.GetCapabilities': () => ipamDriver.capabilities(),
-      'IpamDriver.GetDefaultAddressSpaces': () => ipamDriver.defaultAddressSpaces(),
-      'IpamDriver.RequestPool': (b) => ipamDriver.requestPool(b),
-      'IpamDriver.ReleasePool': () => ipamDriver.releasePool(),
-      'IpamDriver.RequestAddress': (b) => ipamDriver.requestAddress(b),
-      'IpamDriver.ReleaseAddress': (b) => ipamDriver.releaseAddress(b),
-    }, log, served('ipam')), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
-    new DriverServer(driverApp('NetworkDriver', {
-      'NetworkDriver.GetCapabilities': () => networkDriver.capabilities(),
-      'NetworkDriver.CreateNetwork': (b) => networkDriver.createNetwork(b),
-      'NetworkDriver.DeleteNetwork': (b) => networkDriver.deleteNetwork(b),
-      'NetworkDriver.CreateEndpoint': (b) => networkDriver.createEndpoint(b),
-      'NetworkDriver.DeleteEndpoint': (b) => networkDriver.deleteEndpoint(b),
-      'NetworkDriver.EndpointOperInfo': () => networkDriver.endpointOperInfo(),
-      'NetworkDriver.Join': (b) => networkDriver.join(b),
-      'NetworkDriver.Leave': (b) => networkDriver.leave(b),
-      'NetworkDriver.DiscoverNew': () => ({}),
-      'NetworkDriver.DiscoverDelete': () => ({}),
-      'NetworkDriver.ProgramExternalConnectivity': () => ({}),
-      'NetworkDriver.RevokeExternalConnectivity': () => ({}),
-      'NetworkDriver.AllocateNetwork': () => ({ Options: {} }),
-      'NetworkDriver.FreeNetwork': () => ({}),
-    }, log, served('network')), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
+    new DriverServer(driverApp('IpamDriver', ipamDriver.handlers(), log, served('ipam')), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
+    new DriverServer(driverApp('NetworkDriver', networkDriver.handlers(), log, served('network')), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
   ];
   // Signals are handled from the start: a stop during start-up still removes what was created.
   const started: typeof services = [];

@@ -2,8 +2,8 @@
  * Datastore connections for CNI commands. A plugin process opens one and closes it at exit; the
  * node daemon keeps them warm across requests (one per distinct etcd setting).
  */
-import { Datastore, type EtcdSettings } from '../shared/datastore';
-import { Ipam } from '../shared/ipam/ipam';
+import { Datastore, type EtcdSettings } from './datastore';
+import { Ipam } from './ipam/ipam';
 
 export class Connections {
   private readonly open = new Map<string, Promise<{ datastore: Datastore; ipam: Ipam }>>();
