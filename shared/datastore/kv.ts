@@ -5,7 +5,7 @@
  * because etcd3 retries across endpoints and without a deadline waits forever on a dropped packet.
  */
 import { readFile } from 'node:fs/promises';
-import type { Etcd3, IKeyValue, IRequestOp, ICompare, Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue, IRangeResponse, IRequestOp, ICompare, Watcher } from 'etcd3';
 import { etcdErrors } from '../diagnostics';
 import { InvalidInputError, messageOf } from '../errors';
 import { DatastoreRequestError, DatastoreUnavailableError } from './errors';
@@ -36,6 +36,22 @@ export type TxnOutcome =
 
 export type Read = { readonly key: string } | { readonly prefix: string };
 
+export interface ScanOptions {
+  readonly keysOnly?: boolean;
+  /** Keys per page (default 500); halved automatically when a page is too large to receive. */
+  readonly pageSize?: number;
+  /** Continue after this key (exclusive). */
+  readonly after?: string;
+  /** Read at this revision instead of the newest. */
+  readonly revision?: Revision;
+}
+
+/** etcd's default --max-txn-ops: compares, successes and failures each at most this many. */
+export const MAX_TXN_OPS = 128;
+const DEFAULT_PAGE_SIZE = 500;
+/** The largest gRPC message we accept; one page is kept well under it by the page size. */
+const MAX_MESSAGE_BYTES = 16 << 20;
+
 export interface WatchEvent {
   readonly type: 'put' | 'delete';
   readonly key: string;
@@ -61,6 +77,7 @@ export class EtcdKv {
       hosts: [...settings.endpoints],
       ...(credentials ? { credentials } : {}),
       dialTimeout: settings.timeoutMs,
+      grpcOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
       defaultCallOptions: () => ({ deadline: Date.now() + settings.timeoutMs }),
       faultHandling: {
         // Try each endpoint once per call; the CAS loops above us own retrying.
@@ -81,19 +98,69 @@ export class EtcdKv {
     return res.kvs[0] ? toEntry(res.kvs[0]) : undefined;
   }
 
-  /** Every key under a prefix, in key order; `keysOnly` leaves values empty. */
-  async list(prefix: string, options: { keysOnly?: boolean } = {}): Promise<Entry[]> {
-    const res = await this.call(`list ${prefix}`, (c) =>
-      c.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix), keys_only: options.keysOnly ?? false }),
-    );
-    return res.kvs.map(toEntry);
+  /**
+   * Every key under a prefix, in key order; `keysOnly` leaves values empty. Read page by page, so
+   * only for prefixes whose whole content the caller needs at once (pools, one host's records);
+   * anything that grows with the cluster is read with `pages` and handled a page at a time.
+   */
+  async list(prefix: string, options: ScanOptions = {}): Promise<Entry[]> {
+    const all: Entry[] = [];
+    for await (const page of this.pages(prefix, options)) all.push(...page);
+    return all;
   }
 
-  /** Several reads (single keys or prefixes) at one revision, in one round trip. */
+  /**
+   * The keys under a prefix a page at a time, in key order, every page read at the revision of
+   * the first (so the whole is one consistent snapshot). A page too large for one gRPC message
+   * (blocks with many long attributes) is asked for again in halves.
+   */
+  async *pages(prefix: string, options: ScanOptions = {}): AsyncGenerator<Entry[]> {
+    const end = prefixEnd(prefix);
+    let start = options.after === undefined ? Buffer.from(prefix) : keyAfter(options.after);
+    let revision = options.revision;
+    let limit = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    for (;;) {
+      let res: IRangeResponse;
+      try {
+        res = await this.call(`read of ${prefix}`, (c) =>
+          c.kv.range({ key: start, range_end: end, limit, keys_only: options.keysOnly ?? false, ...(revision ? { revision } : {}) }),
+        );
+      } catch (err) {
+        if (limit > 1 && isTooLarge(err)) {
+          limit = Math.ceil(limit / 2);
+          continue;
+        }
+        throw err;
+      }
+      revision ??= String(res.header.revision);
+      const entries = res.kvs.map(toEntry);
+      if (entries.length > 0) yield entries;
+      if (!res.more || entries.length === 0) return;
+      start = keyAfter(entries[entries.length - 1]!.key);
+    }
+  }
+
+  /**
+   * Several reads at one revision per round trip (at most MAX_TXN_OPS of them; more take several).
+   * A prefix read is finished page by page at the same revision: only for prefixes bounded by
+   * what one host holds.
+   */
   async readMany(reads: readonly Read[]): Promise<Entry[][]> {
-    if (reads.length === 0) return [];
-    const res = await this.call(`read of ${reads.length} ranges`, (c) => c.kv.txn({ success: reads.map(readOp) }));
-    return res.responses.map((r) => (r.response_range?.kvs ?? []).map(toEntry));
+    const out: Entry[][] = [];
+    for (let from = 0; from < reads.length; from += MAX_TXN_OPS) {
+      const chunk = reads.slice(from, from + MAX_TXN_OPS);
+      const res = await this.call(`read of ${chunk.length} ranges`, (c) => c.kv.txn({ success: chunk.map(readOp) }));
+      const revision = String(res.header.revision);
+      for (const [i, read] of chunk.entries()) {
+        const range = res.responses[i]?.response_range;
+        const entries = (range?.kvs ?? []).map(toEntry);
+        if ('prefix' in read && range?.more && entries.length > 0) {
+          for await (const page of this.pages(read.prefix, { revision, after: entries[entries.length - 1]!.key })) entries.push(...page);
+        }
+        out.push(entries);
+      }
+    }
+    return out;
   }
 
   /**
@@ -102,6 +169,8 @@ export class EtcdKv {
    */
   async txn(ops: readonly TxnOp[]): Promise<TxnOutcome> {
     const keys = [...new Set(ops.map((op) => op.key))];
+    // etcd refuses more operations per transaction than this; callers keep their batches under it.
+    if (keys.length > MAX_TXN_OPS) throw new RangeError(`a transaction on ${keys.length} keys exceeds etcd's ${MAX_TXN_OPS} operations`);
     const compare: ICompare[] = [];
     const success: IRequestOp[] = [];
     for (const op of ops) {
@@ -161,6 +230,12 @@ function isUnavailable(err: unknown): boolean {
   return /Unavailable|DeadlineExceeded|BrokenCircuit|Cancelled|ClientClosed|Internal|Unknown/.test(name);
 }
 
+/** gRPC's RESOURCE_EXHAUSTED: a message larger than the client accepts. */
+function isTooLarge(err: unknown): boolean {
+  const cause = (err as { cause?: unknown }).cause ?? err;
+  return cause instanceof Error && (cause.constructor.name === 'GRPCResourceExhastedError' || /larger than max|RESOURCE_EXHAUSTED/i.test(cause.message));
+}
+
 async function readCredentials(settings: EtcdSettings) {
   const read = async (field: string, path: string | undefined) => {
     if (path === undefined) return undefined;
@@ -191,7 +266,7 @@ function rangeOp(key: string): IRequestOp {
 
 function readOp(read: Read): IRequestOp {
   if ('key' in read) return rangeOp(read.key);
-  return { request_range: { key: Buffer.from(read.prefix), range_end: prefixEnd(read.prefix) } };
+  return { request_range: { key: Buffer.from(read.prefix), range_end: prefixEnd(read.prefix), limit: DEFAULT_PAGE_SIZE } };
 }
 
 function readResponses(keys: readonly string[], responses: { response_range?: { kvs: IKeyValue[] } }[]) {
@@ -205,6 +280,11 @@ function readResponses(keys: readonly string[], responses: { response_range?: { 
 
 function toEntry(kv: IKeyValue): Entry {
   return { key: kv.key.toString(), value: kv.value.toString(), modRevision: String(kv.mod_revision) };
+}
+
+/** The smallest key greater than `key`. */
+function keyAfter(key: string): Buffer {
+  return Buffer.concat([Buffer.from(key), Buffer.from([0])]);
 }
 
 /** The smallest key greater than every key with this prefix. */

@@ -125,3 +125,49 @@ test('datastore - TLS with client certificates', async (t) => {
 
   await t.throwsAsync(Datastore.connect({ ...settings, caCertFile: '/nonexistent/ca.pem' }), { message: /etcd_ca_cert_file.*\/nonexistent\/ca\.pem/ });
 });
+
+/** Loads `count` keys fast: transactions of 100 puts, several in flight (etcd allows 128 operations). */
+async function load(ds: Datastore, keys: readonly string[], value: (key: string) => string): Promise<void> {
+  const batches: string[][] = [];
+  for (let i = 0; i < keys.length; i += 100) batches.push(keys.slice(i, i + 100));
+  for (let i = 0; i < batches.length; i += 8) {
+    await Promise.all(batches.slice(i, i + 8).map((batch) => ds.kv.txn(batch.map((key) => ({ key, put: value(key) })))));
+  }
+}
+
+test('datastore - pages cross their boundaries without loss or duplicates, at one revision', async (t) => {
+  const ds = await connect();
+  const base = `${ds.keys.prefix}/paged/`;
+  // Keys that share prefixes and sort tightly (a, a0, a00...), so a continuation key off by one byte would show.
+  const keys = Array.from({ length: 1234 }, (_, i) => `${base}${'a'.repeat(1 + (i % 3))}${String(i).padStart(i % 5, '0')}`);
+  await load(ds, keys, (k) => k);
+  await ds.kv.txn([{ key: `${ds.keys.prefix}/paged0`, put: 'outside the prefix' }]);
+  const seen: string[] = [];
+  let pages = 0;
+  for await (const page of ds.kv.pages(base, { pageSize: 97 })) {
+    pages++;
+    t.true(page.length <= 97);
+    seen.push(...page.map((e) => e.key));
+    // Written during the scan: not part of the snapshot the scan reads.
+    if (pages === 2) await ds.kv.txn([{ key: `${base}zz-late`, put: 'late' }, { key: keys[0]!, delete: true }]);
+  }
+  t.is(pages, Math.ceil(1234 / 97));
+  t.deepEqual(seen, [...keys].sort(), 'every key once, in key order, as of the first page');
+  t.is((await ds.kv.list(base, { keysOnly: true, pageSize: 10 })).length, 1234, 'the late put and the delete are seen by a new scan');
+  const many = await ds.kv.readMany(keys.slice(0, 300).map((key) => ({ key })));
+  t.is(many.length, 300, 'more reads than one transaction allows take several');
+  t.deepEqual(many.slice(1).map((e) => e[0]?.value), keys.slice(1, 300));
+  await t.throwsAsync(ds.kv.txn(keys.slice(0, 129).map((key) => ({ key, put: 'x' }))), { instanceOf: RangeError }, 'a transaction over etcd\'s limit is refused before it is sent');
+});
+
+test('datastore - a page too large for one message is read in smaller pages', async (t) => {
+  const ds = await connect();
+  const base = `${ds.keys.prefix}/large/`;
+  const keys = Array.from({ length: 24 }, (_, i) => `${base}${String(i).padStart(2, '0')}`);
+  const big = 'x'.repeat(1 << 20);
+  for (const key of keys) await ds.kv.txn([{ key, put: big }]);
+  const sizes: number[] = [];
+  for await (const page of ds.kv.pages(base, { pageSize: 500 })) sizes.push(page.length);
+  t.is(sizes.reduce((a, b) => a + b, 0), 24);
+  t.true(sizes.length > 1, `24 MiB came in ${sizes.length} pages`);
+});
