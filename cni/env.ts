@@ -1,4 +1,5 @@
 /** The CNI_* environment, checked against the spec's rules; errors name the variable (code 4). */
+import { interfaceNameProblem } from '../shared/dataplane/names';
 import { CniCode, CniError } from './errors';
 
 export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const;
@@ -16,9 +17,24 @@ export interface CniEnv {
 /** CNI_ARGS keys we understand; anything else is refused unless IgnoreUnknown is set. */
 const KNOWN_ARGS = new Set(['IgnoreUnknown', 'IP', 'K8S_POD_NAME', 'K8S_POD_NAMESPACE', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID']);
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+/**
+ * Container IDs runtimes use are 36 (Mesos) to 64 (Docker) characters; the bound keeps every name
+ * built from one (handle, endpoint record) within etcd's and our limits.
+ */
+export const MAX_CONTAINER_ID = 256;
 
 function invalid(variable: string, reason: string): CniError {
   return new CniError(CniCode.InvalidEnvironment, `invalid ${variable}: ${reason}`);
+}
+
+/**
+ * A container ID or interface name that no ADD accepts: nothing can exist under it, so a DEL of
+ * it succeeds (the spec: DEL of what is gone succeeds) instead of failing forever.
+ */
+export class NeverCreatedError extends CniError {
+  constructor(variable: string, reason: string) {
+    super(CniCode.InvalidEnvironment, `invalid ${variable}: ${reason}`);
+  }
 }
 
 export function parseCommand(env: NodeJS.ProcessEnv): Command {
@@ -44,18 +60,16 @@ export function parseEnv(env: NodeJS.ProcessEnv): CniEnv {
   const path = need('CNI_PATH', command === 'ADD' || command === 'CHECK');
   if (missing.length > 0) throw invalid(missing.join(', '), `required for ${command} but not set`);
 
-  if (perContainer && !CONTAINER_ID.test(containerId)) {
-    throw invalid('CNI_CONTAINERID', `"${containerId}" must start with a letter or digit and hold only letters, digits, _ . -`);
+  if (perContainer && containerId.length > MAX_CONTAINER_ID) {
+    throw new NeverCreatedError('CNI_CONTAINERID', `it is ${containerId.length} characters long, more than ${MAX_CONTAINER_ID}`);
   }
-  if (perContainer) checkIfname(ifname);
+  if (perContainer && !CONTAINER_ID.test(containerId)) {
+    throw new NeverCreatedError('CNI_CONTAINERID', `"${containerId}" must start with a letter or digit and hold only letters, digits, _ . -`);
+  }
+  const ifnameProblem = perContainer ? interfaceNameProblem(ifname) : undefined;
+  if (ifnameProblem) throw new NeverCreatedError('CNI_IFNAME', ifnameProblem);
   if (netns !== undefined && !netns.startsWith('/')) throw invalid('CNI_NETNS', `"${netns}" is not an absolute path`);
   return { command, containerId, netns, ifname, args: parseArgs(env.CNI_ARGS ?? ''), path: (path ?? '').split(':').filter(Boolean) };
-}
-
-function checkIfname(ifname: string): void {
-  if (ifname.length > 15) throw invalid('CNI_IFNAME', `"${ifname}" is longer than 15 characters`);
-  if (ifname === '.' || ifname === '..') throw invalid('CNI_IFNAME', `"${ifname}" is not allowed`);
-  if (/[/:\s]/.test(ifname)) throw invalid('CNI_IFNAME', `"${ifname}" must not contain "/", ":" or white space`);
 }
 
 /** `K=V;K=V`; unknown keys are an error unless `IgnoreUnknown=1` (or true). */

@@ -7,7 +7,7 @@
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from '../shared/command-line';
 import { parseConfig } from './config';
 import { CniError } from './errors';
 import { SUPPORTED_VERSIONS } from './version';
@@ -26,10 +26,13 @@ export function networkConfig(options: { network: string; etcdEndpoints: string;
   };
 }
 
+const USAGE = `usage: calico-install [--plugins-dir /opt/cni/bin] [--conf-dir DIR --network NAME
+                      [--etcd-endpoints URLS] [--nodename NAME] [--cni-version 0.2.0] [--ipv6] [--force]]
+  Copies the calico and calico-ipam CNI plugins into --plugins-dir and, with --conf-dir, writes
+  the network config DIR/10-NAME.conf (an existing one only with --force).`;
+
 function main(argv: string[]): void {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
+  const { values } = parseCommandLine('calico-install', USAGE, argv, {
       'plugins-dir': { type: 'string', default: '/opt/cni/bin' },
       'conf-dir': { type: 'string' },
       network: { type: 'string' },
@@ -38,7 +41,6 @@ function main(argv: string[]): void {
       'cni-version': { type: 'string', default: '0.2.0' },
       ipv6: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
-    },
   });
   // Everything is checked before anything is written.
   let conf: ReturnType<typeof networkConfig> | undefined;

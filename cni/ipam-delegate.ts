@@ -6,6 +6,9 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
+import { handleOf } from '../shared/endpoints/identity';
+import { ownedBy } from '../shared/ipam/block';
+import { attachmentOf } from './attachment';
 import { ipamOf, type CniContext } from './context';
 import { CniCode, CniError } from './errors';
 import { allocate, ipamCheck, ipamDel, ipamResult } from './ipam-plugin';
@@ -20,8 +23,9 @@ export async function delegateAdd(ctx: CniContext): Promise<{ result: CniResult;
     const addresses = await allocate(ctx, { reuseHeld: false });
     // Exactly the new addresses: a DEL would release the whole handle, including what a
     // concurrent ADD of the same container holds.
+    const owner = ownedBy(handleOf(attachmentOf(ctx.conf, ctx.env)));
     const undo = async () => {
-      await (await ipamOf(ctx)).release(addresses);
+      await (await ipamOf(ctx)).release(addresses, owner);
     };
     return { result: ipamResult(addresses), undo };
   }

@@ -1,8 +1,10 @@
-/** The `calico-ipam` plugin's commands: addresses for one (network, container) handle. */
+/** The `calico-ipam` plugin's commands: the addresses of one CNI attachment (network, container, interface). */
+import { allocationAttributes, handleOf, ownsLegacyAllocation, parseHandle, type CniAttachment } from '../shared/endpoints/identity';
+import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
+import { attachmentOf } from './attachment';
 import { datastoreOf, ipamOf, type CniContext } from './context';
 import { CniCode, CniError } from './errors';
-import { handleId } from './identity';
 import { parseResult, type CniResult } from './result';
 
 export function ipamResult(addresses: readonly IpAddress[]): CniResult {
@@ -14,21 +16,22 @@ export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
 }
 
 /**
- * The addresses of this (network, container). With `reuseHeld` (the IPAM plugin on its own), a
- * repeat ADD answers with what the handle already holds. The main plugin allocates afresh instead:
- * it knows a finished ADD by its endpoint record, and addresses held by an unfinished one (crashed,
- * or running concurrently) must not be shared, since whoever fails gives back what it took.
+ * The addresses of this attachment. With `reuseHeld` (the IPAM plugin on its own), a repeat ADD
+ * answers with what the handle already holds. The main plugin allocates afresh instead: it knows
+ * a finished ADD by its endpoint record, and addresses held by an unfinished one (crashed, or
+ * running concurrently) must not be shared, since whoever fails gives back what it took.
  */
 export async function allocate(ctx: CniContext, options: { reuseHeld: boolean }): Promise<IpAddress[]> {
-  const { conf, env } = ctx;
-  const handle = handleId(conf.name, env.containerId);
+  const { conf } = ctx;
+  const attachment = attachmentOf(conf, ctx.env);
+  const handle = handleOf(attachment);
   const ipam = await ipamOf(ctx);
   const held = options.reuseHeld ? await ipam.handleAddresses(handle) : [];
   if (held.length > 0) {
     ctx.log.info('repeat ADD: returning the addresses the handle already holds', { handle });
     return held;
   }
-  const attributes = { container: env.containerId, interface: env.ifname, network: conf.name, orchestrator: 'cni' };
+  const attributes = allocationAttributes(attachment);
   if (conf.requestedIps.length > 0) {
     const assigned: IpAddress[] = [];
     try {
@@ -38,7 +41,7 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean })
         assigned.push(address);
       }
     } catch (err) {
-      await ipam.release(assigned).catch(() => undefined);
+      await ipam.release(assigned, (a) => a.handle_id === handle).catch(() => undefined);
       throw err;
     }
     ctx.log.info('assigned requested addresses', { handle, addresses: assigned.map(formatAddress).join(',') });
@@ -58,14 +61,14 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean })
 }
 
 export async function ipamDel(ctx: CniContext): Promise<void> {
-  const handle = handleId(ctx.conf.name, ctx.env.containerId);
-  const released = await (await ipamOf(ctx)).releaseByHandle(handle);
-  ctx.log.info('released addresses', { handle, released });
+  const attachment = attachmentOf(ctx.conf, ctx.env);
+  const released = await releaseWorkloadAddresses(await ipamOf(ctx), attachment);
+  ctx.log.info('released addresses', { handle: handleOf(attachment), released });
 }
 
 /** The handle exists and holds every address of the previous result. */
 export async function ipamCheck(ctx: CniContext): Promise<void> {
-  const handle = handleId(ctx.conf.name, ctx.env.containerId);
+  const handle = handleOf(attachmentOf(ctx.conf, ctx.env));
   const held = new Set((await (await ipamOf(ctx)).handleAddresses(handle)).map(formatAddress));
   const prev = ctx.conf.prevResult ? parseResult(ctx.conf.prevResult, 'prevResult') : undefined;
   if (held.size === 0) throw new CniError(CniCode.CheckFailed, `IPAM handle ${handle} holds no address`);
@@ -75,16 +78,37 @@ export async function ipamCheck(ctx: CniContext): Promise<void> {
   }
 }
 
-/** Releases this host's allocations of this network whose container is not among the valid attachments. */
+/**
+ * Releases this host's allocations of exactly this network whose attachment is not among the
+ * valid ones. Owners are read from the handle (or, for legacy handles, from the attributes),
+ * never guessed from a prefix: network "calico" never touches "calico.prod"'s addresses.
+ */
 export async function ipamGc(ctx: CniContext): Promise<void> {
   const { conf } = ctx;
-  const valid = new Set((conf.validAttachments ?? []).map((a) => handleId(conf.name, a.containerID)));
+  const valid = new Set((conf.validAttachments ?? []).map((a) => `${a.containerID}/${a.ifname}`));
   const ipam = await ipamOf(ctx);
-  for (const [handle, holding] of await ipam.handlesWithPrefix(`${conf.name}.`)) {
-    if (valid.has(handle) || !holding.nodes.has(conf.nodename)) continue;
-    const released = await ipam.releaseByHandle(handle);
-    ctx.log.info('GC released a stale allocation', { handle, released });
+  const stale = new Map<string, CniAttachment>();
+  for (const cidr of await ipam.hostBlocks(conf.nodename)) {
+    for (const owner of await ipam.addressesIn(cidr)) {
+      if (owner.attributes.node !== conf.nodename || !owner.handle) continue;
+      const attachment = cniAttachmentOf(owner.handle, owner.attributes, conf.nodename);
+      if (!attachment || attachment.network !== conf.name || valid.has(`${attachment.containerId}/${attachment.ifname}`)) continue;
+      stale.set(`${attachment.containerId}/${attachment.ifname}`, attachment);
+    }
   }
+  for (const attachment of stale.values()) {
+    const released = await releaseWorkloadAddresses(ipam, attachment);
+    ctx.log.info('GC released a stale allocation', { handle: handleOf(attachment), released });
+  }
+}
+
+/** The CNI attachment an allocation belongs to, from its handle or (legacy handles) its attributes. */
+function cniAttachmentOf(handle: string, attributes: Readonly<Record<string, string>>, node: string): CniAttachment | undefined {
+  const parsed = parseHandle(handle);
+  if (parsed?.orchestrator === 'cni') return { orchestrator: 'cni', node, network: parsed.network, containerId: parsed.containerId, ifname: parsed.ifname };
+  if (parsed || attributes.orchestrator !== 'cni' || !attributes.network || !attributes.container) return undefined;
+  const attachment: CniAttachment = { orchestrator: 'cni', node, network: attributes.network, containerId: attributes.container, ifname: attributes.interface ?? 'eth0' };
+  return ownsLegacyAllocation(attachment, handle, attributes) ? attachment : undefined;
 }
 
 /** STATUS: the datastore answers (code 50 when it does not). */

@@ -4,23 +4,21 @@
  */
 import type { Resource } from '../shared/datastore';
 import { inspectWorkload, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
+import { InterfaceExistsError } from '../shared/dataplane/errors';
+import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
-import { NETNS_ANNOTATION, buildWorkloadEndpoint, workloadEndpointName } from '../shared/endpoints/workload-endpoint';
+import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
 import { messageOf } from '../shared/errors';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
-import type { NetConf } from './config';
-import { datastoreOf, type CniContext } from './context';
+import { attachmentOf, routeMetricFor } from './attachment';
+import { datastoreOf, ipamOf, type CniContext } from './context';
 import type { CniEnv } from './env';
 import { CniCode, CniError } from './errors';
-import { ENDPOINT_NAMESPACE, ORCHESTRATOR, endpointIdentity, hostInterfaceName, routeMetricFor } from './identity';
 import { delegateAdd, delegateCheck, delegateDel } from './ipam-delegate';
 import { datastoreStatus, ipamGc } from './ipam-plugin';
+import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
 import { parseResult, type CniResult } from './result';
 import { atLeast } from './version';
-
-function endpointName(conf: NetConf, env: CniEnv): string {
-  return workloadEndpointName(endpointIdentity(conf.nodename, env.containerId, env.ifname));
-}
 
 function resultFor(addresses: readonly IpAddress[], env: CniEnv, mac: string, mtu: number): CniResult {
   return {
@@ -31,14 +29,24 @@ function resultFor(addresses: readonly IpAddress[], env: CniEnv, mac: string, mt
   };
 }
 
+/** The container end, the host end and the tag that says the host end is this attachment's. */
+function interfacesOf(attachment: CniAttachment, netns?: string) {
+  return { netns, containerIf: attachment.ifname, hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment) };
+}
+
 export async function add(ctx: CniContext): Promise<CniResult> {
   const { conf, env, log } = ctx;
   const netns = env.netns!;
-  const hostIf = hostInterfaceName(env.containerId, env.ifname);
+  const attachment = attachmentOf(conf, env);
+  const { hostIf, ownerTag } = interfacesOf(attachment);
   const ds = await datastoreOf(ctx);
-  const name = endpointName(conf, env);
+  const name = endpointNameOf(attachment);
 
-  const existing = await ds.resources.get('WorkloadEndpoint', name, ENDPOINT_NAMESPACE);
+  const existing = await ds.resources.get('WorkloadEndpoint', name, ENDPOINT_NAMESPACES.cni);
+  if (existing && !isEndpointOf(existing, attachment)) {
+    // The same container and interface, attached to another network: never taken over.
+    throw new InterfaceExistsError(env.ifname, `in container ${env.containerId}: it is attached to network "${existing.spec.profiles[0] ?? "?"}"`);
+  }
   if (existing) {
     const state = await inspectWorkload({ netns, containerIf: env.ifname, hostIf });
     if (state.host.exists && state.container.exists && existing.spec.mac) {
@@ -55,9 +63,9 @@ export async function add(ctx: CniContext): Promise<CniResult> {
   let wired = false;
   try {
     await ensureNetworkProfile(ds, conf.name);
-    const { containerMac } = await wireWorkload({ netns, containerIf: env.ifname, hostIf, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) });
+    const { containerMac } = await wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) });
     wired = true;
-    const endpoint = buildWorkloadEndpoint(endpointIdentity(conf.nodename, env.containerId, env.ifname), {
+    const endpoint = buildWorkloadEndpoint(attachment, {
       containerID: env.containerId,
       addresses,
       profiles: [conf.name],
@@ -72,7 +80,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
   } catch (err) {
     log.error('ADD failed, undoing it', { error: messageOf(err) });
     // Only our own interface is removed: a clash with an existing one never took it over.
-    if (wired) await unwireWorkload({ netns, containerIf: env.ifname, hostIf }).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
+    if (wired) await unwireWorkload(interfacesOf(attachment, netns)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
     await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
     throw err;
   }
@@ -90,24 +98,27 @@ async function writeEndpoint(ctx: CniContext, endpoint: Resource<'WorkloadEndpoi
 
 /**
  * DEL never depends on what survived: with or without a netns, a veth or a record, it removes
- * what is there and always releases the addresses. The first failure is reported after trying all.
+ * what is there and always releases the addresses. It touches only this attachment's own: a host
+ * link, record or address of another owner stays. The first failure is reported after trying all.
  */
 export async function del(ctx: CniContext): Promise<void> {
   const { conf, env, log } = ctx;
+  const attachment = attachmentOf(conf, env);
   const failures: unknown[] = [];
   const attempt = async (what: string, step: () => Promise<unknown>) => {
     try {
-      await step();
+      const outcome = await step();
+      if (outcome === 'not ours') log.warning(`DEL: ${what}: it belongs to another workload and was left alone`);
     } catch (err) {
       log.error(`DEL: ${what} failed`, { error: messageOf(err) });
       failures.push(err);
     }
   };
-  await attempt('removing the interfaces', () => unwireWorkload({ netns: env.netns, containerIf: env.ifname, hostIf: hostInterfaceName(env.containerId, env.ifname) }));
-  await attempt('deleting the endpoint record', async () => (await datastoreOf(ctx)).resources.delete('WorkloadEndpoint', endpointName(conf, env), ENDPOINT_NAMESPACE));
+  await attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment, env.netns)));
+  await attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment));
   await attempt('releasing the addresses', () => delegateDel(ctx));
   if (failures.length > 0) throw failures[0];
-  log.info('workload deleted', { endpoint: endpointName(conf, env) });
+  log.info('workload deleted', { endpoint: endpointNameOf(attachment) });
 }
 
 /** CHECK (0.4.0 and later): the interfaces, addresses and routes of prevResult exist, and so do the record and the allocation. */
@@ -116,7 +127,8 @@ export async function check(ctx: CniContext): Promise<void> {
   if (!atLeast(conf.cniVersion, '0.4.0')) throw new CniError(CniCode.IncompatibleVersion, `CHECK is not supported for CNI version ${conf.cniVersion} (0.4.0 and later)`);
   if (!conf.prevResult) throw new CniError(CniCode.InvalidConfig, 'invalid network config: CHECK needs "prevResult"');
   const prev = parseResult(conf.prevResult, 'prevResult');
-  const hostIf = hostInterfaceName(env.containerId, env.ifname);
+  const attachment = attachmentOf(conf, env);
+  const { hostIf } = interfacesOf(attachment);
   const state = await inspectWorkload({ netns: env.netns!, containerIf: env.ifname, hostIf });
   const fail = (why: string) => new CniError(CniCode.CheckFailed, `CHECK failed for ${env.containerId}/${env.ifname}: ${why}`);
   if (!state.container.exists) throw fail(`interface ${env.ifname} is missing in ${env.netns}`);
@@ -128,23 +140,29 @@ export async function check(ctx: CniContext): Promise<void> {
     if (!state.container.addresses.some((a) => a.split('/')[0] === address)) throw fail(`address ${address} is not on ${env.ifname}`);
     if (!state.host.routes.includes(address)) throw fail(`the host has no route to ${address} via ${hostIf}`);
   }
-  const endpoint = await (await datastoreOf(ctx)).resources.get('WorkloadEndpoint', endpointName(conf, env), ENDPOINT_NAMESPACE);
-  if (!endpoint) throw fail(`workload endpoint ${endpointName(conf, env)} is not in the datastore`);
+  if (!(await endpointOf(await datastoreOf(ctx), attachment))) throw fail(`workload endpoint ${endpointNameOf(attachment)} is not in the datastore`);
   await delegateCheck(ctx);
 }
 
-/** GC (1.1.0): this host's endpoints and allocations of this network that the runtime no longer knows. */
+/**
+ * GC (1.1.0): this host's endpoints and allocations of exactly this network that the runtime no
+ * longer knows. Endpoints are read from this host's own keys, and owners matched exactly.
+ */
 export async function gc(ctx: CniContext): Promise<void> {
   const { conf, log } = ctx;
   const valid = new Set((conf.validAttachments ?? []).map((a) => `${a.containerID}/${a.ifname}`));
   const ds = await datastoreOf(ctx);
-  for (const endpoint of await ds.resources.list('WorkloadEndpoint', ENDPOINT_NAMESPACE)) {
-    const { spec } = endpoint;
-    if (spec.orchestrator !== ORCHESTRATOR || spec.node !== conf.nodename || !spec.profiles.includes(conf.name)) continue;
-    if (valid.has(`${spec.containerID}/${spec.endpoint}`)) continue;
-    await unwireWorkload({ containerIf: spec.endpoint, hostIf: spec.interfaceName }).catch((e) => log.warning('GC: veth removal failed', { error: messageOf(e) }));
-    await ds.resources.delete('WorkloadEndpoint', endpoint.metadata.name, ENDPOINT_NAMESPACE, endpoint.metadata.resourceVersion).catch(() => undefined);
-    log.info('GC removed a stale endpoint', { endpoint: endpoint.metadata.name });
+  const ipam = await ipamOf(ctx);
+  for await (const page of ds.resources.pages('WorkloadEndpoint', hostEndpointRange(conf.nodename, 'cni'))) {
+    for (const endpoint of page) {
+      const attachment = workloadOfEndpoint(endpoint);
+      if (attachment?.orchestrator !== 'cni' || attachment.node !== conf.nodename || attachment.network !== conf.name) continue;
+      if (valid.has(`${attachment.containerId}/${attachment.ifname}`)) continue;
+      await unwireWorkload(interfacesOf(attachment)).catch((e) => log.warning('GC: veth removal failed', { error: messageOf(e) }));
+      await deleteEndpointOf(ds, attachment).catch((e) => log.warning('GC: endpoint removal failed', { error: messageOf(e) }));
+      await releaseWorkloadAddresses(ipam, attachment);
+      log.info('GC removed a stale endpoint', { endpoint: endpoint.metadata.name });
+    }
   }
   if (conf.ipam.type === 'calico-ipam') await ipamGc(ctx);
 }

@@ -6,7 +6,7 @@ import { Logger, fileSink, stderrSink, type Sink } from '../shared/log';
 import type { Connections } from '../shared/connections';
 import { parseConfig, parseJson, type NetConf } from './config';
 import type { CniContext } from './context';
-import { parseCommand, parseEnv, type Command, type CniEnv } from './env';
+import { NeverCreatedError, parseCommand, parseEnv, type Command, type CniEnv } from './env';
 import { toCniError } from './errors';
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, datastoreStatus } from './ipam-plugin';
 import * as calico from './main-plugin';
@@ -38,7 +38,14 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
   try {
     const command = parseCommand(invocation.env);
     if (command === 'VERSION') return { stdout: JSON.stringify(versionAnswer(askedVersion(invocation.stdin))), exitCode: 0 };
-    const env = parseEnv(invocation.env);
+    let env: CniEnv;
+    try {
+      env = parseEnv(invocation.env);
+    } catch (err) {
+      if (!(err instanceof NeverCreatedError && command === 'DEL')) throw err;
+      log.info(`DEL of something no ADD could have made: nothing to do (${err.message})`);
+      return { stdout: '', exitCode: 0 };
+    }
     const raw = parseJson(invocation.stdin);
     version = parseVersion(raw.cniVersion);
     const conf = parseConfig(raw, env, invocation.env);

@@ -1,10 +1,12 @@
 /**
  * Docker's IpamDriver over our IPAM. Docker's RequestAddress carries no endpoint, so each address
- * gets a handle of its own (`libnetwork.<uuid>`); CreateEndpoint then records in the address's
- * attributes which endpoint and network it went to (see network-driver.ts), so every address has
- * an owner that leak checks can follow.
+ * gets a handle of its own (identity.ts's `libnetwork:<uuid>`); CreateEndpoint then records in the
+ * address's attributes which endpoint and network it went to (see network-driver.ts), so every
+ * address has an owner that leak checks can follow. ReleaseAddress frees only addresses this
+ * driver handed out on this host: a CNI task's address is never Docker's to free.
  */
-import { randomUUID } from 'node:crypto';
+import { newDockerHandle } from '../shared/endpoints/identity';
+import { dockerOwned } from '../shared/endpoints/teardown';
 import { hostPrefix, parseAddress, parseCidr, formatCidr, formatAddress, type IpAddress, type IpVersion } from '../shared/net';
 import { AddressInUseError } from '../shared/ipam/errors';
 import type { Ipam } from '../shared/ipam/ipam';
@@ -24,11 +26,7 @@ import {
   type RequestPoolResponse,
 } from './protocol';
 
-export const ORCHESTRATOR = 'libnetwork';
-
-function newHandle(): string {
-  return `${ORCHESTRATOR}.${randomUUID()}`;
-}
+const ORCHESTRATOR = 'libnetwork';
 
 export class IpamDriver {
   constructor(
@@ -98,7 +96,7 @@ export class IpamDriver {
     if (requested) {
       const address = parseRequested(requested, version);
       try {
-        await ipam.assign({ address, handle: newHandle(), node: this.node, pools, attributes: { orchestrator: ORCHESTRATOR } });
+        await ipam.assign({ address, handle: newDockerHandle(), node: this.node, pools, attributes: { orchestrator: ORCHESTRATOR } });
       } catch (err) {
         if (err instanceof AddressInUseError) throw new DriverRequestError(`${requested} is already in use: choose another --ip, or leave --ip out`);
         throw err;
@@ -107,7 +105,7 @@ export class IpamDriver {
       return { Address: hostPrefix(address) };
     }
     const { ipv4, ipv6 } = await ipam.autoAssign({
-      handle: newHandle(),
+      handle: newDockerHandle(),
       node: this.node,
       num4: version === 4 ? 1 : 0,
       num6: version === 6 ? 1 : 0,
@@ -124,8 +122,9 @@ export class IpamDriver {
     if (!text) return {};
     const address = parseRequested(text, text.includes(':') ? 6 : 4);
     // Docker releases the dummy gateway too, which was never allocated: that is a no-op.
-    const notAllocated = await (await this.ipam()).release([address]);
-    if (notAllocated.length === 0) this.log.info('released an address', { address: formatAddress(address) });
+    const { released, notOwned } = await (await this.ipam()).release([address], dockerOwned(this.node));
+    if (released.length > 0) this.log.info('released an address', { address: formatAddress(address) });
+    if (notOwned.length > 0) this.log.warning('not releasing an address Docker did not get from this host\'s driver', { address: formatAddress(address) });
     return {};
   }
 

@@ -6,8 +6,10 @@
 import type { Datastore, Resource } from '../shared/datastore';
 import { createHostSideVeth, GATEWAY_IPV4, GATEWAY_IPV6, pinGatewayNeighbours, randomMac, unwireWorkload } from '../shared/dataplane/workload';
 import { validateMac } from '../shared/dataplane/names';
+import { dockerPeerName, hostEndpointRange, hostVethName, linkOwnerTag, type DockerEndpoint } from '../shared/endpoints/identity';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
-import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, buildWorkloadEndpoint, workloadEndpointName, type EndpointIdentity } from '../shared/endpoints/workload-endpoint';
+import { dockerOwned } from '../shared/endpoints/teardown';
+import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf } from '../shared/endpoints/workload-endpoint';
 import { messageOf } from '../shared/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
@@ -15,10 +17,8 @@ import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 import type { DockerApi } from './docker-api';
 import { DriverRequestError, field, mapField } from './errors';
 import type { Handler } from './server';
-import { ORCHESTRATOR } from './ipam-driver';
 import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, type CreateEndpointResponse, type JoinResponse } from './protocol';
 
-export const ENDPOINT_NAMESPACE = 'libnetwork';
 /** Where Docker put the endpoint's container: kept so a restarted daemon can finish its wiring. */
 const SANDBOX_ANNOTATION = NETNS_ANNOTATION;
 /** Options Docker always sends, which say nothing the user chose. */
@@ -115,8 +115,8 @@ export class NetworkDriver {
     return {};
   }
 
-  private identity(endpointId: string): EndpointIdentity {
-    return { node: this.settings.node, orchestrator: ORCHESTRATOR, workload: ORCHESTRATOR, endpoint: endpointId, namespace: ENDPOINT_NAMESPACE };
+  private workload(endpointId: string): DockerEndpoint {
+    return { orchestrator: 'libnetwork', node: this.settings.node, endpointId };
   }
 
   async createEndpoint(body: Record<string, unknown>): Promise<CreateEndpointResponse> {
@@ -140,20 +140,26 @@ export class NetworkDriver {
     const { ds, ipam } = await this.datastore();
     const network = await this.docker.networkName(networkId);
     await ensureNetworkProfile(ds, network);
+    // Only an address this host's IPAM driver handed out, and to no other endpoint yet.
+    const owned = dockerOwned(this.settings.node);
+    const free = (a: Parameters<typeof owned>[0]) => owned(a) && [undefined, endpointId].includes(a.secondary?.endpoint);
     for (const address of addresses) {
-      const owned = await ipam.annotate(address, { endpoint: endpointId, network: networkId });
-      if (!owned) throw new DriverRequestError(`${formatAddress(address)} was not allocated by Calico IPAM: create the network with --ipam-driver calico-ipam`);
+      if (!(await ipam.annotate(address, { endpoint: endpointId, network: networkId }, free))) {
+        throw new DriverRequestError(`${formatAddress(address)} was not allocated by Calico IPAM on ${this.settings.node} for this endpoint: create the network with --ipam-driver calico-ipam`);
+      }
     }
-    const endpoint = buildWorkloadEndpoint(this.identity(endpointId), {
+    const workload = this.workload(endpointId);
+    const endpoint = buildWorkloadEndpoint(workload, {
       containerID: endpointId,
       addresses,
       profiles: [network],
-      interfaceName: hostIfOf(endpointId),
+      interfaceName: hostVethName(workload),
       mac,
       annotations: { [DOCKER_NETWORK_ANNOTATION]: networkId },
     });
     // The record is written last: nothing before it needs undoing when it fails.
-    const existing = await ds.resources.get('WorkloadEndpoint', endpoint.metadata.name, ENDPOINT_NAMESPACE);
+    const existing = await ds.resources.get('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace);
+    if (existing && !isEndpointOf(existing, workload)) throw new DriverRequestError(`endpoint record ${endpoint.metadata.name} belongs to another workload`);
     if (existing) await ds.resources.update({ ...endpoint, metadata: { ...existing.metadata, ...endpoint.metadata, resourceVersion: existing.metadata.resourceVersion } });
     else await ds.resources.create(endpoint);
     this.log.info('endpoint created', { endpoint: endpointId, network, addresses: addresses.map(formatAddress).join(',') });
@@ -163,8 +169,8 @@ export class NetworkDriver {
   async deleteEndpoint(body: Record<string, unknown>): Promise<Record<string, never>> {
     const endpointId = endpointIdOf(body);
     const { ds } = await this.datastore();
-    const deleted = await ds.resources.delete('WorkloadEndpoint', workloadEndpointName(this.identity(endpointId)), ENDPOINT_NAMESPACE);
-    this.log.info(deleted ? 'endpoint deleted' : 'endpoint was already gone', { endpoint: endpointId });
+    const deleted = await deleteEndpointOf(ds, this.workload(endpointId));
+    this.log.info(`endpoint ${deleted === 'deleted' ? 'deleted' : deleted === 'absent' ? 'was already gone' : 'record belongs to another workload: left alone'}`, { endpoint: endpointId });
     return {};
   }
 
@@ -178,8 +184,9 @@ export class NetworkDriver {
     const endpoint = await this.endpoint(endpointId);
     const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
     const mac = endpoint.spec.mac!;
-    const peerIf = `tmp${endpointId.slice(0, 11)}`;
-    await createHostSideVeth({ hostIf: endpoint.spec.interfaceName, peerIf, addresses, containerMac: mac, mtu: this.settings.mtu });
+    const workload = this.workload(endpointId);
+    const peerIf = dockerPeerName(endpointId);
+    await createHostSideVeth({ hostIf: hostVethName(workload), peerIf, addresses, containerMac: mac, ownerTag: linkOwnerTag(workload), mtu: this.settings.mtu });
     const v4 = addresses.some((a) => a.version === 4);
     const v6 = addresses.some((a) => a.version === 6);
     if (sandbox) {
@@ -218,7 +225,10 @@ export class NetworkDriver {
    */
   async reconcile(): Promise<void> {
     const { ds } = await this.datastore();
-    const endpoints = (await ds.resources.list('WorkloadEndpoint', ENDPOINT_NAMESPACE)).filter((e) => e.spec.node === this.settings.node);
+    const endpoints: Resource<'WorkloadEndpoint'>[] = [];
+    for await (const page of ds.resources.pages('WorkloadEndpoint', hostEndpointRange(this.settings.node, 'libnetwork'))) {
+      endpoints.push(...page.filter((e) => e.spec.node === this.settings.node));
+    }
     await Promise.all(endpoints.map(async (endpoint) => {
       const sandbox = endpoint.metadata.annotations?.[SANDBOX_ANNOTATION];
       if (!sandbox || !endpoint.spec.mac) return;
@@ -229,14 +239,15 @@ export class NetworkDriver {
 
   async leave(body: Record<string, unknown>): Promise<Record<string, never>> {
     const endpointId = endpointIdOf(body);
-    await unwireWorkload({ containerIf: `tmp${endpointId.slice(0, 11)}`, hostIf: hostIfOf(endpointId) });
-    this.log.info('endpoint left', { endpoint: endpointId });
+    const workload = this.workload(endpointId);
+    const removal = await unwireWorkload({ containerIf: dockerPeerName(endpointId), hostIf: hostVethName(workload), ownerTag: linkOwnerTag(workload) });
+    this.log.info(removal === 'not ours' ? 'endpoint left; its host interface name belongs to another workload and was left alone' : 'endpoint left', { endpoint: endpointId });
     return {};
   }
 
   private async endpoint(endpointId: string): Promise<Resource<'WorkloadEndpoint'>> {
     const { ds } = await this.datastore();
-    const endpoint = await ds.resources.get('WorkloadEndpoint', workloadEndpointName(this.identity(endpointId)), ENDPOINT_NAMESPACE);
+    const endpoint = await endpointOf(ds, this.workload(endpointId));
     if (!endpoint || !endpoint.spec.mac) {
       throw new DriverRequestError(`endpoint ${endpointId} is unknown to Calico on ${this.settings.node}: it was not created by this driver (or its record was deleted)`);
     }
@@ -248,11 +259,6 @@ function endpointIdOf(body: Record<string, unknown>): string {
   const id = field(body, 'EndpointID', true);
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) throw new DriverRequestError(`EndpointID "${id}" is not a Docker endpoint ID`);
   return id;
-}
-
-/** `cali` + the first 11 characters of the endpoint ID, as Calico's driver names them. */
-export function hostIfOf(endpointId: string): string {
-  return `cali${endpointId.slice(0, 11)}`;
 }
 
 /** Refuses every option the user chose (`--opt`, `--internal`, ...), naming them. */

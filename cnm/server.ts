@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { CalicoError, messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
+import { MAX_BODY_BYTES, limitRequests } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 import { CONTENT_TYPE } from './protocol';
 
@@ -20,7 +21,7 @@ export function driverApp(implementsApi: string, handlers: Readonly<Record<strin
   const app = express();
   app.disable('x-powered-by');
   // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON.
-  app.use(express.json({ type: () => true, limit: '1mb', strict: false }));
+  app.use(express.json({ type: () => true, limit: MAX_BODY_BYTES, strict: false }));
   const send = (res: Response, status: number, body: unknown) => res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
 
   app.post('/Plugin.Activate', (_req, res) => send(res, 200, { Implements: [implementsApi] }));
@@ -55,7 +56,7 @@ export class DriverServer {
     app: express.Express,
     private readonly socketPath: string,
   ) {
-    this.server = createServer(app);
+    this.server = limitRequests(createServer({ maxHeaderSize: 16 << 10 }, app));
   }
 
   async start(): Promise<void> {

@@ -1,4 +1,5 @@
 import { CalicoError, messageOf } from '../shared/errors';
+import { CtlUsageError } from './errors';
 import { run } from './main';
 
 run(process.argv.slice(2), process.env).then(
@@ -7,6 +8,6 @@ run(process.argv.slice(2), process.env).then(
   },
   (err: unknown) => {
     // Our errors carry a message for the operator; anything else is still shown without a trace.
-    process.stderr.write(`calicoctl: ${err instanceof CalicoError ? err.message : messageOf(err)}\n`, () => process.exit(1));
+    process.stderr.write(`calicoctl: ${err instanceof CalicoError ? err.message : messageOf(err)}\n`, () => process.exit(err instanceof CtlUsageError ? 2 : 1));
   },
 );

@@ -4,6 +4,7 @@ import type { Datastore } from '../shared/datastore';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
+import { nodeOfEndpointName } from '../shared/endpoints/identity';
 import { messageOf } from '../shared/errors';
 import { CtlError } from './errors';
 import { parsePoolCidr } from './ipam-commands';
@@ -59,21 +60,40 @@ export async function removePool(ds: Datastore, ipam: Ipam, nameOrCidr: string):
   return `Pool ${pool.name} (${formatCidr(pool.cidr)}) removed.`;
 }
 
+/**
+ * Per host: its address, blocks, addresses in use and endpoints. Read a page at a time and summed
+ * per host (endpoints counted from their keys alone), so it costs memory per host, not per workload.
+ */
 export async function nodeStatus(ds: Datastore, ipam: Ipam): Promise<string> {
-  const [nodes, blocks, endpoints, pools] = await Promise.all([ds.resources.list('Node'), ipam.listBlocks(), ds.resources.list('WorkloadEndpoint'), ipam.pools()]);
-  const names = new Set([...nodes.map((n) => n.metadata.name), ...blocks.map((b) => b.affinity?.replace(/^host:/, '')).filter((n): n is string => !!n)]);
-  const rows = [...names].sort().map((name) => {
-    const node = nodes.find((n) => n.metadata.name === name);
-    const own = blocks.filter((b) => b.affinity === `host:${name}`);
-    const inPools = own.filter((b) => pools.some((p) => poolHolds(p, b.cidr)));
-    return [
-      name,
-      node?.spec.bgp?.ipv4Address ?? (node ? '' : '(no Node record)'),
-      String(own.length),
-      String(own.reduce((n, b) => n + b.inUse, 0)),
-      String(endpoints.filter((e) => e.spec.node === name).length),
-      inPools.map((b) => formatCidr(b.cidr)).join(','),
-    ];
+  interface HostRow { address?: string; registered: boolean; blocks: number; inUse: number; endpoints: number; cidrs: string[] }
+  const hosts = new Map<string, HostRow>();
+  const row = (name: string) => {
+    let r = hosts.get(name);
+    if (!r) hosts.set(name, (r = { registered: false, blocks: 0, inUse: 0, endpoints: 0, cidrs: [] }));
+    return r;
+  };
+  for await (const page of ds.resources.pages('Node')) {
+    for (const node of page) Object.assign(row(node.metadata.name), { registered: true, address: node.spec.bgp?.ipv4Address });
+  }
+  const pools = await ipam.pools();
+  for await (const page of ipam.blockPages()) {
+    for (const block of page) {
+      if (!block.affinity?.startsWith('host:')) continue;
+      const r = row(block.affinity.slice('host:'.length));
+      r.blocks++;
+      r.inUse += block.inUse;
+      if (pools.some((p) => poolHolds(p, block.cidr))) r.cidrs.push(formatCidr(block.cidr));
+    }
+  }
+  for await (const page of ds.kv.pages(ds.keys.resourcePrefix('WorkloadEndpoint'), { keysOnly: true, pageSize: 1000 })) {
+    for (const entry of page) {
+      const node = nodeOfEndpointName(entry.key.slice(entry.key.lastIndexOf('/') + 1));
+      if (node !== undefined) row(node).endpoints++;
+    }
+  }
+  const rows = [...hosts.keys()].sort().map((name) => {
+    const r = hosts.get(name)!;
+    return [name, r.address ?? (r.registered ? '' : '(no Node record)'), String(r.blocks), String(r.inUse), String(r.endpoints), r.cidrs.join(',')];
   });
   return table(['NODE', 'ADDRESS', 'BLOCKS', 'IPS IN USE', 'ENDPOINTS', 'BLOCK CIDRS'], rows);
 }

@@ -4,3 +4,8 @@ import { CalicoError } from '../shared/errors';
 export class CtlError extends CalicoError {
   readonly code = 'CTL_USAGE';
 }
+
+/** A command line that does not parse (an unknown flag, a missing value): the usage follows, exit code 2. */
+export class CtlUsageError extends CalicoError {
+  readonly code = 'CTL_BAD_COMMAND_LINE';
+}

@@ -1,12 +1,13 @@
 /** `calicoctl ipam show | configure | check | release`. */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { decodeBlock, decodeHandle, type Datastore, type HandleRecord } from '../shared/datastore';
+import { decodeBlock, decodeHandle, type Datastore, type Entry } from '../shared/datastore';
+import { hostEndpointRanges, nodeOfEndpointName } from '../shared/endpoints/identity';
 import { decodeResource } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
-import { poolHolds } from '../shared/ipam/pool';
-import { cidrSize, formatAddress, formatCidr, parseAddress, parseCidr } from '../shared/net';
+import { poolHolds, type Pool } from '../shared/ipam/pool';
+import { cidrSize, formatAddress, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
 import { messageOf } from '../shared/errors';
-import { checkIpam, type CheckReport } from './ipam-check';
+import { IpamChecker, type CheckReport, type EndpointAddresses } from './ipam-check';
 import { CtlError } from './errors';
 import { table } from './output';
 
@@ -25,17 +26,27 @@ export async function ipamShow(ipam: Ipam, options: { showBlocks: boolean; ip?: 
     const attributes = Object.entries(owner.attributes).map(([k, v]) => `  ${k}: ${v}`).join('\n');
     return `IP ${formatAddress(address)} is in use (block ${formatCidr(owner.block)})\nHandle: ${owner.handle ?? '(none)'}\nAttributes:\n${attributes}`;
   }
-  const [pools, blocks] = await Promise.all([ipam.pools(), ipam.listBlocks()]);
+  // Blocks are read a page at a time and summed per pool; only rows asked for are kept.
+  const pools = await ipam.pools();
+  const used = new Map<Pool, number>();
+  const blockRows = new Map<Pool, string[][]>();
+  for await (const page of ipam.blockPages()) {
+    for (const block of page) {
+      const pool = pools.find((p) => poolHolds(p, block.cidr));
+      if (!pool) continue;
+      used.set(pool, (used.get(pool) ?? 0) + block.inUse);
+      if (!options.showBlocks) continue;
+      const rows = blockRows.get(pool) ?? [];
+      rows.push(['Block', formatCidr(block.cidr), String(block.size), `${block.inUse} (${percent(block.inUse, block.size)})`, `${block.size - block.inUse} (${percent(block.size - block.inUse, block.size)})`, block.affinity ?? '']);
+      blockRows.set(pool, rows);
+    }
+  }
   const rows: string[][] = [];
   for (const pool of pools) {
     const size = Number(cidrSize(pool.cidr));
-    const inPool = blocks.filter((b) => poolHolds(pool, b.cidr));
-    const used = inPool.reduce((n, b) => n + b.inUse, 0);
-    rows.push(['IP Pool', formatCidr(pool.cidr), String(size), `${used} (${percent(used, size)})`, `${size - used} (${percent(size - used, size)})`, pool.disabled ? 'disabled' : '']);
-    if (!options.showBlocks) continue;
-    for (const block of inPool) {
-      rows.push(['Block', formatCidr(block.cidr), String(block.size), `${block.inUse} (${percent(block.inUse, block.size)})`, `${block.size - block.inUse} (${percent(block.size - block.inUse, block.size)})`, block.affinity ?? '']);
-    }
+    const inUse = used.get(pool) ?? 0;
+    rows.push(['IP Pool', formatCidr(pool.cidr), String(size), `${inUse} (${percent(inUse, size)})`, `${size - inUse} (${percent(size - inUse, size)})`, pool.disabled ? 'disabled' : '']);
+    rows.push(...(blockRows.get(pool) ?? []));
   }
   return table(['GROUPING', 'CIDR', 'IPS TOTAL', 'IPS IN USE', 'IPS FREE', options.showBlocks ? 'AFFINITY' : ''], rows);
 }
@@ -58,39 +69,115 @@ export async function ipamConfigure(ipam: Ipam, options: { strictAffinity?: stri
   return `IPAM configuration: strict affinity ${config.strict_affinity}, max blocks per host ${config.maxBlocksPerHost || 'unlimited'}`;
 }
 
-/** Reads everything the check needs in one etcd transaction, so it sees one moment. */
+/** Hosts whose records one read carries: their blocks and three endpoint ranges each, within etcd's 128 operations. */
+const READ_BUDGET = 100;
+
+/**
+ * A streaming pass: host by host in the order of the affinity keys, each host's blocks and
+ * endpoints read together (several hosts per transaction), then the blocks no host claims, the
+ * hosts that hold endpoints but no block, what crosses hosts, and the handles. Memory holds one
+ * batch of hosts, the names of checked blocks and hosts, and one count per handle.
+ */
 export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number, progress: (line: string) => void): Promise<CheckReport> {
-  progress('reading blocks, handles, endpoints, pools and affinities...');
-  const [blocks4, blocks6, handleEntries, endpointEntries, affinityEntries] = await ds.kv.readMany([
-    { prefix: ds.keys.blockPrefix(4) },
-    { prefix: ds.keys.blockPrefix(6) },
-    { prefix: ds.keys.handlePrefix() },
-    { prefix: ds.keys.resourcePrefix('WorkloadEndpoint') },
-    { prefix: ds.keys.affinitiesPrefix() },
-  ]);
   const pools = await ipam.pools();
-  progress(`checking ${blocks4!.length + blocks6!.length} blocks, ${handleEntries!.length} handles, ${endpointEntries!.length} endpoints...`);
-  const handles = new Map<string, HandleRecord>();
-  for (const e of handleEntries!) handles.set(e.key.slice(ds.keys.handlePrefix().length), decodeHandle(e.key, e.value));
-  const endpoints = new Map<string, string[]>();
-  for (const e of endpointEntries!) {
-    const wep = decodeResource('WorkloadEndpoint', e);
-    endpoints.set(`${wep.metadata.namespace ?? 'default'}/${wep.metadata.name}`, wep.spec.ipNetworks ?? []);
+  const checker = new IpamChecker(pools.map((p) => p.cidr), new Date(), graceSeconds);
+  const hosts = new Set<string>();
+
+  progress('checking blocks and endpoints host by host...');
+  let batch: { host: string; cidrs: Cidr[] }[] = [];
+  const flush = async () => {
+    await checkHosts(ds, checker, batch);
+    batch = [];
+  };
+  for await (const page of ds.kv.pages(ds.keys.affinitiesPrefix(), { keysOnly: true, pageSize: 1000 })) {
+    for (const entry of page) {
+      const named = ds.keys.affinityOf(entry.key);
+      if (!named) continue;
+      const last = batch[batch.length - 1];
+      if (last?.host === named.host) {
+        last.cidrs.push(named.cidr);
+        continue;
+      }
+      if (batch.reduce((n, h) => n + h.cidrs.length + 3, 0) > READ_BUDGET) await flush();
+      hosts.add(named.host);
+      batch.push({ host: named.host, cidrs: [named.cidr] });
+    }
   }
-  const affinities = new Set<string>();
-  for (const e of affinityEntries!) {
-    const named = ds.keys.affinityOf(e.key);
-    if (named) affinities.add(`${named.host}/${formatCidr(named.cidr)}`);
+  await flush();
+
+  progress('checking blocks no host claims...');
+  let unclaimed: Cidr[] = [];
+  const checkUnclaimed = async () => {
+    const read = await ds.kv.readMany(unclaimed.map((c) => ({ key: ds.keys.block(c) })));
+    for (const [entry] of read) if (entry) checker.checkUnclaimedBlock(decodeBlock(entry.key, entry.value));
+    unclaimed = [];
+  };
+  for (const version of [4, 6] as const) {
+    for await (const page of ds.kv.pages(ds.keys.blockPrefix(version), { keysOnly: true, pageSize: 1000 })) {
+      for (const entry of page) {
+        const cidr = ds.keys.blockCidrOf(entry.key);
+        if (!cidr || checker.hasChecked(formatCidr(cidr))) continue;
+        unclaimed.push(cidr);
+        if (unclaimed.length >= READ_BUDGET) await checkUnclaimed();
+      }
+    }
   }
-  return checkIpam({
-    blocks: [...blocks4!, ...blocks6!].map((e) => decodeBlock(e.key, e.value)),
-    handles,
-    endpoints,
-    pools: pools.map((p) => p.cidr),
-    affinities,
-    now: new Date(),
-    graceSeconds,
-  });
+  await checkUnclaimed();
+
+  progress('checking endpoints of hosts without blocks...');
+  const endpointHosts = new Set<string>();
+  for await (const page of ds.kv.pages(ds.keys.resourcePrefix('WorkloadEndpoint'), { keysOnly: true, pageSize: 1000 })) {
+    for (const entry of page) {
+      const node = nodeOfEndpointName(entry.key.slice(entry.key.lastIndexOf('/') + 1));
+      if (node !== undefined && !hosts.has(node)) endpointHosts.add(node);
+    }
+  }
+  for (const host of endpointHosts) checker.checkHost(host, [], await hostEndpoints(ds, host));
+  for (const owner of checker.ownersToSettle()) checker.settleBorrowed(owner, await hostEndpoints(ds, owner));
+  const elsewhere = checker.addressesToSettle();
+  if (elsewhere.length > 0) checker.settleElsewhere(new Set(await allocatedOf(ipam, elsewhere)));
+
+  progress('checking handles...');
+  const handleBase = ds.keys.handlePrefix();
+  for await (const page of ds.kv.pages(handleBase, { pageSize: 1000 })) {
+    for (const entry of page) checker.checkHandle(entry.key.slice(handleBase.length), decodeHandle(entry.key, entry.value));
+  }
+  return checker.finish();
+}
+
+/** Several hosts' blocks and endpoints in as few transactions as etcd allows. */
+async function checkHosts(ds: Datastore, checker: IpamChecker, hosts: readonly { host: string; cidrs: Cidr[] }[]): Promise<void> {
+  const reads = hosts.flatMap(({ host, cidrs }) => [
+    ...cidrs.map((c) => ({ key: ds.keys.block(c) })),
+    ...hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` })),
+  ]);
+  const results = await ds.kv.readMany(reads);
+  let at = 0;
+  for (const { host, cidrs } of hosts) {
+    const blocks = results.slice(at, at + cidrs.length).flatMap(([e]) => (e ? [decodeBlock(e.key, e.value)] : []));
+    at += cidrs.length;
+    const ranges = hostEndpointRanges(host).length;
+    const endpoints = results.slice(at, at + ranges).flat().map(endpointAddresses).filter((e) => e.node === host);
+    at += ranges;
+    checker.checkHost(host, blocks, endpoints);
+  }
+}
+
+async function hostEndpoints(ds: Datastore, host: string): Promise<EndpointAddresses[]> {
+  const reads = hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` }));
+  return (await ds.kv.readMany(reads)).flat().map(endpointAddresses).filter((e) => e.node === host);
+}
+
+function endpointAddresses(entry: Entry): EndpointAddresses & { node: string } {
+  const wep = decodeResource('WorkloadEndpoint', entry);
+  return { name: `${wep.metadata.namespace ?? 'default'}/${wep.metadata.name}`, addresses: wep.spec.ipNetworks ?? [], node: wep.spec.node };
+}
+
+/** Which of the addresses are allocated. */
+async function allocatedOf(ipam: Ipam, addresses: readonly IpAddress[]): Promise<string[]> {
+  const allocated: string[] = [];
+  for (const address of addresses) if (await ipam.ownerOf(address)) allocated.push(formatAddress(address));
+  return allocated;
 }
 
 export function describeReport(report: CheckReport): string {
@@ -132,8 +219,10 @@ export async function ipamReleaseFromReport(ds: Datastore, ipam: Ipam, path: str
   }
   if (changed.length > 0) throw new CtlError(`the data changed since ${path} was made; nothing was released. Run ipam check again.\n  ${changed.slice(0, 20).join('\n  ')}`);
   const addresses = report.allocatedWithoutEndpoint.map((l) => parseAddress(l.address));
-  await ipam.release(addresses);
-  return `Released ${addresses.length} leaked address(es).`;
+  // Exactly the allocations the report names: the same handle, allocated at the same moment.
+  const reported = new Set(report.allocatedWithoutEndpoint.map((l) => `${l.handle}|${l.timestamp}`));
+  const { released } = await ipam.release(addresses, (a) => reported.has(`${a.handle_id}|${a.secondary?.timestamp}`));
+  return `Released ${released.length} leaked address(es).`;
 }
 
 export function parsePoolCidr(text: string) {

@@ -19,7 +19,7 @@ import { messageOf } from '../shared/errors';
 import { Ipam } from '../shared/ipam/ipam';
 import { addPool, datastoreInit, nodeStatus, removePool } from './cluster-commands';
 import { kindOf, parseDocuments } from './documents';
-import { CtlError } from './errors';
+import { CtlError, CtlUsageError } from './errors';
 import { describeReport, ipamCheck, ipamConfigure, ipamReleaseFromReport, ipamShow, writeReport } from './ipam-commands';
 import { formatOf, printResources } from './output';
 import { ResourceClient } from './resource-client';
@@ -48,6 +48,8 @@ const OPTIONS = {
   'default-pool': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+const COMMANDS = new Set(['create', 'apply', 'replace', 'delete', 'get', 'pool', 'ipam', 'datastore', 'node']);
 
 const USAGE = `usage:
   calicoctl create|apply|replace|delete -f FILE|-
@@ -81,11 +83,13 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<{ out
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   } catch (err) {
-    throw new CtlError(`${messageOf(err)}\n${USAGE}`);
+    throw new CtlUsageError(`${messageOf(err)}\n${USAGE}`);
   }
   const { values, positionals } = parsed;
   const [command, sub, third] = positionals;
-  if (values.help || !command) return { out: USAGE, code: command ? 0 : 1 };
+  if (values.help) return { out: USAGE, code: 0 };
+  if (!command) throw new CtlUsageError(`a command is needed\n${USAGE}`);
+  if (!COMMANDS.has(command)) throw new CtlUsageError(`unknown command "${command}"\n${USAGE}`);
   const ds = await Datastore.connect(ctlSettings(values as Record<string, string | undefined>, env));
   try {
     const ipam = new Ipam(ds);
@@ -143,7 +147,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<{ out
         if (sub === 'status') return { out: await nodeStatus(ds, ipam), code: 0 };
         throw new CtlError('node status');
       default:
-        throw new CtlError(`unknown command "${command}"\n${USAGE}`);
+        throw new CtlUsageError(`unknown command "${command}"\n${USAGE}`);
     }
   } finally {
     ds.close();

@@ -6,8 +6,7 @@
 import type { Datastore, Resource } from '../shared/datastore';
 import { API_VERSION, isNamespaced } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
-import { rejectOverlap, validatePoolSpec } from '../shared/ipam/pool';
-import { poolHolds } from '../shared/ipam/pool';
+import { poolHolds, validatePoolSpec } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import type { CtlKind, Document } from './documents';
 import { CtlError } from './errors';
@@ -77,7 +76,9 @@ export class ResourceClient {
       if (formatCidr(cidr) !== (existing.spec as { cidr: string }).cidr) {
         throw new CtlError(`${doc.where}: the cidr of pool "${doc.metadata.name}" cannot change; create a new pool and disable this one`);
       }
-      rejectOverlap(doc.metadata.name, cidr, await this.ipam.pools());
+      await this.ipam.checkPool(doc.metadata.name, cidr).catch((err: Error) => {
+        throw new CtlError(`${doc.where}: ${err.message}`);
+      });
       spec = full as unknown as Record<string, unknown>;
     }
     const resourceVersion = doc.metadata.resourceVersion ?? existing.metadata.resourceVersion;
@@ -100,7 +101,8 @@ export class ResourceClient {
   private async refuseBusyPool(name: string): Promise<void> {
     const pool = (await this.ipam.pools()).find((p) => p.name === name);
     if (!pool) return;
-    const inUse = (await this.ipam.listBlocks()).filter((b) => poolHolds(pool, b.cidr)).reduce((n, b) => n + b.inUse, 0);
+    let inUse = 0;
+    for await (const page of this.ipam.blockPages()) for (const b of page) if (poolHolds(pool, b.cidr)) inUse += b.inUse;
     if (inUse > 0) throw new CtlError(`pool ${name} still has ${inUse} address(es) in use: disable it (disabled: true), let its workloads go, then delete it`);
   }
 

@@ -7,9 +7,9 @@ import type { Connections } from '../shared/connections';
 import type { ForwardRequest } from '../cni/forward';
 import { runCni } from '../cni/skel';
 import type { Logger } from '../shared/log';
+import { MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 
-const MAX_REQUEST_BYTES = 1 << 20;
 
 export class CniService {
   private readonly server: Server;
@@ -32,13 +32,17 @@ export class CniService {
 
   private serve(socket: Socket): void {
     let request = '';
+    // The plugin sends its whole request at once: one that trickles in or never ends is dropped.
+    const deadline = setTimeout(() => socket.destroy(), REQUEST_TIMEOUT_MS);
     socket.setEncoding('utf8');
     socket.on('error', () => socket.destroy());
+    socket.on('close', () => clearTimeout(deadline));
     socket.on('data', (chunk: string) => {
       request += chunk;
-      if (request.length > MAX_REQUEST_BYTES) socket.destroy();
+      if (request.length > MAX_BODY_BYTES) socket.destroy();
     });
     socket.on('end', () => {
+      clearTimeout(deadline);
       const work = this.answer(request).then((outcome) => socket.end(`${JSON.stringify(outcome)}\n`));
       this.inFlight.add(work);
       void work.finally(() => this.inFlight.delete(work));

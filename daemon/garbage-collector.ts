@@ -1,18 +1,24 @@
 /**
- * Finds this host's endpoints whose workload is gone without a DEL (an agent crash, a killed
- * runtime): no host veth, no network namespace, and (Docker) no container attached any more. Only
- * after they have looked gone for the whole grace period are their addresses released and their
- * records deleted; anything uncertain (Docker unreachable) counts as alive.
+ * Finds this host's workloads that are gone without a DEL (an agent crash, a killed runtime) and
+ * gives back exactly what they owned:
+ * - endpoints with no host veth, no network namespace and (Docker) no container attached any
+ *   more, once they have looked gone for the whole grace period: their addresses and record;
+ * - addresses of this host with no endpoint at all (an ADD or a Docker request that never
+ *   finished: a crash between allocating and recording), once older than the grace period.
+ * Only this host's own keys are read: its endpoints by their name prefix, its blocks by its
+ * affinities. Anything uncertain (Docker unreachable) counts as alive.
  */
-import { handleId } from '../cni/identity';
 import type { DockerApi } from '../cnm/docker-api';
 import type { Datastore, Resource } from '../shared/datastore';
 import { localLinks, netnsExists } from '../shared/dataplane/ip-command';
-import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION } from '../shared/endpoints/workload-endpoint';
+import { endpointNameOf, hostEndpointRanges, isDockerHandle, parseHandle, workloadOfKey } from '../shared/endpoints/identity';
+import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
+import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, deleteEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
 import { messageOf } from '../shared/errors';
+import { ownedBy } from '../shared/ipam/block';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
-import { parseAddress } from '../shared/net';
+import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 
 export interface GcSettings {
   readonly node: string;
@@ -53,28 +59,35 @@ export class GarbageCollector {
     await this.running;
   }
 
-  /** One pass; returns the endpoints it cleaned up. */
+  /** One pass; returns what it cleaned up: endpoint keys, and `address <a>` for addresses without one. */
   async collect(now = Date.now()): Promise<string[]> {
     const { ds, ipam } = await this.datastore();
-    const endpoints = (await ds.resources.list('WorkloadEndpoint')).filter((e) => e.spec.node === this.settings.node);
     const links = await localLinks();
     const cleaned: string[] = [];
     const present = new Set<string>();
-    for (const endpoint of endpoints) {
-      const key = `${endpoint.metadata.namespace}/${endpoint.metadata.name}`;
-      present.add(key);
-      if (await this.alive(endpoint, links)) {
-        this.suspects.delete(key);
-        continue;
+    const recorded = new Set<string>();
+    for (const range of hostEndpointRanges(this.settings.node)) {
+      for await (const page of ds.resources.pages('WorkloadEndpoint', range)) {
+        for (const endpoint of page) {
+          if (endpoint.spec.node !== this.settings.node) continue;
+          const key = `${endpoint.metadata.namespace}/${endpoint.metadata.name}`;
+          present.add(key);
+          recorded.add(endpoint.metadata.name);
+          if (await this.alive(endpoint, links)) {
+            this.suspects.delete(key);
+            continue;
+          }
+          const since = this.suspects.get(key) ?? now;
+          this.suspects.set(key, since);
+          if (now - since < this.settings.graceMs) continue;
+          await this.cleanUp(ds, ipam, endpoint);
+          this.suspects.delete(key);
+          cleaned.push(key);
+        }
       }
-      const since = this.suspects.get(key) ?? now;
-      this.suspects.set(key, since);
-      if (now - since < this.settings.graceMs) continue;
-      await this.cleanUp(ds, ipam, endpoint);
-      this.suspects.delete(key);
-      cleaned.push(key);
     }
     for (const key of this.suspects.keys()) if (!present.has(key)) this.suspects.delete(key);
+    cleaned.push(...(await this.collectUnrecorded(ipam, recorded, now)));
     return cleaned;
   }
 
@@ -94,14 +107,51 @@ export class GarbageCollector {
     return false;
   }
 
-  /** Addresses first (all of a handle at once), then the record: a failure half way is retried next pass. */
+  /** Addresses first (exactly the workload's own), then the record: a failure half way is retried next pass. */
   private async cleanUp(ds: Datastore, ipam: Ipam, endpoint: Endpoint): Promise<void> {
-    if (endpoint.spec.orchestrator === 'cni') {
-      for (const profile of endpoint.spec.profiles) await ipam.releaseByHandle(handleId(profile, endpoint.spec.containerID ?? endpoint.spec.workload ?? ''));
-    } else {
-      await ipam.release(endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks')));
+    const workload = workloadOfEndpoint(endpoint);
+    if (!workload) {
+      this.log.warning('an endpoint of this host names no workload of ours; left alone', { endpoint: endpoint.metadata.name });
+      return;
     }
-    await ds.resources.delete('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace, endpoint.metadata.resourceVersion);
+    const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
+    await releaseWorkloadAddresses(ipam, workload, addresses);
+    await deleteEndpointOf(ds, workload);
     this.log.info('collected the endpoint of a workload that is gone', { endpoint: endpoint.metadata.name, addresses: endpoint.spec.ipNetworks.join(',') });
+  }
+
+  /**
+   * This host's allocations in its own blocks whose workload never got an endpoint record, older
+   * than the grace period: an ADD or a Docker request that crashed half way.
+   */
+  private async collectUnrecorded(ipam: Ipam, recorded: ReadonlySet<string>, now: number): Promise<string[]> {
+    const cleaned: string[] = [];
+    for (const cidr of await ipam.hostBlocks(this.settings.node)) {
+      for (const owner of await ipam.addressesIn(cidr)) {
+        const { attributes, handle } = owner;
+        if (attributes.node !== this.settings.node || !handle) continue;
+        const stamp = Date.parse(attributes.timestamp ?? '');
+        if (!Number.isFinite(stamp) || now - stamp < this.settings.graceMs) continue;
+        const released = await this.releaseUnrecorded(ipam, owner.address, handle, attributes, recorded);
+        if (released > 0) {
+          this.log.info('collected an address whose workload never got an endpoint', { address: formatAddress(owner.address), handle });
+          cleaned.push(`address ${formatAddress(owner.address)}`);
+        }
+      }
+    }
+    return cleaned;
+  }
+
+  /** Releases an address of ours if its workload has no endpoint record; how many were released. */
+  private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: ReadonlySet<string>): Promise<number> {
+    const node = this.settings.node;
+    if (isDockerHandle(handle)) {
+      // Docker ties an address to its endpoint at CreateEndpoint; an address that never got one is its handle's alone.
+      if (attributes.endpoint && recorded.has(endpointNameOf({ orchestrator: 'libnetwork', node, endpointId: attributes.endpoint }))) return 0;
+      return (await ipam.release([address], ownedBy(handle))).released.length;
+    }
+    const workload = parseHandle(handle) ? workloadOfKey(handle, node) : undefined;
+    if (!workload || recorded.has(endpointNameOf(workload))) return 0;
+    return releaseWorkloadAddresses(ipam, workload);
   }
 }

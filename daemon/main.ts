@@ -4,18 +4,13 @@
  * - Docker's remote NetworkDriver and IpamDriver on sockets in Docker's plugin directory (cnm/);
  * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts);
  * - garbage collection of workloads that vanished without a DEL (daemon/garbage-collector.ts);
+ * - giving back empty blocks the host no longer needs (daemon/block-reclaimer.ts);
  * - Prometheus metrics on a local address (daemon/metrics.ts).
- * etcd connections are shared and kept warm. SIGTERM/SIGINT finish requests in flight and remove
- * the sockets.
- *
- *   calico-libnetwork [--cni-socket PATH] [--plugin-dir /run/docker/plugins]
- *     [--network-driver calico] [--ipam-driver calico-ipam] [--etcd-endpoints URLS] [--etcd-*-file F]
- *     [--nodename NAME] [--scope global|local] [--veth-mtu 1500] [--docker-host unix:///var/run/docker.sock]
- *     [--node-address auto|none|A.B.C.D/LEN] [--no-routes] [--gc-interval 60] [--gc-grace 300]
- *     [--metrics-address 127.0.0.1:9099] [--log-level info]
+ * etcd connections are shared and kept warm, and its IPAM client serves concurrent requests in
+ * batches (group commit). SIGTERM/SIGINT finish requests in flight and remove the sockets.
  */
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from '../shared/command-line';
 import { Connections } from '../shared/connections';
 import { DEFAULT_DAEMON_SOCKET } from '../cni/forward';
 import { DockerApi } from '../cnm/docker-api';
@@ -26,6 +21,7 @@ import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { validateMtu } from '../shared/dataplane/names';
 import { Logger, stderrSink, type Level } from '../shared/log';
 import { defaultNodename } from '../shared/nodename';
+import { BlockReclaimer } from './block-reclaimer';
 import { CniService } from './cni-service';
 import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
@@ -37,9 +33,30 @@ function nodename(flag: string | undefined): string {
   return flag || process.env.NODENAME || defaultNodename();
 }
 
+const USAGE = `usage: calico-libnetwork [options]
+  The node daemon: Docker's calico and calico-ipam drivers, the CNI plugins' fast path, routes,
+  garbage collection and metrics for this host.
+  --cni-socket PATH            where the CNI plugins find the daemon (/var/run/calico/cni.sock)
+  --plugin-dir DIR             where the Docker driver sockets go (/run/docker/plugins)
+  --network-driver NAME        Docker network driver name (calico)
+  --ipam-driver NAME           Docker IPAM driver name (calico-ipam)
+  --etcd-endpoints URLS        etcd (ETCD_ENDPOINTS, else http://127.0.0.1:2379)
+  --etcd-ca-cert-file F, --etcd-cert-file F, --etcd-key-file F, --etcd-prefix P
+  --nodename NAME              this host in the datastore (NODENAME, /var/lib/calico/nodename, host name)
+  --scope global|local         Docker network scope (global)
+  --veth-mtu N                 MTU of the veths (1500)
+  --container-if-prefix P      interface name prefix inside Docker containers (cali)
+  --docker-host URL            Docker's API (unix:///var/run/docker.sock)
+  --node-address A             auto, none or A.B.C.D/LEN: this host's Node address (auto)
+  --no-routes                  leave routes to something else
+  --gc-interval S, --gc-grace S      garbage collection every S seconds (60), after S seconds gone (300)
+  --block-release-delay S      release empty blocks (but one) after S seconds empty; 0: never (300)
+  --metrics-address HOST:PORT  Prometheus metrics ("" turns them off) (127.0.0.1:9099)
+  --log-level L                debug, info, warning, error (info)
+  -h, --help                   this text`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const { values } = parseCommandLine('calico-libnetwork', USAGE, process.argv.slice(2), {
       'cni-socket': { type: 'string', default: process.env.CALICO_CNI_SOCKET ?? DEFAULT_DAEMON_SOCKET },
       'plugin-dir': { type: 'string', default: process.env.CALICO_PLUGIN_DIR ?? '/run/docker/plugins' },
       'network-driver': { type: 'string', default: process.env.CALICO_NETWORK_DRIVER ?? 'calico' },
@@ -59,8 +76,8 @@ async function main(): Promise<void> {
       'no-routes': { type: 'boolean', default: false },
       'gc-interval': { type: 'string', default: '60' },
       'gc-grace': { type: 'string', default: '300' },
+      'block-release-delay': { type: 'string', default: '300' },
       'metrics-address': { type: 'string', default: process.env.CALICO_METRICS_ADDRESS ?? '127.0.0.1:9099' },
-    },
   });
   const level = values['log-level'] as Level;
   if (!LEVELS.includes(level)) throw new Error(`--log-level must be one of ${LEVELS.join(', ')}`);
@@ -90,15 +107,16 @@ async function main(): Promise<void> {
     containerIfPrefix: values['container-if-prefix']!,
   }, log.with({ driver: 'network' }));
 
-  const seconds = (flag: 'gc-interval' | 'gc-grace') => {
+  const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay') => {
     const n = Number(values[flag]);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`--${flag} must be a number of seconds (0 turns collection off)`);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${flag} must be a number of seconds (0 turns it off)`);
     return n * 1000;
   };
   const collector = new GarbageCollector(datastore, docker, { node, intervalMs: seconds('gc-interval'), graceMs: seconds('gc-grace') }, log.with({ job: 'gc' }));
+  const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
   const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
 
-  const metrics = new Metrics(async () => (await datastore()).ipam, log);
+  const metrics = new Metrics(async () => (await datastore()).ipam, node, log);
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
 
   const services = [
@@ -113,7 +131,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop(), metrics.stop()]);
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     await connections.close();
     process.exit(0);
   };
@@ -127,6 +145,7 @@ async function main(): Promise<void> {
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   routes?.start();
   collector.start();
+  blocks.start();
   if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));
   void networkDriver.reconcile().catch((err: unknown) => log.warning('could not check existing endpoints', { error: err instanceof Error ? err.message : String(err) }));
 }

@@ -11,6 +11,7 @@ import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import type { Logger } from '../shared/log';
+import { limitRequests } from '../shared/request-limits';
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** How long a computed IPAM usage is served before it is read again from etcd. */
@@ -77,6 +78,7 @@ export class Metrics {
 
   constructor(
     private readonly ipam: () => Promise<Ipam>,
+    private readonly node: string,
     private readonly log: Logger,
   ) {
     subscribe(casConflicts.name, (message) => this.conflicts.inc({ operation: operationOf(message) }));
@@ -95,18 +97,22 @@ export class Metrics {
     return `${lines.join('\n')}\n`;
   }
 
-  /** Addresses in use per pool and host, read from etcd at most every few seconds. */
+  /**
+   * Addresses in use in this host's blocks, per pool, read from etcd at most every few seconds.
+   * Only this host's keys: every daemon reports its own host, so a scrape costs the same however
+   * large the cluster grows.
+   */
   private async ipamUsage(): Promise<string[]> {
     if (this.usage && Date.now() - this.usage.at < USAGE_CACHE_MS) return this.usage.lines;
     const name = 'calico_ipam_addresses_in_use';
-    const lines = [`# HELP ${name} Addresses allocated, by pool and host (block affinity).`, `# TYPE ${name} gauge`];
+    const lines = [`# HELP ${name} Addresses allocated in this host's blocks, by pool.`, `# TYPE ${name} gauge`];
     try {
       const ipam = await this.ipam();
-      const [pools, blocks] = await Promise.all([ipam.pools(), ipam.listBlocks()]);
+      const pools = await ipam.pools();
       const totals = new Map<string, number>();
-      for (const block of blocks) {
+      for (const block of await ipam.hostBlockUsage(this.node)) {
         const pool = pools.find((p) => poolHolds(p, block.cidr));
-        const key = labelText({ pool: pool ? formatCidr(pool.cidr) : 'none', host: block.affinity?.replace(/^host:/, '') ?? 'none' });
+        const key = labelText({ pool: pool ? formatCidr(pool.cidr) : 'none', host: this.node });
         totals.set(key, (totals.get(key) ?? 0) + block.inUse);
       }
       for (const [key, value] of totals) lines.push(`${name}${key} ${value}`);
@@ -121,7 +127,7 @@ export class Metrics {
   async listen(address: string): Promise<void> {
     const match = /^(.*):(\d+)$/.exec(address);
     if (!match) throw new Error(`--metrics-address must be HOST:PORT, not "${address}"`);
-    this.server = createServer((req, res) => {
+    this.server = limitRequests(createServer((req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end('not found: try /metrics\n');
         return;
@@ -130,7 +136,7 @@ export class Metrics {
         (body) => res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(body),
         (err: Error) => res.writeHead(500).end(err.message),
       );
-    });
+    }));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(Number(match[2]), match[1]!.replace(/^\[|\]$/g, ''), () => resolve());

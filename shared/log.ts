@@ -44,10 +44,15 @@ export class Logger {
     const all = { ...this.fields, ...fields };
     const pairs = Object.entries(all)
       .filter(([, v]) => v !== undefined)
-      .map(([k, v]) => `${k}=${typeof v === 'string' && /[\s"=]/.test(v) ? JSON.stringify(v) : v}`);
-    const line = `${new Date().toISOString()} [${level.toUpperCase()}][${process.pid}] ${message}${pairs.length ? ` ${pairs.join(' ')}` : ''}\n`;
+      .map(([k, v]) => `${escapeControls(k)}=${typeof v === 'string' && /[\s"=\p{Cc}\u2028\u2029]/u.test(v) ? escapeControls(JSON.stringify(v)) : v}`);
+    const line = `${new Date().toISOString()} [${level.toUpperCase()}][${process.pid}] ${escapeControls(message)}${pairs.length ? ` ${pairs.join(' ')}` : ''}\n`;
     for (const sink of this.sinks) sink(line);
   }
+}
+
+/** Control characters as escapes: no input (a container ID with a newline) can start a log line of its own. */
+function escapeControls(text: string): string {
+  return text.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export const stderrSink: Sink = (line) => {

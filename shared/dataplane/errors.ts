@@ -16,8 +16,20 @@ export class DataplaneCommandError extends CalicoError {
 export class InterfaceExistsError extends CalicoError {
   readonly code = 'DATAPLANE_INTERFACE_EXISTS';
 
+  constructor(
+    readonly ifname: string,
+    detail = 'in the container\'s network namespace',
+  ) {
+    super(`interface "${ifname}" already exists ${detail}`);
+  }
+}
+
+/** A host link of the name a workload needs belongs to another workload (its alias says so). */
+export class HostInterfaceOwnedError extends CalicoError {
+  readonly code = 'DATAPLANE_INTERFACE_OWNED';
+
   constructor(readonly ifname: string) {
-    super(`interface "${ifname}" already exists in the container's network namespace`);
+    super(`host interface "${ifname}" belongs to another workload; it was left alone`);
   }
 }
 

@@ -5,25 +5,44 @@
  */
 import { InvalidInputError } from '../errors';
 
-const HOST_PREFIX = 'cali';
+/**
+ * Words iproute2 reads as keywords where a name could stand (ip link/addr/route/neigh). Our
+ * commands put every name after `name` or `dev`, but a name that is a keyword is still refused:
+ * an operator's own `ip` commands would misread it too.
+ */
+const IP_KEYWORDS = new Set([
+  'add', 'address', 'addrgenmode', 'alias', 'all', 'allmulticast', 'any', 'anycast', 'arp', 'blackhole', 'brd', 'broadcast',
+  'carrier', 'change', 'default', 'del', 'delete', 'dev', 'down', 'dsfield', 'dynamic', 'flush', 'from', 'get', 'global',
+  'group', 'gso_max_segs', 'gso_max_size', 'help', 'host', 'index', 'label', 'link', 'list', 'lladdr', 'local', 'ls', 'lst',
+  'master', 'metric', 'mode', 'mtu', 'multicast', 'name', 'nat', 'netns', 'netnsid', 'nexthop', 'nodad', 'nomaster', 'nud',
+  'numrxqueues', 'numtxqueues', 'onlink', 'peer', 'permanent', 'pref', 'preference', 'prohibit', 'promisc', 'proto',
+  'protocol', 'protodown', 'proxy', 'qlen', 'realm', 'realms', 'replace', 'router', 'scope', 'set', 'show', 'site', 'src',
+  'state', 'table', 'throw', 'to', 'tos', 'trailers', 'txqlen', 'txqueuelen', 'type', 'unicast', 'unreachable', 'up', 'vf',
+  'via', 'vrf', 'weight', 'xdp',
+]);
 
-/** CNI's rules for interface names, plus the kernel's 15-character limit. */
-export function validateInterfaceName(name: unknown, field: string): string {
-  if (typeof name !== 'string' || name.length === 0) throw new InvalidInputError(field, 'an interface name is required');
-  if (name.length > 15) throw new InvalidInputError(field, `"${name}" is longer than 15 characters`);
-  if (name === '.' || name === '..') throw new InvalidInputError(field, `"${name}" is not allowed`);
-  if (!/^[A-Za-z0-9_.@-]+$/.test(name)) throw new InvalidInputError(field, `"${name}" may hold only letters, digits and _ . @ -`);
-  return name;
+/** Why `name` cannot be an interface name, or undefined when it can. */
+export function interfaceNameProblem(name: string): string | undefined {
+  if (name.length === 0) return 'an interface name is required';
+  if (name.length > 15) return `"${name}" is longer than 15 characters`;
+  if (name === '.' || name === '..') return `"${name}" is not allowed`;
+  if (!/^[A-Za-z0-9_.@-]+$/.test(name)) return `"${name}" may hold only letters, digits and _ . @ -`;
+  if (name.startsWith('-')) return `"${name}" must not start with "-" (ip would read it as an option)`;
+  if (IP_KEYWORDS.has(name.toLowerCase())) return `"${name}" is a keyword of the ip command`;
+  return undefined;
 }
 
-/**
- * The host end of a workload's veth: `cali` + the first 11 characters of the workload ID, as
- * Calico names them (so Felix and operators recognise them).
- */
-export function hostVethName(workloadId: string): string {
-  const part = workloadId.replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 11);
-  if (part.length === 0) throw new InvalidInputError('workload ID', `"${workloadId}" gives no usable interface name`);
-  return `${HOST_PREFIX}${part}`;
+/** CNI's rules for interface names, the kernel's 15-character limit, and what `ip` can read. */
+export function validateInterfaceName(name: unknown, field: string): string {
+  const problem = typeof name === 'string' ? interfaceNameProblem(name) : 'an interface name is required';
+  if (problem) throw new InvalidInputError(field, problem);
+  return name as string;
+}
+
+/** A host link's alias naming its owner (identity.linkOwnerTag): one word, within the kernel's 255 bytes. */
+export function validateOwnerTag(tag: unknown): string {
+  if (typeof tag !== 'string' || !/^[A-Za-z0-9:_.-]{1,255}$/.test(tag)) throw new InvalidInputError('owner tag', `${JSON.stringify(tag)} is not a link owner tag`);
+  return tag;
 }
 
 export function validateNetnsPath(path: unknown, field: string): string {

@@ -11,9 +11,9 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
-import { InterfaceExistsError } from './errors';
+import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
 import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
-import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath } from './names';
+import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
@@ -26,6 +26,8 @@ export interface WorkloadInterface {
   readonly netns: string;
   readonly containerIf: string;
   readonly hostIf: string;
+  /** The host end's alias, naming its owner: a host link is removed only when it carries this tag. */
+  readonly ownerTag: string;
 }
 
 export interface WiringRequest extends WorkloadInterface {
@@ -50,12 +52,13 @@ function validated(request: WorkloadInterface): WorkloadInterface {
     netns: validateNetnsPath(request.netns, 'netns'),
     containerIf: validateInterfaceName(request.containerIf, 'container interface'),
     hostIf: validateInterfaceName(request.hostIf, 'host interface'),
+    ownerTag: validateOwnerTag(request.ownerTag),
   };
 }
 
 /** Creates the veth pair and programs both ends. On failure nothing it made is left behind. */
 export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
-  const { netns, containerIf, hostIf } = validated(request);
+  const { netns, containerIf, hostIf, ownerTag } = validated(request);
   const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
   const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
   if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
@@ -63,13 +66,15 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   const v6 = request.addresses.filter((a) => a.version === 6);
   await requireNetns(netns);
 
-  // A host link of this name is left from an earlier container with the same ID: replace it.
-  if ((await localLinks()).has(hostIf)) await ipBatch(`remove stale host interface ${hostIf}`, [`link del ${hostIf}`]);
+  // A host link of this name is left from an earlier attempt of this same workload: replace it.
+  // One that is not ours (its alias names another owner) is never touched.
+  await removeStaleHostLink(hostIf, ownerTag);
 
+  // Every name follows a keyword (name, dev), so ip never reads one as a keyword of its own.
   const container = [
     // Created inside the container; the peer goes straight to this process's namespace, the host.
-    `link add ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
-    `link set ${containerIf} up`,
+    `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
+    `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
   ];
@@ -97,15 +102,15 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   }
 
   try {
-    await configureHostEnd(hostIf, containerMac, v4, v6);
+    await configureHostEnd(hostIf, ownerTag, containerMac, v4, v6);
   } catch (err) {
     await removeHostLink(hostIf);
     throw err;
   }
-  return { netns, containerIf, hostIf, containerMac };
+  return { netns, containerIf, hostIf, ownerTag, containerMac };
 }
 
-async function configureHostEnd(hostIf: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
+async function configureHostEnd(hostIf: string, ownerTag: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
   const sysctls: [string, string][] = [];
   if (v4.length > 0) {
     sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
@@ -115,7 +120,7 @@ async function configureHostEnd(hostIf: string, containerMac: string, v4: readon
   }
   await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
   await ipBatch(`set up host interface ${hostIf}`, [
-    `link set ${hostIf} up`,
+    `link set dev ${hostIf} alias ${ownerTag} up`,
     ...[...v4, ...v6].flatMap((a) => [
       `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
       `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
@@ -129,6 +134,7 @@ export interface HostSideRequest {
   readonly peerIf: string;
   readonly addresses: readonly IpAddress[];
   readonly containerMac: string;
+  readonly ownerTag: string;
   readonly mtu?: number;
 }
 
@@ -141,13 +147,15 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   const peerIf = validateInterfaceName(request.peerIf, 'peer interface');
   const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
   const containerMac = validateMac(request.containerMac, 'container MAC');
-  const links = await localLinks();
-  for (const stale of [hostIf, peerIf]) if (links.has(stale)) await removeHostLink(stale);
+  const ownerTag = validateOwnerTag(request.ownerTag);
+  // The peer is named from the same identity and is ours until Docker moves it away.
+  await removeStaleHostLink(hostIf, ownerTag);
+  if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
   await ipBatch(`create veth ${hostIf}`, [
-    `link add ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
+    `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
   ]);
   try {
-    await configureHostEnd(hostIf, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
+    await configureHostEnd(hostIf, ownerTag, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
   } catch (err) {
     await removeHostLink(hostIf);
     throw err;
@@ -188,29 +196,66 @@ export async function pinGatewayNeighbours(netnsPath: string, containerMac: stri
   return false;
 }
 
+/** What became of a workload's host link on removal: a link that is not ours stays. */
+export type HostLinkRemoval = 'removed' | 'absent' | 'not ours';
+
 /**
  * Removes the workload's interfaces. Idempotent: a namespace, link or route that is already gone
  * is fine. Deleting either end of the veth deletes both, and the host routes go with the link.
+ * The container end lives in the container's own namespace; the host end is removed only when
+ * its alias names this owner.
  */
-export async function unwireWorkload(request: Omit<WorkloadInterface, 'netns'> & { netns?: string }): Promise<void> {
+export async function unwireWorkload(request: Omit<WorkloadInterface, 'netns'> & { netns?: string }): Promise<HostLinkRemoval> {
   const containerIf = validateInterfaceName(request.containerIf, 'container interface');
   const hostIf = validateInterfaceName(request.hostIf, 'host interface');
+  const ownerTag = validateOwnerTag(request.ownerTag);
   if (request.netns !== undefined) {
     const netns = validateNetnsPath(request.netns, 'netns');
-    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${containerIf} in ${netns}`, [`link del ${containerIf}`], { netns }));
+    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${containerIf} in ${netns}`, [`link del dev ${containerIf}`], { netns }));
   }
-  if ((await localLinks()).has(hostIf)) await removeHostLink(hostIf);
+  return removeOwnedHostLink(hostIf, ownerTag);
+}
+
+/** Removes a host link if it carries `ownerTag`; a link of another owner is left alone. */
+export async function removeOwnedHostLink(hostIf: string, ownerTag: string): Promise<HostLinkRemoval> {
+  if (!(await localLinks()).has(hostIf)) return 'absent';
+  const alias = await hostLinkAlias(hostIf);
+  if (alias === undefined) return 'absent';
+  if (alias !== ownerTag) return 'not ours';
+  await removeHostLink(hostIf);
+  return 'removed';
+}
+
+/** Before creating a host link: one of ours left behind goes, anyone else's is an error. */
+async function removeStaleHostLink(hostIf: string, ownerTag: string): Promise<void> {
+  const removal = await removeOwnedHostLink(hostIf, ownerTag);
+  if (removal === 'not ours') throw new HostInterfaceOwnedError(hostIf);
+}
+
+/** The alias of a host link ("" when it has none), or undefined when the link is gone. */
+async function hostLinkAlias(hostIf: string): Promise<string | undefined> {
+  try {
+    const { stdout } = await ipBatch(`inspect host interface ${hostIf}`, [`link show dev ${hostIf}`], { json: true });
+    return parseJsonLines<IpLink[]>(stdout)[0]?.[0]?.ifalias ?? '';
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
 }
 
 async function removeHostLink(hostIf: string): Promise<void> {
-  await ignoreMissing(ipBatch(`remove host interface ${hostIf}`, [`link del ${hostIf}`]));
+  await ignoreMissing(ipBatch(`remove host interface ${hostIf}`, [`link del dev ${hostIf}`]));
+}
+
+function isMissing(err: unknown): boolean {
+  return /Cannot find device|does not exist/.test((err as { stderr?: string }).stderr ?? '');
 }
 
 async function ignoreMissing(pending: Promise<unknown>): Promise<void> {
   try {
     await pending;
   } catch (err) {
-    if (!/Cannot find device|does not exist/.test((err as { stderr?: string }).stderr ?? '')) throw err;
+    if (!isMissing(err)) throw err;
   }
 }
 
@@ -227,6 +272,7 @@ export interface WorkloadState {
 
 interface IpLink {
   ifname: string;
+  ifalias?: string;
   address?: string;
   mtu?: number;
   flags?: string[];
@@ -239,8 +285,8 @@ interface IpRoute {
 }
 
 /** What exists now for a workload (for CNI CHECK): links, addresses and routes on both sides. */
-export async function inspectWorkload(request: WorkloadInterface): Promise<WorkloadState> {
-  const { netns, containerIf, hostIf } = validated(request);
+export async function inspectWorkload(request: Omit<WorkloadInterface, 'ownerTag'>): Promise<WorkloadState> {
+  const { netns, containerIf, hostIf } = validated({ ...request, ownerTag: 'inspect' });
   const hostExists = (await localLinks()).has(hostIf);
   const host = hostExists ? await inspectHost(hostIf) : { exists: false, up: false, routes: [] };
   const container = (await netnsExists(netns)) ? await inspectContainer(netns, containerIf) : { exists: false, addresses: [], routes: [] };

@@ -119,9 +119,22 @@ export class ResourceStore {
     return entry ? decodeResource(kind, entry) : undefined;
   }
 
+  /** Every resource of a kind (in one namespace, if given): for kinds an operator keeps few of. */
   async list<K extends ResourceKind>(kind: K, namespace?: string): Promise<Resource<K>[]> {
-    const entries = await this.kv.list(this.keys.resourcePrefix(kind, isNamespaced(kind) ? namespace : undefined));
-    return entries.map((e) => decodeResource(kind, e));
+    const all: Resource<K>[] = [];
+    for await (const page of this.pages(kind, { namespace })) all.push(...page);
+    return all;
+  }
+
+  /**
+   * Resources of a kind a page at a time, at one revision: for kinds that grow with the cluster.
+   * `namePrefix` narrows the read to names that start with it (one host's endpoints).
+   */
+  async *pages<K extends ResourceKind>(kind: K, options: { namespace?: string; namePrefix?: string; pageSize?: number } = {}): AsyncGenerator<Resource<K>[]> {
+    const base = this.keys.resourcePrefix(kind, isNamespaced(kind) ? options.namespace : undefined);
+    for await (const page of this.kv.pages(`${base}${options.namePrefix ?? ''}`, { pageSize: options.pageSize ?? 200 })) {
+      yield page.map((e) => decodeResource(kind, e));
+    }
   }
 
   /** The write that creates `resource` (uid and timestamp filled in), for use in a larger transaction. */

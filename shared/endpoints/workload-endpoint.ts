@@ -1,21 +1,10 @@
-/** The WorkloadEndpoint record both entrypoints write, named and labelled as Calico does. */
-import type { Resource, WorkloadEndpointSpec } from '../datastore';
+/**
+ * The WorkloadEndpoint record every entrypoint writes, named and labelled as Calico does, and
+ * tagged with its owner so that only the workload that wrote it ever deletes it.
+ */
+import type { Datastore, Resource, WorkloadEndpointSpec } from '../datastore';
 import { hostPrefix, type IpAddress } from '../net/address';
-
-export interface EndpointIdentity {
-  readonly node: string;
-  /** `cni` (Mesos and other CNI runtimes) or `libnetwork` (Docker). */
-  readonly orchestrator: string;
-  readonly workload: string;
-  readonly endpoint: string;
-  /** `default` for CNI, `libnetwork` for Docker. */
-  readonly namespace: string;
-}
-
-/** `<node>-<orchestrator>-<workload>-<endpoint>`, each part's own "-" doubled so the name splits back. */
-export function workloadEndpointName(id: EndpointIdentity): string {
-  return [id.node, id.orchestrator, id.workload, id.endpoint].map((part) => part.replace(/-/g, '--')).join('-');
-}
+import { endpointIdentity, endpointNameOf, identityKey, workloadOfKey, type Workload } from './identity';
 
 export interface EndpointFacts {
   readonly containerID: string;
@@ -32,8 +21,13 @@ export interface EndpointFacts {
 export const NETNS_ANNOTATION = 'projectcalico.org/netns';
 /** The Docker network an endpoint belongs to (the driver API names networks by ID only). */
 export const DOCKER_NETWORK_ANNOTATION = 'projectcalico.org/docker-network';
+/** The exact identity of the workload that wrote the record (identity.ts's identityKey). */
+export const OWNER_ANNOTATION = 'projectcalico.org/owner';
 
-export function buildWorkloadEndpoint(id: EndpointIdentity, facts: EndpointFacts): Resource<'WorkloadEndpoint'> {
+type Endpoint = Resource<'WorkloadEndpoint'>;
+
+export function buildWorkloadEndpoint(workload: Workload, facts: EndpointFacts): Endpoint {
+  const id = endpointIdentity(workload);
   const spec: WorkloadEndpointSpec = {
     orchestrator: id.orchestrator,
     workload: id.workload,
@@ -49,15 +43,60 @@ export function buildWorkloadEndpoint(id: EndpointIdentity, facts: EndpointFacts
     kind: 'WorkloadEndpoint',
     apiVersion: 'projectcalico.org/v3',
     metadata: {
-      name: workloadEndpointName(id),
+      name: endpointNameOf(workload),
       namespace: id.namespace,
       labels: {
         ...facts.labels,
         'projectcalico.org/namespace': id.namespace,
         'projectcalico.org/orchestrator': id.orchestrator,
       },
-      ...(facts.annotations ? { annotations: { ...facts.annotations } } : {}),
+      annotations: { ...facts.annotations, [OWNER_ANNOTATION]: identityKey(workload) },
     },
     spec,
   };
+}
+
+/**
+ * Whether the record was written for exactly this workload. Records of earlier releases carry no
+ * owner annotation: for them the spec must match (a CNI record's first profile is its network).
+ */
+export function isEndpointOf(endpoint: Endpoint, workload: Workload): boolean {
+  const owner = endpoint.metadata.annotations?.[OWNER_ANNOTATION];
+  if (owner !== undefined) return owner === identityKey(workload);
+  const { spec } = endpoint;
+  const id = endpointIdentity(workload);
+  if (spec.orchestrator !== id.orchestrator || spec.node !== id.node || spec.endpoint !== id.endpoint) return false;
+  return workload.orchestrator !== 'cni' || (spec.containerID === workload.containerId && spec.profiles[0] === workload.network);
+}
+
+/** The workload an endpoint record belongs to: its owner annotation, or (older records) its spec. */
+export function workloadOfEndpoint(endpoint: Endpoint): Workload | undefined {
+  const { spec } = endpoint;
+  const owner = endpoint.metadata.annotations?.[OWNER_ANNOTATION];
+  if (owner !== undefined) return workloadOfKey(owner, spec.node);
+  switch (spec.orchestrator) {
+    case 'cni':
+      return spec.containerID && spec.profiles[0] ? { orchestrator: 'cni', node: spec.node, network: spec.profiles[0], containerId: spec.containerID, ifname: spec.endpoint } : undefined;
+    case 'libnetwork':
+      return { orchestrator: 'libnetwork', node: spec.node, endpointId: spec.endpoint };
+    case 'mesos':
+      return spec.workload ? { orchestrator: 'mesos', node: spec.node, containerId: spec.workload } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** The workload's record, or undefined when there is none or the record of that name is another's. */
+export async function endpointOf(ds: Datastore, workload: Workload): Promise<Endpoint | undefined> {
+  const endpoint = await ds.resources.get('WorkloadEndpoint', endpointNameOf(workload), endpointIdentity(workload).namespace);
+  return endpoint && isEndpointOf(endpoint, workload) ? endpoint : undefined;
+}
+
+/** Deletes the workload's own record, guarded by its revision; another owner's record stays. */
+export async function deleteEndpointOf(ds: Datastore, workload: Workload): Promise<'deleted' | 'absent' | 'not ours'> {
+  const endpoint = await ds.resources.get('WorkloadEndpoint', endpointNameOf(workload), endpointIdentity(workload).namespace);
+  if (!endpoint) return 'absent';
+  if (!isEndpointOf(endpoint, workload)) return 'not ours';
+  const deleted = await ds.resources.delete('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace, endpoint.metadata.resourceVersion);
+  return deleted ? 'deleted' : 'absent';
 }

@@ -25,6 +25,21 @@ export interface HandleChange {
   readonly after: HandleRecord | undefined;
 }
 
+/** A block as read (or known absent) and what it becomes; `after: null` deletes it. */
+export interface BlockChange {
+  readonly cidr: Cidr;
+  readonly before: Versioned<Block> | 'absent';
+  readonly after: Block | null;
+}
+
+export interface Change {
+  readonly blocks?: readonly BlockChange[];
+  readonly handles?: readonly HandleChange[];
+  readonly guards?: readonly Guard[];
+  /** Other keys deleted in the same transaction, guarded by their revision (an affinity). */
+  readonly deletes?: readonly { key: string; modRevision: string }[];
+}
+
 /** A key only read (guarded), or another write that must happen in the same transaction. */
 export type Guard = { readonly key: string; readonly expect: Expect; readonly put?: string };
 
@@ -59,47 +74,41 @@ export class BlockWriter {
   }
 
   /**
-   * Writes `after` over `before` (or deletes the block when `after` is null) together with the
-   * handle changes, guarded by every revision read. On a lost race the cache and the returned
-   * handles hold the values that won.
+   * One transaction: blocks written over what was read of them (or deleted, `after: null`), handle
+   * changes, guards and guarded deletes, all applied or none. On a lost race the cache and the
+   * returned handles hold the values that won.
    */
-  async write(
-    before: Versioned<Block> | 'absent',
-    after: Block | null,
-    cidr: Cidr,
-    handles: readonly HandleChange[],
-    guards: readonly Guard[] = [],
-    deletes: readonly { key: string; modRevision: string }[] = [],
-  ): Promise<WriteOutcome> {
-    const blockKey = this.ds.keys.block(cidr);
-    const blockExpect: Expect = before === 'absent' ? { absent: true } : { modRevision: before.modRevision };
-    const ops: TxnOp[] = [
-      after ? { key: blockKey, put: encodeBlock(recordFromBlock(after)), expect: blockExpect } : { key: blockKey, delete: true, expect: blockExpect },
-    ];
-    for (const change of handles) ops.push(this.handleOp(change));
+  async write(change: Change): Promise<WriteOutcome> {
+    const blocks = change.blocks ?? [];
+    const handles = change.handles ?? [];
+    const guards = change.guards ?? [];
+    const ops: TxnOp[] = [];
+    for (const { cidr, before, after } of blocks) {
+      const key = this.ds.keys.block(cidr);
+      const expect: Expect = before === 'absent' ? { absent: true } : { modRevision: before.modRevision };
+      ops.push(after ? { key, put: encodeBlock(recordFromBlock(after)), expect } : { key, delete: true, expect });
+    }
+    for (const handle of handles) ops.push(this.handleOp(handle));
     for (const g of guards) ops.push(g.put === undefined ? { key: g.key, guard: g.expect } : { key: g.key, put: g.put, expect: g.expect });
-    for (const d of deletes) ops.push({ key: d.key, delete: true, expect: { modRevision: d.modRevision } });
+    for (const d of change.deletes ?? []) ops.push({ key: d.key, delete: true, expect: { modRevision: d.modRevision } });
 
     const outcome = await this.ds.kv.txn(ops);
     if (outcome.ok) {
-      if (after) this.cache.set(blockKey, { value: after, modRevision: outcome.revision });
-      else this.cache.delete(blockKey);
+      for (const { cidr, after } of blocks) {
+        const key = this.ds.keys.block(cidr);
+        if (after) this.cache.set(key, { value: after, modRevision: outcome.revision });
+        else this.cache.delete(key);
+      }
       return outcome;
     }
-    this.remember(blockKey, outcome.current.get(blockKey), cidr);
+    for (const { cidr } of blocks) this.remember(this.ds.keys.block(cidr), outcome.current.get(this.ds.keys.block(cidr)), cidr);
     const seen = new Map<string, KnownHandle>();
-    for (const change of handles) {
-      const entry = outcome.current.get(this.ds.keys.handle(change.id));
-      seen.set(change.id, entry ? handleFromEntry(entry) : 'absent');
+    for (const handle of handles) {
+      const entry = outcome.current.get(this.ds.keys.handle(handle.id));
+      seen.set(handle.id, entry ? handleFromEntry(entry) : 'absent');
     }
     const changedGuards = guards.some((g) => !matches(outcome.current.get(g.key), g.expect));
     return { ok: false, handles: seen, changedGuards };
-  }
-
-  /** Handle changes alone, for handles that name a block which no longer exists. */
-  async writeHandles(handles: readonly HandleChange[]): Promise<{ ok: boolean }> {
-    if (handles.length === 0) return { ok: true };
-    return this.ds.kv.txn(handles.map((change) => this.handleOp(change)));
   }
 
   private handleOp(change: HandleChange): TxnOp {

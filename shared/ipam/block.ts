@@ -7,7 +7,7 @@
 import type { AllocationAttributeRecord, BlockRecord } from '../datastore/ipam-records';
 import { formatAddress, type IpAddress } from '../net/address';
 import { addressAt, cidrContains, cidrSize, type Cidr } from '../net/cidr';
-import { AddressInUseError } from './errors';
+import { AddressInUseError, AddressReservedError } from './errors';
 
 export type HandleId = string;
 
@@ -61,23 +61,40 @@ function sameSecondary(a: AllocationAttribute['secondary'], b: AllocationAttribu
   return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
-/** Takes up to `count` free addresses from the front of the free list. */
-export function autoAssign(block: Block, count: number, attribute: AllocationAttribute): { block: Block; addresses: IpAddress[] } {
-  const taken = block.unallocated.slice(0, Math.max(0, count));
+/** Ordinals never handed out (a pool's network and broadcast addresses): free, but not assignable. */
+export type Reserved = ReadonlySet<number>;
+const NONE: Reserved = new Set();
+
+/** How many addresses auto-assignment can still take from the block. */
+export function assignableCount(block: Block, reserved: Reserved = NONE): number {
+  let count = block.unallocated.length;
+  for (const ordinal of reserved) if (block.allocations[ordinal] === null) count--;
+  return count;
+}
+
+/** Takes up to `count` free addresses from the front of the free list, never a reserved one. */
+export function autoAssign(block: Block, count: number, attribute: AllocationAttribute, reserved: Reserved = NONE): { block: Block; addresses: IpAddress[] } {
+  const taken: number[] = [];
+  for (const ordinal of block.unallocated) {
+    if (taken.length >= count) break;
+    if (!reserved.has(ordinal)) taken.push(ordinal);
+  }
   if (taken.length === 0) return { block, addresses: [] };
   const { attributes, index } = withAttribute(block.attributes, attribute);
   const allocations = block.allocations.slice();
   for (const ordinal of taken) allocations[ordinal] = index;
+  const takenSet = new Set(taken);
   return {
-    block: { ...block, allocations, attributes, unallocated: block.unallocated.slice(taken.length) },
+    block: { ...block, allocations, attributes, unallocated: block.unallocated.filter((o) => !takenSet.has(o)) },
     addresses: taken.map((ordinal) => addressAt(block.cidr, BigInt(ordinal))),
   };
 }
 
-/** Allocates exactly `address`; throws AddressInUseError when it is taken. */
-export function assignAddress(block: Block, address: IpAddress, attribute: AllocationAttribute): Block {
+/** Allocates exactly `address`; throws AddressInUseError when it is taken, RangeError when reserved. */
+export function assignAddress(block: Block, address: IpAddress, attribute: AllocationAttribute, reserved: Reserved = NONE): Block {
   const ordinal = ordinalOf(block, address);
   if (ordinal === undefined) throw new RangeError(`${formatAddress(address)} is not in this block`);
+  if (reserved.has(ordinal)) throw new AddressReservedError(formatAddress(address));
   const current = block.allocations[ordinal];
   if (current !== null && current !== undefined) {
     throw new AddressInUseError(formatAddress(address), block.attributes[current]?.handle_id ?? null);
@@ -88,6 +105,15 @@ export function assignAddress(block: Block, address: IpAddress, attribute: Alloc
   return { ...block, allocations, attributes, unallocated: block.unallocated.filter((o) => o !== ordinal) };
 }
 
+/** Whether an allocation belongs to the one asking for its release. */
+export type OwnerTest = (attribute: AllocationAttribute) => boolean;
+
+export const anyOwner: OwnerTest = () => true;
+
+export function ownedBy(handle: HandleId): OwnerTest {
+  return (attribute) => attribute.handle_id === handle;
+}
+
 export interface Release {
   readonly block: Block;
   /** How many addresses each handle lost, to keep the handle records in step. */
@@ -95,9 +121,11 @@ export interface Release {
   readonly released: readonly IpAddress[];
   /** Addresses of the request that were not allocated (or not in this block): nothing to do. */
   readonly notAllocated: readonly IpAddress[];
+  /** Addresses allocated to someone else: left alone. */
+  readonly notOwned: readonly IpAddress[];
 }
 
-function releaseOrdinals(block: Block, ordinals: readonly number[]): Release {
+function releaseOrdinals(block: Block, ordinals: readonly number[]): Omit<Release, 'notAllocated' | 'notOwned'> {
   const allocations = block.allocations.slice();
   const releasedByHandle = new Map<HandleId, number>();
   const freed: number[] = [];
@@ -114,20 +142,24 @@ function releaseOrdinals(block: Block, ordinals: readonly number[]): Release {
     block: { ...block, ...compacted, unallocated: [...block.unallocated, ...freed] },
     releasedByHandle,
     released: freed.map((o) => addressAt(block.cidr, BigInt(o))),
-    notAllocated: [],
   };
 }
 
-/** Frees the given addresses; those not allocated (or not in the block) are reported, not errors. */
-export function releaseAddresses(block: Block, addresses: readonly IpAddress[]): Release {
+/**
+ * Frees the given addresses that `owns` accepts; those not allocated (or not in the block) and
+ * those of another owner are reported, not errors.
+ */
+export function releaseAddresses(block: Block, addresses: readonly IpAddress[], owns: OwnerTest = anyOwner): Release {
   const ordinals: number[] = [];
   const notAllocated: IpAddress[] = [];
+  const notOwned: IpAddress[] = [];
   for (const address of addresses) {
-    const ordinal = ordinalOf(block, address);
-    if (ordinal === undefined || block.allocations[ordinal] === null) notAllocated.push(address);
-    else ordinals.push(ordinal);
+    const attribute = attributeOf(block, address);
+    if (!attribute) notAllocated.push(address);
+    else if (!owns(attribute)) notOwned.push(address);
+    else ordinals.push(ordinalOf(block, address)!);
   }
-  return { ...releaseOrdinals(block, ordinals), notAllocated };
+  return { ...releaseOrdinals(block, ordinals), notAllocated, notOwned };
 }
 
 export function ordinalsOfHandle(block: Block, handle: HandleId): number[] {
@@ -138,8 +170,10 @@ export function ordinalsOfHandle(block: Block, handle: HandleId): number[] {
   return ordinals;
 }
 
-export function releaseHandle(block: Block, handle: HandleId): Release {
-  return releaseOrdinals(block, ordinalsOfHandle(block, handle));
+/** Frees the handle's addresses in the block (those `owns` accepts: a legacy handle may be shared). */
+export function releaseHandle(block: Block, handle: HandleId, owns: OwnerTest = anyOwner): Release {
+  const ordinals = ordinalsOfHandle(block, handle).filter((o) => owns(block.attributes[block.allocations[o]!]!));
+  return { ...releaseOrdinals(block, ordinals), notAllocated: [], notOwned: [] };
 }
 
 /** Drops attribute entries no allocation points at any more and renumbers the rest. */

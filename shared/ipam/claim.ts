@@ -7,7 +7,7 @@
 import { encodeAffinity, type Datastore } from '../datastore';
 import { ADDRESS_BITS } from '../net/address';
 import { formatCidr, type Cidr } from '../net/cidr';
-import { newBlock, type Block } from './block';
+import { hostAffinity, isEmpty, newBlock, type Block } from './block';
 import { guardOf, type BlockWriter } from './block-writer';
 import { candidateIndexes, firstFreeIndex, randomBelow } from './candidates';
 import type { HostAffinity, HostView } from './host-view';
@@ -41,6 +41,11 @@ export class BlockClaimer {
       const cidr = await this.findFreeBlock(pool);
       if (cidr) return this.claimCidr(view, pool, cidr);
     }
+    // Every block is claimed: empty blocks other hosts hold must not exhaust the pool. Take one back.
+    for (const pool of pools) {
+      const cidr = await this.reclaimEmptyBlock(view.node, pool);
+      if (cidr) return this.claimCidr(view, pool, cidr);
+    }
     return { none: 'every block of these pools is claimed by a host' };
   }
 
@@ -71,6 +76,31 @@ export class BlockClaimer {
     return index === undefined ? undefined : blockAt(pool, index);
   }
 
+  /**
+   * Deletes an empty block of another host (or of none) with its affinity, in one transaction
+   * guarded by the block's revision: a block that gained an address meanwhile stays. Read page by
+   * page; only reached when a pool has no unclaimed block left.
+   */
+  private async reclaimEmptyBlock(node: string, pool: Pool): Promise<Cidr | undefined> {
+    for await (const page of this.ds.kv.pages(this.ds.keys.blockPrefix(pool.cidr.version), { pageSize: 100 })) {
+      for (const entry of page) {
+        const block = blockFromEntry(entry);
+        const { cidr, affinity } = block.value;
+        if (!poolHolds(pool, cidr) || affinity === hostAffinity(node) || !isEmpty(block.value)) continue;
+        const holder = affinity?.startsWith('host:') ? affinity.slice('host:'.length) : undefined;
+        const outcome = await this.ds.kv.txn([
+          { key: entry.key, delete: true, expect: { modRevision: block.modRevision } },
+          ...(holder ? [{ key: this.ds.keys.affinity(holder, cidr), delete: true as const }] : []),
+        ]);
+        if (outcome.ok) {
+          this.writer.remember(entry.key, undefined, cidr);
+          return cidr;
+        }
+      }
+    }
+    return undefined;
+  }
+
   private async claimCidr(view: HostView, pool: Pool, cidr: Cidr): Promise<ClaimOutcome> {
     const key = this.ds.keys.affinity(view.node, cidr);
     const pending = await this.ds.kv.txn([
@@ -85,10 +115,13 @@ export class BlockClaimer {
   /** Phase two: create the block and confirm the affinity in one transaction. */
   private async createBlock(view: HostView, pool: Pool, affinity: HostAffinity): Promise<ClaimOutcome> {
     const block = newBlock(affinity.cidr, view.node, view.config.strict_affinity);
-    const written = await this.writer.write('absent', block, affinity.cidr, [], [
-      { key: pool.key, expect: { modRevision: pool.modRevision } },
-      { key: affinity.key, expect: { modRevision: affinity.modRevision }, put: encodeAffinity({ state: 'confirmed', deleted: false }) },
-    ]);
+    const written = await this.writer.write({
+      blocks: [{ cidr: affinity.cidr, before: 'absent', after: block }],
+      guards: [
+        { key: pool.key, expect: { modRevision: pool.modRevision } },
+        { key: affinity.key, expect: { modRevision: affinity.modRevision }, put: encodeAffinity({ state: 'confirmed', deleted: false }) },
+      ],
+    });
     if (!written.ok) {
       await this.dropAffinity(view, affinity);
       return 'conflict';

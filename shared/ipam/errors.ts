@@ -12,6 +12,15 @@ export class AddressInUseError extends CalicoError {
   }
 }
 
+/** A pool's network or broadcast address: never handed out. */
+export class AddressReservedError extends CalicoError {
+  readonly code = 'IPAM_ADDRESS_RESERVED';
+
+  constructor(readonly address: string) {
+    super(`address ${address} is its pool's network or broadcast address, which is never handed out`);
+  }
+}
+
 /** An address that lies in no (enabled, permitted) IP pool. */
 export class AddressOutsidePoolsError extends CalicoError {
   readonly code = 'IPAM_ADDRESS_OUTSIDE_POOLS';

@@ -48,3 +48,28 @@ export async function readHostView(ds: Datastore, node: string, version: IpVersi
     configRevision: configEntry?.modRevision,
   };
 }
+
+/** The one owner of cached host views: read once, forgotten when a write shows them stale. */
+export class HostViews {
+  private readonly views = new Map<string, HostView>();
+
+  constructor(private readonly ds: Datastore) {}
+
+  /** The view, and whether it came from the cache (then it may be stale: writes guard on it). */
+  async get(node: string, version: IpVersion): Promise<{ view: HostView; cached: boolean }> {
+    const key = `${node}/${version}`;
+    const cached = this.views.get(key);
+    if (cached) return { view: cached, cached: true };
+    const view = await readHostView(this.ds, node, version);
+    this.views.set(key, view);
+    return { view, cached: false };
+  }
+
+  forget(node: string, version?: IpVersion): void {
+    for (const v of version === undefined ? ([4, 6] as const) : [version]) this.views.delete(`${node}/${v}`);
+  }
+
+  clear(): void {
+    this.views.clear();
+  }
+}

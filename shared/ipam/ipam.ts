@@ -1,37 +1,40 @@
 /**
- * The allocator: pure block operations run inside compare-and-swap loops against etcd.
- * One allocation writes its block and its handle in one transaction, guarded by the revisions of
- * the pool, the host's affinity and the IPAM config it relied on, so caching those is safe.
+ * IPAM: pure block operations run inside compare-and-swap loops against etcd, behind one queue
+ * per client (group commit). Requests that arrive together are served together: one block read
+ * and one transaction for a batch of allocations, one for a batch of releases, and one claim at a
+ * time, so a long-lived client (the node daemon) serves a burst in a few transactions without
+ * conflicting with itself. A short-lived client (a plugin without the daemon) is a batch of one;
+ * several such processes stay correct through the revision guards, only slower.
  */
-import { DEFAULT_IPAM_CONFIG, MalformedDataError, decodeIpamConfig, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
+import { DEFAULT_IPAM_CONFIG, decodeIpamConfig, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
 import { InvalidInputError } from '../errors';
-import { formatAddress, type IpAddress, type IpVersion } from '../net/address';
-import { enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
+import { formatAddress, type IpAddress } from '../net/address';
+import { cidrsOverlap, enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
+import { Assigner, MAX_BATCH, type PoolChoice } from './assigner';
+import type { Demand } from './batch';
 import {
   allocatedAddresses,
   annotateAddress,
   assignAddress,
   attributeOf,
-  autoAssign,
   hostAffinity,
   inUseCount,
   isEmpty,
-  newBlock,
-  releaseAddresses,
-  releaseHandle,
   type AllocationAttribute,
   type Block,
   type HandleId,
-  type Release,
+  type OwnerTest,
 } from './block';
-import { BlockWriter, guardOf, type Guard, type HandleChange, type KnownHandle } from './block-writer';
+import { BlockWriter, guardOf, type KnownHandle } from './block-writer';
 import { casLoop, type Round } from './cas';
 import { BlockClaimer } from './claim';
-import { AddressOutsidePoolsError, NoUsablePoolError, PoolsExhaustedError, InvalidPoolError } from './errors';
-import { addToHandle, isValidHandleId, removeFromHandle } from './handle';
-import { readHostView, type HostView } from './host-view';
-import { poolFromEntry, poolHolds, poolOf, rejectOverlap, selectPools, validatePoolSpec, type Pool } from './pool';
-import { blockFromEntry, handleFromEntry, type Versioned } from './records';
+import { AddressOutsidePoolsError, InvalidPoolError, PoolsExhaustedError } from './errors';
+import { GroupCommit, type Served } from './group-commit';
+import { addToHandle, isValidHandleId } from './handle';
+import { HostViews } from './host-view';
+import { poolFromEntry, poolOf, rejectOverlap, reservedOrdinals, selectPools, validatePoolSpec, type Pool } from './pool';
+import { Releaser, type ReleaseJob, type Released } from './releaser';
+import { blockFromEntry, handleFromEntry } from './records';
 
 export interface AutoAssignRequest {
   readonly handle: HandleId;
@@ -67,16 +70,43 @@ export interface BlockUsage {
   readonly inUse: number;
 }
 
+export type { Released } from './releaser';
+
 const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
+/** The most addresses of one version a request may ask for. */
+const MAX_PER_REQUEST = 256;
+
+type Job =
+  | { readonly kind: 'auto'; readonly node: string; readonly pools: PoolChoice; readonly demand: Demand }
+  | { readonly kind: 'assign'; readonly request: AssignRequest }
+  | { readonly kind: 'release'; readonly release: ReleaseJob };
 
 export class Ipam {
   private readonly writer: BlockWriter;
   private readonly claimer: BlockClaimer;
-  private readonly views = new Map<string, HostView>();
+  private readonly views: HostViews;
+  private readonly assigner: Assigner;
+  private readonly releaser: Releaser;
+  private readonly queue: GroupCommit<Job, unknown>;
 
   constructor(private readonly ds: Datastore) {
     this.writer = new BlockWriter(ds);
     this.claimer = new BlockClaimer(ds, this.writer);
+    this.views = new HostViews(ds);
+    this.assigner = new Assigner(ds, this.writer, this.claimer, this.views);
+    this.releaser = new Releaser(ds, this.writer, () => this.pools());
+    this.queue = new GroupCommit<Job, unknown>((_, jobs) => this.serve(jobs), MAX_BATCH);
+  }
+
+  private serve(jobs: Job[]): Promise<Served<unknown>[]> {
+    const first = jobs[0]!;
+    if (first.kind === 'auto') return this.assigner.assign(first.node, first.pools, jobs.map((j) => (j as Extract<Job, { kind: 'auto' }>).demand));
+    if (first.kind === 'release') return this.releaser.release(jobs.map((j) => (j as Extract<Job, { kind: 'release' }>).release));
+    // Specific addresses are rare: one at a time, still in turn with the batches.
+    return Promise.all(jobs.map((j) => this.assignOne((j as Extract<Job, { kind: 'assign' }>).request).then(
+      () => ({ ok: true as const, value: undefined }),
+      (error: unknown) => ({ ok: false as const, error }),
+    )));
   }
 
   // ---- allocation ----
@@ -84,139 +114,29 @@ export class Ipam {
   async autoAssign(request: AutoAssignRequest): Promise<{ ipv4: IpAddress[]; ipv6: IpAddress[] }> {
     validateOwner(request.handle, request.node);
     for (const [field, n] of [['num4', request.num4], ['num6', request.num6]] as const) {
-      if (!Number.isInteger(n) || n < 0 || n > 4096) throw new InvalidInputError(field, `${n} must be a whole number from 0 to 4096`);
+      if (!Number.isInteger(n) || n < 0 || n > MAX_PER_REQUEST) throw new InvalidInputError(field, `${n} must be a whole number from 0 to ${MAX_PER_REQUEST}`);
     }
-    const attribute = attributeFor(request.handle, request.node, request.attributes);
-    const ipv4 = await this.autoAssignVersion(4, request.num4, request.pools4, request.node, attribute);
-    try {
-      const ipv6 = await this.autoAssignVersion(6, request.num6, request.pools6, request.node, attribute);
-      return { ipv4, ipv6 };
-    } catch (err) {
-      await this.release(ipv4).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  private async autoAssignVersion(
-    version: IpVersion,
-    count: number,
-    wantedPools: readonly string[] | undefined,
-    node: string,
-    attribute: AllocationAttribute,
-  ): Promise<IpAddress[]> {
-    if (count === 0) return [];
-    const got: IpAddress[] = [];
-    const handle = { known: 'absent' as KnownHandle };
-    // Cached views and blocks make the common case one round trip; before claiming a new block
-    // or giving up, look again at what etcd holds now (another process may have freed space).
-    let fresh = false;
-    try {
-      return await casLoop('auto-assign', async (): Promise<Round<IpAddress[]>> => {
-        const usedCache = this.views.has(`${node}/${version}`);
-        const view = await this.view(node, version);
-        const pools = selectPools(view.pools, version, wantedPools);
-        if (pools.length === 0) throw new NoUsablePoolError(`no enabled IPv${version} pool exists; create one first`);
-        const base = [guardOf(view.configKey, view.configRevision)];
-
-        // 1. This host's own blocks.
-        const affine = [...view.affinities.values()].filter((a) => a.state === 'confirmed' && pools.some((p) => poolHolds(p, a.cidr)));
-        const cachedBlocks = affine.some((a) => this.writer.isCached(a.cidr));
-        const blocks = await this.writer.blocks(affine.map((a) => a.cidr), { fresh });
-        for (const affinity of affine) {
-          const block = blocks.get(formatCidr(affinity.cidr));
-          if (!block || block.value.affinity !== hostAffinity(node) || block.value.unallocated.length === 0) continue;
-          const pool = pools.find((p) => poolHolds(p, affinity.cidr))!;
-          const guards = [...base, poolGuard(pool), { key: affinity.key, expect: { modRevision: affinity.modRevision } }];
-          const outcome = await this.allocateIn(block, count - got.length, attribute, handle, guards, view);
-          if (outcome === 'conflict') return 'conflict';
-          got.push(...outcome);
-          if (got.length === count) return { done: got };
-        }
-        if (!fresh && (usedCache || cachedBlocks)) {
-          fresh = true;
-          this.views.delete(`${node}/${version}`);
-          return 'again';
-        }
-
-        // 2. A new block for this host.
-        const claim = await this.claimer.claim(view, pools);
-        if (claim === 'conflict') {
-          this.views.delete(`${node}/${version}`);
-          return 'conflict';
-        }
-        if ('claimed' in claim) return 'again';
-
-        // 3. Borrow from other hosts' blocks, unless affinity is strict.
-        if (!view.config.strict_affinity) {
-          for (const block of await this.borrowable(pools, node)) {
-            const pool = pools.find((p) => poolHolds(p, block.value.cidr))!;
-            const outcome = await this.allocateIn(block, count - got.length, attribute, handle, [...base, poolGuard(pool)], view);
-            if (outcome === 'conflict') return 'conflict';
-            got.push(...outcome);
-            if (got.length === count) return { done: got };
-          }
-        }
-        const reason = view.config.strict_affinity ? `${claim.none}, and strict affinity forbids borrowing` : claim.none;
-        throw new PoolsExhaustedError(pools.map((p) => `${p.name} (${formatCidr(p.cidr)})`), reason);
-      });
-    } catch (err) {
-      await this.release(got).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  /** Takes up to `count` addresses from one block in one transaction with the handle. */
-  private async allocateIn(
-    block: Versioned<Block>,
-    count: number,
-    attribute: AllocationAttribute,
-    handle: { known: KnownHandle },
-    guards: readonly Guard[],
-    view: HostView,
-  ): Promise<IpAddress[] | 'conflict'> {
-    const { block: after, addresses } = autoAssign(block.value, count, attribute);
-    if (addresses.length === 0) return [];
-    return this.commitAssignment(block, after, addresses, attribute.handle_id!, handle, guards, view);
-  }
-
-  private async commitAssignment(
-    block: Versioned<Block> | 'absent',
-    after: Block,
-    addresses: IpAddress[],
-    handleId: HandleId,
-    handle: { known: KnownHandle },
-    guards: readonly Guard[],
-    view: HostView | undefined,
-  ): Promise<IpAddress[] | 'conflict'> {
-    const before = handle.known === 'absent' ? undefined : handle.known.value;
-    const change = { id: handleId, before: handle.known, after: addToHandle(before, formatCidr(after.cidr), addresses.length) };
-    const outcome = await this.writer.write(block, after, after.cidr, [change], guards);
-    if (outcome.ok) {
-      handle.known = { value: change.after, modRevision: outcome.revision };
-      return addresses;
-    }
-    handle.known = outcome.handles.get(handleId)!;
-    if (outcome.changedGuards && view) this.views.delete(`${view.node}/${view.version}`);
-    return 'conflict';
-  }
-
-  /** Blocks of other hosts (or of none) in these pools with a free address. Lists every block: only reached when this host can claim nothing. */
-  private async borrowable(pools: readonly Pool[], node: string): Promise<Versioned<Block>[]> {
-    const version = pools[0]!.cidr.version;
-    const entries = await this.ds.kv.list(this.ds.keys.blockPrefix(version));
-    return entries
-      .map((e) => blockFromEntry(e))
-      .filter((b) => b.value.affinity !== hostAffinity(node) && b.value.unallocated.length > 0 && pools.some((p) => poolHolds(p, b.value.cidr)));
+    if (request.num4 + request.num6 === 0) return { ipv4: [], ipv6: [] };
+    const demand: Demand = { count: { 4: request.num4, 6: request.num6 }, attribute: attributeFor(request.handle, request.node, request.attributes) };
+    const pools: PoolChoice = { 4: request.pools4, 6: request.pools6 };
+    const key = `auto ${request.node} ${JSON.stringify(pools)}`;
+    const addresses = (await this.queue.submit(key, { kind: 'auto', node: request.node, pools, demand })) as IpAddress[];
+    return { ipv4: addresses.filter((a) => a.version === 4), ipv6: addresses.filter((a) => a.version === 6) };
   }
 
   /** Allocates exactly `address` (as `docker run --ip` or a CNI `ips` request asks). */
   async assign(request: AssignRequest): Promise<void> {
     validateOwner(request.handle, request.node);
+    await this.queue.submit('assign', { kind: 'assign', request });
+  }
+
+  private async assignOne(request: AssignRequest): Promise<void> {
     const text = formatAddress(request.address);
     const attribute = attributeFor(request.handle, request.node, request.attributes);
-    const handle = { known: 'absent' as KnownHandle };
+    let handle: KnownHandle = 'absent';
     await casLoop(`assignment of ${text}`, async (): Promise<Round<void>> => {
-      const view = await this.view(request.node, request.address.version);
+      const { view } = await this.views.get(request.node, request.address.version);
+      // Pools are named as in the network config: by name or by CIDR, as for automatic assignment.
       const candidates = request.pools?.length ? selectPools(view.pools, request.address.version, request.pools) : view.pools.filter((p) => !p.disabled);
       const pool = poolOf(candidates, request.address);
       if (!pool) throw new AddressOutsidePoolsError(text, request.pools?.length ? `of the pools ${request.pools.join(', ')}` : 'enabled IP pool');
@@ -226,7 +146,7 @@ export class Ipam {
         // The block holding the address does not exist yet: claim exactly that one for this host.
         const claim = await this.claimer.claimSpecific(view, pool, cidr);
         if (claim === 'conflict') {
-          this.views.delete(`${request.node}/${request.address.version}`);
+          this.views.forget(request.node, request.address.version);
           return 'conflict';
         }
         if ('none' in claim) throw new PoolsExhaustedError([formatCidr(cidr)], `cannot claim the block holding ${text}: ${claim.none}`);
@@ -235,101 +155,44 @@ export class Ipam {
       if (view.config.strict_affinity && block.value.affinity !== hostAffinity(request.node)) {
         throw new AddressOutsidePoolsError(text, `block of host ${request.node}: its block ${formatCidr(cidr)} belongs to ${block.value.affinity ?? 'no host'} and strict affinity is on`);
       }
-      const after = assignAddress(block.value, request.address, attribute);
-      const guards = [guardOf(view.configKey, view.configRevision), poolGuard(pool)];
-      const outcome = await this.commitAssignment(block, after, [request.address], request.handle, handle, guards, view);
-      return outcome === 'conflict' ? 'conflict' : { done: undefined };
+      const after = assignAddress(block.value, request.address, attribute, reservedOrdinals(pool, cidr));
+      const change = { id: request.handle, before: handle, after: addToHandle(handle === 'absent' ? undefined : handle.value, formatCidr(cidr), 1) };
+      const outcome = await this.writer.write({
+        blocks: [{ cidr, before: block, after }],
+        handles: [change],
+        guards: [guardOf(view.configKey, view.configRevision), { key: pool.key, expect: { modRevision: pool.modRevision } }],
+      });
+      if (outcome.ok) return { done: undefined };
+      handle = outcome.handles.get(request.handle)!;
+      if (outcome.changedGuards) this.views.forget(request.node, request.address.version);
+      return 'conflict';
     });
   }
 
   // ---- release ----
 
-  /** Frees addresses; returns those that were not allocated (not an error: release is idempotent). */
-  async release(addresses: readonly IpAddress[]): Promise<IpAddress[]> {
-    const notAllocated: IpAddress[] = [];
-    const byBlock = new Map<string, { cidr: Cidr; addresses: IpAddress[] }>();
-    const pools = addresses.length > 0 ? await this.pools() : [];
-    for (const address of addresses) {
-      const cidr = await this.blockHolding(address, pools);
-      if (!cidr) {
-        notAllocated.push(address);
-        continue;
-      }
-      const group = byBlock.get(formatCidr(cidr)) ?? { cidr, addresses: [] };
-      group.addresses.push(address);
-      byBlock.set(formatCidr(cidr), group);
-    }
-    for (const { cidr, addresses: inBlock } of byBlock.values()) {
-      notAllocated.push(...(await this.releaseInBlock(cidr, (b) => releaseAddresses(b, inBlock))));
-    }
-    return notAllocated;
+  /** Frees those of the addresses that `owns` accepts; the rest are reported (release is idempotent). */
+  async release(addresses: readonly IpAddress[], owns: OwnerTest): Promise<Released> {
+    if (addresses.length === 0) return { released: [], notAllocated: [], notOwned: [] };
+    return (await this.queue.submit('release', { kind: 'release', release: { addresses, owns } })) as Released;
   }
 
-  /** Frees every address of a handle and deletes the handle; 0 when it held nothing. */
-  async releaseByHandle(handleId: HandleId): Promise<number> {
-    if (!isValidHandleId(handleId)) throw new InvalidInputError('handle', `"${handleId}" is not a valid handle ID`);
-    const handle = await this.writer.handle(handleId);
-    if (handle === 'absent') return 0;
-    let released = 0;
-    for (const cidrText of Object.keys(handle.value.block)) {
-      let cidr: Cidr;
-      try {
-        cidr = parseCidr(cidrText);
-      } catch {
-        throw new MalformedDataError(this.ds.keys.handle(handleId), `field "block" names "${cidrText}", which is not a block CIDR`);
-      }
-      released += await this.releaseHandleInBlock(cidr, handleId);
-    }
-    return released;
+  /** Frees every address of a handle (that `owns` accepts) and updates its record; 0 when it held nothing. */
+  async releaseByHandle(handle: HandleId, owns?: OwnerTest): Promise<number> {
+    if (!isValidHandleId(handle)) throw new InvalidInputError('handle', `"${handle}" is not a valid handle ID`);
+    const released = (await this.queue.submit('release', { kind: 'release', release: { handle, ...(owns ? { owns } : {}) } })) as Released;
+    return released.released.length;
   }
 
-  private async releaseHandleInBlock(cidr: Cidr, handleId: HandleId): Promise<number> {
-    let count = 0;
-    await this.releaseInBlock(cidr, (b) => {
-      const release = releaseHandle(b, handleId);
-      count = release.released.length;
-      return release;
-    }, handleId);
-    return count;
-  }
-
-  /**
-   * Applies a release to one block and the handles it touches, in one transaction. `ensureHandle`
-   * is a handle whose entry for this block must go even if the block no longer holds any of its
-   * addresses (a stale handle count is a leak that check would report).
-   */
-  private async releaseInBlock(cidr: Cidr, apply: (block: Block) => Release, ensureHandle?: HandleId): Promise<IpAddress[]> {
-    const cidrText = formatCidr(cidr);
-    return casLoop(`release in block ${cidrText}`, async (): Promise<Round<IpAddress[]>> => {
-      const block = (await this.writer.blocks([cidr], { fresh: true })).get(cidrText);
-      // A block that does not exist holds nothing: release against an empty stand-in.
-      const release = apply(block?.value ?? newBlock(cidr, null));
-      const touched = new Map(release.releasedByHandle);
-      if (ensureHandle && !touched.has(ensureHandle)) touched.set(ensureHandle, 0);
-      if (touched.size === 0) return { done: [...release.notAllocated] };
-
-      const entries = await this.ds.kv.readMany([...touched.keys()].map((id) => ({ key: this.ds.keys.handle(id) })));
-      const changes: HandleChange[] = [];
-      [...touched.entries()].forEach(([id, count], i) => {
-        const entry = entries[i]![0];
-        if (!entry) return;
-        const known = handleFromEntry(entry);
-        const drop = count === 0 ? (known.value.block[cidrText] ?? 0) : count;
-        changes.push({ id, before: known, after: removeFromHandle(known.value, cidrText, drop) });
-      });
-      const outcome = block ? await this.writer.write(block, release.block, cidr, changes) : await this.writer.writeHandles(changes);
-      return outcome.ok ? { done: [...release.notAllocated] } : 'conflict';
-    });
-  }
-
-  /** Records more about an allocated address's owner; false when the address is not allocated. */
-  async annotate(address: IpAddress, facts: Readonly<Record<string, string>>): Promise<boolean> {
-    const cidr = await this.blockHolding(address, await this.pools());
+  /** Records more about an allocated address's owner; false when it is not allocated, or not to an owner `owns` accepts. */
+  async annotate(address: IpAddress, facts: Readonly<Record<string, string>>, owns: OwnerTest): Promise<boolean> {
+    const cidr = await this.blockOf(address);
     if (!cidr) return false;
     return casLoop(`annotation of ${formatAddress(address)}`, async (): Promise<Round<boolean>> => {
       const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
-      if (!block || !attributeOf(block.value, address)) return { done: false };
-      const outcome = await this.writer.write(block, annotateAddress(block.value, address, facts), cidr, []);
+      const attribute = block && attributeOf(block.value, address);
+      if (!block || !attribute || !owns(attribute)) return { done: false };
+      const outcome = await this.writer.write({ blocks: [{ cidr, before: block, after: annotateAddress(block.value, address, facts) }] });
       return outcome.ok ? { done: true } : 'conflict';
     });
   }
@@ -337,7 +200,7 @@ export class Ipam {
   // ---- queries ----
 
   async ownerOf(address: IpAddress): Promise<AddressOwner | undefined> {
-    const cidr = await this.blockHolding(address, await this.pools());
+    const cidr = await this.blockOf(address);
     if (!cidr) return undefined;
     const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
     const attribute = block && attributeOf(block.value, address);
@@ -345,56 +208,22 @@ export class Ipam {
     return { address, block: cidr, handle: attribute.handle_id, attributes: attribute.secondary ?? {} };
   }
 
-  /** The addresses a handle holds now (a repeat ADD answers with these instead of allocating). */
-  async handleAddresses(handleId: HandleId): Promise<IpAddress[]> {
-    return (await this.handleHoldings([handleId])).get(handleId)?.addresses ?? [];
+  /** The addresses a handle holds now (a repeat IPAM ADD answers with these instead of allocating). */
+  async handleAddresses(handle: HandleId): Promise<IpAddress[]> {
+    const entry = await this.ds.kv.get(this.ds.keys.handle(handle));
+    if (!entry) return [];
+    const cidrs = Object.keys(handleFromEntry(entry).value.block).map((text) => parseCidr(text));
+    const blocks = await this.writer.blocks(cidrs, { fresh: true });
+    return [...blocks.values()].flatMap((block) => (block ? allocatedAddresses(block.value).filter((a) => a.attribute?.handle_id === handle).map((a) => a.address) : []));
   }
 
-  /**
-   * The handles whose ID starts with `prefix`, each with its addresses and the nodes recorded as
-   * their owners (for garbage collection, which must touch only this host's allocations).
-   */
-  async handlesWithPrefix(prefix: string): Promise<Map<HandleId, { addresses: IpAddress[]; nodes: Set<string> }>> {
-    const base = this.ds.keys.handlePrefix();
-    const entries = await this.ds.kv.list(`${base}${prefix}`, { keysOnly: true });
-    return this.handleHoldings(entries.map((e) => e.key.slice(base.length)));
-  }
-
-  private async handleHoldings(ids: readonly HandleId[]) {
-    const out = new Map<HandleId, { addresses: IpAddress[]; nodes: Set<string> }>();
-    if (ids.length === 0) return out;
-    const handleEntries = await this.ds.kv.readMany(ids.map((id) => ({ key: this.ds.keys.handle(id) })));
-    const blockCidrs = new Map<string, Cidr>();
-    const handles = ids.map((id, i) => {
-      const entry = handleEntries[i]![0];
-      const cidrs = entry ? Object.keys(handleFromEntry(entry).value.block) : [];
-      for (const text of cidrs) if (!blockCidrs.has(text)) blockCidrs.set(text, parseCidr(text));
-      return { id, cidrs };
-    });
-    const blocks = await this.writer.blocks([...blockCidrs.values()], { fresh: true });
-    for (const { id, cidrs } of handles) {
-      if (cidrs.length === 0) continue;
-      const holding = { addresses: [] as IpAddress[], nodes: new Set<string>() };
-      for (const text of cidrs) {
-        const block = blocks.get(text);
-        if (!block) continue;
-        for (const { address, attribute } of allocatedAddresses(block.value)) {
-          if (attribute?.handle_id !== id) continue;
-          holding.addresses.push(address);
-          if (attribute.secondary?.node) holding.nodes.add(attribute.secondary.node);
-        }
+  /** Every block's usage, a page at a time (the cluster may hold any number of blocks). */
+  async *blockPages(): AsyncGenerator<BlockUsage[]> {
+    for (const version of [4, 6] as const) {
+      for await (const page of this.ds.kv.pages(this.ds.keys.blockPrefix(version), { pageSize: 100 })) {
+        yield page.map((entry) => usageOf(blockFromEntry(entry).value));
       }
-      out.set(id, holding);
     }
-    return out;
-  }
-
-  async listBlocks(): Promise<BlockUsage[]> {
-    const [v4, v6] = await this.ds.kv.readMany([{ prefix: this.ds.keys.blockPrefix(4) }, { prefix: this.ds.keys.blockPrefix(6) }]);
-    return [...v4!, ...v6!].map((e) => {
-      const { value } = blockFromEntry(e);
-      return { cidr: value.cidr, affinity: value.affinity, size: value.allocations.length, inUse: inUseCount(value) };
-    });
   }
 
   /** Every allocated address of a block with its owner. */
@@ -409,27 +238,58 @@ export class Ipam {
     }));
   }
 
-  /**
-   * Gives up a host's claim on its empty blocks (deleting block and affinity together), as
-   * asked by an operator or a host going away; blocks still in use are kept. Returns the
-   * released block CIDRs.
-   */
-  async releaseEmptyBlockAffinities(node: string): Promise<Cidr[]> {
+  /** The blocks this host holds an affinity for, read from its own keys only. */
+  async hostBlocks(node: string): Promise<Cidr[]> {
     validateNode(node);
-    const released: Cidr[] = [];
+    const cidrs: Cidr[] = [];
     for (const version of [4, 6] as const) {
-      for (const entry of await this.ds.kv.list(this.ds.keys.hostAffinityPrefix(node, version))) {
+      for (const entry of await this.ds.kv.list(this.ds.keys.hostAffinityPrefix(node, version), { keysOnly: true })) {
         const named = this.ds.keys.affinityOf(entry.key);
-        if (!named) continue;
-        const block = (await this.writer.blocks([named.cidr], { fresh: true })).get(formatCidr(named.cidr));
-        if (block && (!isEmpty(block.value) || block.value.affinity !== hostAffinity(node))) continue;
-        const outcome = block
-          ? await this.writer.write(block, null, named.cidr, [], [], [{ key: entry.key, modRevision: entry.modRevision }])
-          : await this.ds.kv.txn([{ key: entry.key, delete: true, expect: { modRevision: entry.modRevision } }]);
-        if (outcome.ok) released.push(named.cidr);
+        if (named) cidrs.push(named.cidr);
       }
-      this.views.delete(`${node}/${version}`);
     }
+    return cidrs;
+  }
+
+  /** The usage of this host's blocks, read from its own keys only. */
+  async hostBlockUsage(node: string): Promise<BlockUsage[]> {
+    const blocks = await this.writer.blocks(await this.hostBlocks(node), { fresh: true });
+    return [...blocks.values()].flatMap((b) => (b ? [usageOf(b.value)] : []));
+  }
+
+  /** The host's confirmed blocks that hold no address now. */
+  async emptyBlocks(node: string): Promise<Cidr[]> {
+    const cidrs = await this.hostBlocks(node);
+    const blocks = await this.writer.blocks(cidrs, { fresh: true });
+    return cidrs.filter((cidr) => {
+      const block = blocks.get(formatCidr(cidr));
+      return block !== undefined && block.value.affinity === hostAffinity(node) && isEmpty(block.value);
+    });
+  }
+
+  /**
+   * Gives up the host's claim on one empty block: block and affinity deleted in one transaction
+   * guarded by the block's revision, so a block that gained an address meanwhile stays. Returns
+   * whether it was released.
+   */
+  async releaseEmptyBlock(node: string, cidr: Cidr): Promise<boolean> {
+    validateNode(node);
+    const key = this.ds.keys.affinity(node, cidr);
+    const [affinity] = await this.ds.kv.readMany([{ key }]);
+    const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
+    if (block && (!isEmpty(block.value) || block.value.affinity !== hostAffinity(node))) return false;
+    const deletes = affinity![0] ? [{ key, modRevision: affinity![0].modRevision }] : [];
+    const outcome = block
+      ? await this.writer.write({ blocks: [{ cidr, before: block, after: null }], deletes })
+      : await this.ds.kv.txn(deletes.map((d) => ({ key: d.key, delete: true as const, expect: { modRevision: d.modRevision } })));
+    this.views.forget(node, cidr.version);
+    return outcome.ok && (block !== undefined || deletes.length > 0);
+  }
+
+  /** Gives up every empty block of the host but `keep` of them; returns those released. */
+  async releaseEmptyBlocks(node: string, keep = 0): Promise<Cidr[]> {
+    const released: Cidr[] = [];
+    for (const cidr of (await this.emptyBlocks(node)).slice(keep)) if (await this.releaseEmptyBlock(node, cidr)) released.push(cidr);
     return released;
   }
 
@@ -439,10 +299,33 @@ export class Ipam {
     return (await this.ds.kv.list(this.ds.keys.resourcePrefix('IPPool'))).map(poolFromEntry);
   }
 
+  /**
+   * Refuses a pool that overlaps another pool or a registered host's own subnet (a workload
+   * address there would shadow a host, and the subnet's network address would be handed out).
+   */
+  async checkPool(name: string, cidr: Cidr): Promise<void> {
+    rejectOverlap(name, cidr, await this.pools());
+    for await (const page of this.ds.resources.pages('Node')) {
+      for (const node of page) {
+        for (const text of [node.spec.bgp?.ipv4Address, node.spec.bgp?.ipv6Address]) {
+          if (!text) continue;
+          let subnet: Cidr;
+          try {
+            subnet = parseCidr(text, 'node address', true);
+          } catch {
+            continue;
+          }
+          const network = enclosingCidr({ version: subnet.version, value: subnet.network }, subnet.prefix);
+          if (cidrsOverlap(network, cidr)) throw new InvalidPoolError(`pool ${name}: ${formatCidr(cidr)} overlaps host ${node.metadata.name}'s subnet ${formatCidr(network)}`);
+        }
+      }
+    }
+  }
+
   /** Validates and creates a pool; overlapping or malformed pools are refused. */
   async createPool(name: string, spec: IPPoolSpec): Promise<Resource<'IPPool'>> {
     const { cidr, spec: full } = validatePoolSpec(name, spec);
-    rejectOverlap(name, cidr, await this.pools());
+    await this.checkPool(name, cidr);
     try {
       return await this.ds.resources.create({ kind: 'IPPool', apiVersion: 'projectcalico.org/v3', metadata: { name }, spec: full });
     } catch (err) {
@@ -463,33 +346,15 @@ export class Ipam {
     this.views.clear();
   }
 
-  // ---- helpers ----
-
-  private async view(node: string, version: IpVersion): Promise<HostView> {
-    const key = `${node}/${version}`;
-    let view = this.views.get(key);
-    if (!view) {
-      view = await readHostView(this.ds, node, version);
-      this.views.set(key, view);
-    }
-    return view;
-  }
-
-  /** The block an address falls in: by its pool's block size, else by searching the blocks. */
-  private async blockHolding(address: IpAddress, pools: readonly Pool[]): Promise<Cidr | undefined> {
-    const pool = poolOf(pools, address);
-    if (pool) return enclosingCidr(address, pool.blockSize);
-    const keys = await this.ds.kv.list(this.ds.keys.blockPrefix(address.version), { keysOnly: true });
-    for (const entry of keys) {
-      const cidr = this.ds.keys.blockCidrOf(entry.key);
-      if (cidr && enclosingCidr(address, cidr.prefix).network === cidr.network) return cidr;
-    }
-    return undefined;
+  /** The block an address falls in: by its pool's block size (pools are few), else none. */
+  private async blockOf(address: IpAddress): Promise<Cidr | undefined> {
+    const pool = poolOf(await this.pools(), address);
+    return pool ? enclosingCidr(address, pool.blockSize) : undefined;
   }
 }
 
-function poolGuard(pool: Pool): Guard {
-  return { key: pool.key, expect: { modRevision: pool.modRevision } };
+function usageOf(block: Block): BlockUsage {
+  return { cidr: block.cidr, affinity: block.affinity, size: block.allocations.length, inUse: inUseCount(block) };
 }
 
 function validateOwner(handle: string, node: string): void {
@@ -504,4 +369,3 @@ function validateNode(node: string): void {
 function attributeFor(handle: HandleId, node: string, extra: Readonly<Record<string, string>> = {}): AllocationAttribute {
   return { handle_id: handle, secondary: { ...extra, node, timestamp: new Date().toISOString() } };
 }
-

@@ -1,6 +1,6 @@
 /** IP pools: validation of what an operator asks for, and the decoded form the allocator uses. */
 import { ADDRESS_BITS, type IpAddress, type IpVersion } from '../net/address';
-import { cidrContains, cidrsOverlap, formatCidr, parseCidr, type Cidr } from '../net/cidr';
+import { cidrContains, cidrSize, cidrsOverlap, formatCidr, parseCidr, type Cidr } from '../net/cidr';
 import { MalformedDataError, type Entry, type IPPoolSpec, type Resource, decodeResource } from '../datastore';
 import { messageOf } from '../errors';
 import { BLOCK_SIZE_RANGE } from './block';
@@ -113,6 +113,21 @@ export function selectPools(all: readonly Pool[], version: IpVersion, wanted: re
     if (pool.disabled) throw new InvalidPoolError(`IPv${version} pool "${w}" is disabled`);
     return pool;
   });
+}
+
+/**
+ * Ordinals of the block that are never handed out: the pool's own network and broadcast
+ * addresses, in the blocks that hold them (an IPv4 pool of /30 or larger), since a router or a
+ * host on a subnet of that shape may treat them as such.
+ */
+export function reservedOrdinals(pool: Pool, block: Cidr): Set<number> {
+  const reserved = new Set<number>();
+  if (pool.cidr.version !== 4 || pool.cidr.prefix > 30) return reserved;
+  const last = pool.cidr.network + cidrSize(pool.cidr) - 1n;
+  for (const address of [pool.cidr.network, last]) {
+    if (cidrContains(block, { version: 4, value: address })) reserved.add(Number(address - block.network));
+  }
+  return reserved;
 }
 
 /** Whether `cidr` is one of the pool's blocks. */

@@ -125,7 +125,7 @@ test('calicoctl - ipam check finds each kind of problem; release --from-report f
   t.is((await ctl(['ipam', 'check', '--grace-period', '3600'])).stdout.includes('allocated with no endpoint'), false, 'young allocations get a grace period');
 
   // The data changes: refused, nothing released.
-  await ctl.ipam.release([leak.ipv4[0]!]);
+  await ctl.ipam.release([leak.ipv4[0]!], (a) => a.handle_id === 'net.leaked');
   const refused = await ctl(['ipam', 'release', '--from-report', report]);
   t.is(refused.code, 1);
   t.regex(refused.stderr, /the data changed since .* nothing was released/);

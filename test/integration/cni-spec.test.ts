@@ -5,10 +5,14 @@ import { join } from 'node:path';
 import { HOST_PATH, runPlugin } from '../../sim/cni-exec';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
+import { hostVethName } from '../../shared/endpoints/identity';
 
 const setup = useCniWorld(test);
 
 const NODE = 'agent1';
+
+/** The host veth of a container's eth0 on network `net`. */
+const vethOf = (containerId: string) => hostVethName({ orchestrator: 'cni', node: NODE, network: 'net', containerId, ifname: 'eth0' });
 
 /** A CNI runtime's call (libcni-style: CNI_ARGS allowed, any version). */
 function call(command: string, id: string, conf: object, extraEnv: Record<string, string> = {}, plugin = 'calico') {
@@ -86,7 +90,7 @@ test.serial('cni spec - CHECK passes on a good attachment and fails once its vet
   t.is(old.json!.code, 1, 'CHECK before 0.4.0 is an incompatible version');
   const noPrev = await call('CHECK', id, conf);
   t.is(noPrev.json!.code, 7);
-  await setup.agent.host.ip('link', 'del', `cali${id.slice(0, 11)}`);
+  await setup.agent.host.ip('link', 'del', vethOf(id));
   const broken = await call('CHECK', id, { ...conf, prevResult: add.json });
   t.is(broken.code, 1);
   t.regex(broken.json!.msg, /CHECK failed/);
@@ -112,8 +116,8 @@ test.serial('cni spec - GC removes what the runtime no longer knows, only on thi
   const endpoints = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoints.map((e) => e.spec.containerID).sort(), [keep, endpoints.find((e) => e.spec.node === 'elsewhere')!.spec.containerID].sort());
   const links = await setup.agent.host.json<{ ifname: string }[]>('link', 'show');
-  t.false(links.some((l) => l.ifname === `cali${stale.slice(0, 11)}`), 'the stale veth is gone');
-  t.true(links.some((l) => l.ifname === `cali${keep.slice(0, 11)}`), 'the live veth stays');
+  t.false(links.some((l) => l.ifname === vethOf(stale)), 'the stale veth is gone');
+  t.true(links.some((l) => l.ifname === vethOf(keep)), 'the live veth stays');
 
   const status = await runPlugin(setup.agent.host, join(setup.world.pluginsDir, 'calico'), { CNI_COMMAND: 'STATUS', PATH: HOST_PATH }, JSON.stringify(conf));
   t.is(status.code, 0, status.stdout);
@@ -165,7 +169,7 @@ test.serial('cni spec - two ADDs of one container at once: one wiring wins, the 
   t.true(ok.every((r) => JSON.stringify(r.json) === JSON.stringify(ok[0]!.json)), 'every success tells the same result');
   const address = ok[0]!.json!.ips[0].address.split('/')[0];
   const state = await readIpamState(ds);
-  t.deepEqual([...state.allocated.entries()], [[address, `net.${id}`]], 'the winner\'s address, and only it, stays allocated');
+  t.deepEqual([...state.allocated.entries()], [[address, `cni:net:${id}:eth0`]], 'the winner\'s address, and only it, stays allocated');
   const [endpoint] = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoint!.spec.ipNetworks, [`${address}/32`]);
   t.is((await call('DEL', id, conf)).code, 0);

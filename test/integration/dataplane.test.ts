@@ -1,6 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { formatAddress } from '../../shared/net/address';
-import { hostVethName } from '../../shared/dataplane/names';
 import { EtcdServer } from '../../sim/etcd';
 import { IpamEnv } from '../helpers/ipam-env';
 import { Netns } from '../../sim/netns';
@@ -50,7 +50,7 @@ test.serial('dataplane - two workloads on one host get IPAM addresses, are wired
   for (const id of ['aaaaaaaaaaaaaaaa1111', 'bbbbbbbbbbbbbbbb2222']) {
     const container = await netns('ctr');
     const { ipv4, ipv6 } = await ipam.autoAssign({ handle: `net1.${id}`, node: 'host1', num4: 1, num6: 1 });
-    const request = { netns: container.path, containerIf: 'eth0', hostIf: hostVethName(id), addresses: [...ipv4, ...ipv6].map(formatAddress), mtu: 1400 };
+    const request = { netns: container.path, containerIf: 'eth0', hostIf: `cali${id.slice(0, 11)}`, ownerTag: `calico:test-${id}`, addresses: [...ipv4, ...ipv6].map(formatAddress), mtu: 1400 };
     const wired = await onHost<{ containerMac: string }>(host, { op: 'wire', ...request });
     t.true(wired.ok, wired.message);
     workloads.push({ container, request, ipv4: formatAddress(ipv4[0]!), ipv6: formatAddress(ipv6[0]!), mac: wired.result.containerMac });
@@ -91,17 +91,30 @@ test.serial('dataplane - two workloads on one host get IPAM addresses, are wired
   t.true((await onHost(host, { op: 'unwire', ...a.request })).ok);
 });
 
-test.serial('dataplane - a stale host link is replaced; an existing container interface is refused and nothing leaks', async (t) => {
+test.serial('dataplane - a stale host link of the same owner is replaced, another owner\'s is never touched; an existing container interface is refused and nothing leaks', async (t) => {
   const host = await netns('host');
   const container = await netns('ctr');
   await host.ip('link', 'add', 'calistale0000', 'type', 'veth', 'peer', 'name', 'stalepeer0');
-  const request = { netns: container.path, containerIf: 'eth0', hostIf: 'calistale0000', addresses: ['10.124.0.5'] };
+  await host.ip('link', 'set', 'dev', 'calistale0000', 'alias', 'calico:me');
+  await host.ip('link', 'add', 'calitaken0000', 'type', 'veth', 'peer', 'name', 'takenpeer0');
+  await host.ip('link', 'set', 'dev', 'calitaken0000', 'alias', 'calico:someone-else');
+  const request = { netns: container.path, containerIf: 'eth0', hostIf: 'calistale0000', ownerTag: 'calico:me', addresses: ['10.124.0.5'] };
   t.true((await onHost(host, { op: 'wire', ...request })).ok);
-  const kinds = await host.json<{ ifname: string; linkinfo?: { info_kind: string } }[]>('-d', 'link', 'show', 'calistale0000');
+  const kinds = await host.json<{ ifname: string; ifalias?: string; linkinfo?: { info_kind: string } }[]>('-d', 'link', 'show', 'calistale0000');
   t.is(kinds[0]!.linkinfo?.info_kind, 'veth');
+  t.is(kinds[0]!.ifalias, 'calico:me', 'the host end names its owner');
 
+  const other = await netns('ctr');
+  const owned = await onHost(host, { op: 'wire', ...request, netns: other.path, hostIf: 'calitaken0000' });
+  t.false(owned.ok);
+  t.is(owned.code, 'DATAPLANE_INTERFACE_OWNED');
+  t.is((await host.json<{ ifalias?: string }[]>('link', 'show', 'calitaken0000'))[0]!.ifalias, 'calico:someone-else', 'another owner\'s link stays');
+  t.deepEqual((await onHost(host, { op: 'unwire', containerIf: 'eth0', hostIf: 'calitaken0000', ownerTag: 'calico:me' })).result, 'not ours', 'and removal leaves it too');
+
+  // Link-local addresses finish duplicate address detection first: their state is not what is compared.
+  for (let i = 0; i < 100 && (await host.ip('-6', 'addr', 'show', 'tentative')).trim() !== ''; i++) await sleep(50);
   const before = await host.snapshot();
-  const clash = await onHost(host, { op: 'wire', ...request, hostIf: 'caliother00000' });
+  const clash = await onHost(host, { op: 'wire', ...request, hostIf: 'caliother00000', ownerTag: 'calico:other' });
   t.false(clash.ok);
   t.is(clash.code, 'DATAPLANE_INTERFACE_EXISTS');
   t.is(await host.snapshot(), before, 'the failed wiring left nothing on the host');
@@ -109,13 +122,17 @@ test.serial('dataplane - a stale host link is replaced; an existing container in
 
 test.serial('dataplane - bad names and missing namespaces are refused before any command runs', async (t) => {
   const host = await netns('host');
+  const ownerTag = 'calico:t';
   const cases: [object, RegExp][] = [
-    [{ netns: '/run/netns/none-such', containerIf: 'eth0', hostIf: 'cali1', addresses: ['10.1.1.1'] }, /network namespace "\/run\/netns\/none-such" does not exist/],
-    [{ netns: 'relative', containerIf: 'eth0', hostIf: 'cali1', addresses: ['10.1.1.1'] }, /invalid netns/],
-    [{ netns: '/x', containerIf: 'eth0\nlink del lo', hostIf: 'cali1', addresses: ['10.1.1.1'] }, /invalid container interface/],
-    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali-is-far-too-long', addresses: ['10.1.1.1'] }, /longer than 15/],
-    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali1', addresses: [] }, /at least one address/],
-    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali1', addresses: ['10.1.1.1'], mtu: 70000 }, /invalid mtu/],
+    [{ netns: '/run/netns/none-such', containerIf: 'eth0', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'] }, /network namespace "\/run\/netns\/none-such" does not exist/],
+    [{ netns: 'relative', containerIf: 'eth0', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'] }, /invalid netns/],
+    [{ netns: '/x', containerIf: 'eth0\nlink del lo', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'] }, /invalid container interface/],
+    [{ netns: '/x', containerIf: 'help', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'] }, /keyword of the ip command/],
+    [{ netns: '/x', containerIf: '-x', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'] }, /must not start with "-"/],
+    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali-is-far-too-long', ownerTag, addresses: ['10.1.1.1'] }, /longer than 15/],
+    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali1', ownerTag: 'calico: x', addresses: ['10.1.1.1'] }, /invalid owner tag/],
+    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali1', ownerTag, addresses: [] }, /at least one address/],
+    [{ netns: '/x', containerIf: 'eth0', hostIf: 'cali1', ownerTag, addresses: ['10.1.1.1'], mtu: 70000 }, /invalid mtu/],
   ];
   const before = await host.snapshot();
   for (const [request, message] of cases) {

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { readIpamState } from '../helpers/ipam-state';
 import { DockerAgent } from '../../sim/docker-agent';
 import { FABRIC_ADDRESS } from '../../sim/fabric';
 
@@ -30,7 +31,7 @@ test.serial('docker cluster - two dockerd agents sharing etcd as cluster store: 
   await one.docker('run', '-d', '--name', 'on-one', '--net', 'global-net', 'local/busybox', 'sleep', '600');
   const endpoints = await ds.resources.list('WorkloadEndpoint', 'libnetwork');
   t.deepEqual(endpoints.map((e) => [e.spec.node, e.spec.profiles[0]]).sort(), [['agent-1', 'global-net'], ['agent-2', 'global-net']]);
-  const blocks = await (await world.datastore(prefix)).ipam.listBlocks();
+  const { blocks } = await readIpamState((await world.datastore(prefix)).ds);
   t.deepEqual(blocks.map((b) => b.affinity).sort(), ['host:agent-1', 'host:agent-2'], 'each agent drew from a block of its own');
   await two.docker('rm', '-f', 'on-two');
   await one.docker('rm', '-f', 'on-one');

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
+import { readIpamState } from '../helpers/ipam-state';
 import { DockerAgent } from '../../sim/docker-agent';
 import { MesosAgent } from '../../sim/mesos-agent';
 import { parseAddress } from '../../shared/net';
@@ -90,7 +91,7 @@ test.serial('docker - a Docker container and a Mesos CNI task on one agent, same
   t.true(await mesos.container(taskId).ping(dockerIp));
   const profiles = (await ds.resources.list('WorkloadEndpoint')).map((e) => [e.spec.orchestrator, e.spec.profiles[0]]);
   t.deepEqual(profiles.sort(), [['cni', 'shared-net'], ['libnetwork', 'shared-net']]);
-  const blocks = await (await world.datastore(prefix)).ipam.listBlocks();
+  const { blocks } = await readIpamState((await world.datastore(prefix)).ds);
   t.true(blocks.some((b) => b.affinity === `host:${NODE}` && b.inUse === 2), 'both drew from the same host block');
   for (const r of await mesos.destroy(taskId)) t.is(r.code, 0);
   await agent.docker('rm', '-f', 'dk');

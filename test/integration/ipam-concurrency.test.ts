@@ -78,7 +78,7 @@ test.serial('ipam concurrency - 4 hosts allocate 240 addresses at once: unique, 
   t.is(released.allocated.size, 0, 'no allocation left');
   t.is(released.handles.size, 0, 'no handle left');
   t.deepEqual(released.problems, []);
-  for (const host of HOSTS) await admin.releaseEmptyBlockAffinities(host);
+  for (const host of HOSTS) await admin.releaseEmptyBlocks(host);
   const empty = await readIpamState(ds);
   t.is(empty.blocks.length, 0, 'no empty block left');
   t.is(empty.affinities.length, 0, 'no affinity left');
@@ -113,7 +113,7 @@ test.serial('ipam concurrency - etcd killed and restarted mid-way: clean errors,
 
   // What a CNI DEL or a failed ADD's cleanup does: release by handle, for everyone.
   await Promise.all(outcomes.map((o) => ipams.get(o.host)!.releaseByHandle(o.handle)));
-  for (const host of HOSTS) await admin.releaseEmptyBlockAffinities(host);
+  for (const host of HOSTS) await admin.releaseEmptyBlocks(host);
   const empty = await readIpamState(ds);
   t.is(empty.allocated.size, 0);
   t.is(empty.handles.size, 0);

@@ -36,10 +36,10 @@ test('ipam - auto-assigns IPv4 and IPv6 from a block affine to the host, one han
 });
 
 test('ipam - a second allocation on the host uses the same block', async (t) => {
-  const { ipam } = await setup('same-block');
+  const { ipam, ds } = await setup('same-block');
   const a = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
   const b = await ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 });
-  const blocks = await ipam.listBlocks();
+  const { blocks } = await readIpamState(ds);
   t.is(blocks.length, 1);
   t.not(formatAddress(a.ipv4[0]!), formatAddress(b.ipv4[0]!));
   t.is(blocks[0]!.inUse, 2);
@@ -48,9 +48,12 @@ test('ipam - a second allocation on the host uses the same block', async (t) => 
 test('ipam - release by address and by handle leave no allocation or handle', async (t) => {
   const { ipam, ds } = await setup('release');
   const a = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 3, num6: 2 });
-  const notAllocated = await ipam.release([a.ipv4[0]!, parseAddress('10.20.99.1'), parseAddress('192.0.2.1')]);
+  const { notAllocated, notOwned } = await ipam.release([a.ipv4[0]!, a.ipv4[1]!, parseAddress('10.20.99.1'), parseAddress('192.0.2.1')], (attr) => attr.handle_id === 'n.a');
   t.deepEqual(texts(notAllocated).sort(), ['10.20.99.1', '192.0.2.1']);
-  t.is(await ipam.releaseByHandle('n.a'), 4);
+  t.deepEqual(notOwned, []);
+  const other = await ipam.release([a.ipv4[2]!], (attr) => attr.handle_id === 'someone.else');
+  t.deepEqual(texts(other.notOwned), [formatAddress(a.ipv4[2]!)], 'an address of another owner is left alone');
+  t.is(await ipam.releaseByHandle('n.a'), 3);
   t.is(await ipam.releaseByHandle('n.a'), 0, 'releasing again is a no-op');
   t.is(await ipam.releaseByHandle('never.existed'), 0);
   const state = await readIpamState(ds);
@@ -58,7 +61,7 @@ test('ipam - release by address and by handle leave no allocation or handle', as
   t.is(state.handles.size, 0);
   t.deepEqual(state.problems, []);
   t.is(state.blocks.length, 2, 'emptied blocks stay affine until asked');
-  const released = await ipam.releaseEmptyBlockAffinities('h');
+  const released = await ipam.releaseEmptyBlocks('h');
   t.is(released.length, 2);
   const after = await readIpamState(ds);
   t.is(after.blocks.length, 0);
@@ -84,7 +87,8 @@ test('ipam - assigning a specific address, refusing one in use or outside every 
 
 test('ipam - a full pool says which pools are full; nothing is leaked', async (t) => {
   const { ipam, ds } = await setup('full', [['tiny', '10.30.0.0/29', 29], ['v6', 'fd00:30::/122']]);
-  await ipam.autoAssign({ handle: 'n.a', node: 'h1', num4: 8, num6: 0 });
+  const six = await ipam.autoAssign({ handle: 'n.a', node: 'h1', num4: 6, num6: 0 });
+  t.deepEqual(texts(six.ipv4), ['10.30.0.1', '10.30.0.2', '10.30.0.3', '10.30.0.4', '10.30.0.5', '10.30.0.6'], 'a /29 pool gives 6: never its network or broadcast address');
   const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'h1', num4: 1, num6: 1 }), { code: 'IPAM_POOLS_EXHAUSTED' } as never);
   t.regex(err!.message, /no free address in pool\(s\) tiny \(10\.30\.0\.0\/29\)/);
   const partial = await t.throwsAsync(ipam.autoAssign({ handle: 'n.c', node: 'h1', num4: 0, num6: 65 }), { code: 'IPAM_POOLS_EXHAUSTED' } as never);
@@ -92,7 +96,7 @@ test('ipam - a full pool says which pools are full; nothing is leaked', async (t
   const state = await readIpamState(ds);
   t.is(state.handles.has('n.b'), false);
   t.is(state.handles.has('n.c'), false, 'a failed request gives back what it had taken');
-  t.is(state.allocated.size, 8);
+  t.is(state.allocated.size, 6);
   t.deepEqual(state.problems, []);
 });
 
@@ -109,10 +113,10 @@ test('ipam - no pools, disabled pools and unknown pools are clear errors', async
 test('ipam - pools restricted by name; other hosts borrow only without strict affinity', async (t) => {
   const { ipam, ds } = await setup('borrow', [['small', '10.50.0.0/26', 26], ['other', '10.51.0.0/26', 26]]);
   const first = await ipam.autoAssign({ handle: 'n.a', node: 'h1', num4: 1, num6: 0, pools4: ['small'] });
-  t.is(formatAddress(first.ipv4[0]!), '10.50.0.0');
+  t.is(formatAddress(first.ipv4[0]!), '10.50.0.1', 'the pool\'s network address is never handed out');
   // h2 can claim no block of 'small' (its only block is h1's): it borrows.
   const borrowed = await ipam.autoAssign({ handle: 'n.b', node: 'h2', num4: 1, num6: 0, pools4: ['small'] });
-  t.is(formatAddress(borrowed.ipv4[0]!), '10.50.0.1');
+  t.is(formatAddress(borrowed.ipv4[0]!), '10.50.0.2');
   await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: true, maxBlocksPerHost: 0 });
   const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.c', node: 'h2', num4: 1, num6: 0, pools4: ['small'] }));
   t.regex(err!.message, /strict affinity forbids borrowing/);
@@ -120,14 +124,14 @@ test('ipam - pools restricted by name; other hosts borrow only without strict af
 });
 
 test('ipam - maxBlocksPerHost and auto_allocate_blocks are honoured', async (t) => {
-  const { ipam } = await setup('maxblocks', [['p', '10.60.0.0/24', 30]]);
+  const { ipam } = await setup('maxblocks', [['p', 'fd00:60::/120', 126]]);
   await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: true, maxBlocksPerHost: 2 });
-  const got = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 8, num6: 0 });
-  t.is(got.ipv4.length, 8);
-  const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 }));
+  const got = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 0, num6: 8 });
+  t.is(got.ipv6.length, 8);
+  const err = await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'h', num4: 0, num6: 1 }));
   t.regex(err!.message, /maxBlocksPerHost \(2\)/);
   await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: false, maxBlocksPerHost: 0 });
-  await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'other', num4: 1, num6: 0 }), { message: /auto_allocate_blocks is off/ });
+  await t.throwsAsync(ipam.autoAssign({ handle: 'n.b', node: 'other', num4: 0, num6: 1 }), { message: /auto_allocate_blocks is off/ });
 });
 
 test('ipam - a disabled pool gives no new addresses', async (t) => {

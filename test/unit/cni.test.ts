@@ -2,7 +2,7 @@ import test from 'ava';
 import { parseConfig, parseJson } from '../../cni/config';
 import { parseArgs, parseEnv } from '../../cni/env';
 import { CniError, toCniError } from '../../cni/errors';
-import { hostInterfaceName, routeMetricFor } from '../../cni/identity';
+import { routeMetricFor } from '../../cni/attachment';
 import { formatResult, parseResult, type CniResult } from '../../cni/result';
 import { parseVersion } from '../../cni/version';
 import { AddressInUseError, PoolsExhaustedError } from '../../shared/ipam/errors';
@@ -90,10 +90,9 @@ test('cni errors - our core errors map to the spec\'s codes in one place', (t) =
   t.is(toCniError(new Error('boom')).code, 100);
 });
 
-test('cni identity - host veths: Calico\'s name for eth0, a distinct one for other interfaces', (t) => {
-  t.is(hostInterfaceName('4f3a9c2d7e1b55', 'eth0'), 'cali4f3a9c2d7e1');
-  const eth1 = hostInterfaceName('4f3a9c2d7e1b55', 'eth1');
-  t.regex(eth1, /^cali[0-9a-f]{11}$/);
-  t.not(eth1, hostInterfaceName('4f3a9c2d7e1b55', 'eth2'));
-  t.deepEqual(['eth0', 'eth1', 'eth12', 'net0'].map(routeMetricFor), [0, 101, 112, 1000]);
+test('cni route metrics - eth0 preferred, ethN in order, other names distinct', (t) => {
+  t.deepEqual(['eth0', 'eth1', 'eth12'].map(routeMetricFor), [0, 101, 112]);
+  const others = ['net0', 'dbg0', 'dbg1', 'dbg2', 'calico', 'x'].map(routeMetricFor);
+  t.true(others.every((m) => m >= 1000 && m < 1_001_000));
+  t.is(new Set(others).size, others.length, 'two non-ethN interfaces never share a metric');
 });

@@ -1,22 +1,25 @@
 import test from 'ava';
 import { sanitiseLabels } from '../../shared/endpoints/labels';
 import { networkProfile } from '../../shared/endpoints/profile';
-import { buildWorkloadEndpoint, workloadEndpointName } from '../../shared/endpoints/workload-endpoint';
+import { buildWorkloadEndpoint, isEndpointOf, workloadOfEndpoint } from '../../shared/endpoints/workload-endpoint';
 import { parseAddress } from '../../shared/net/address';
 
-test('endpoints - names double each part\'s dashes', (t) => {
-  t.is(workloadEndpointName({ node: 'my-host', orchestrator: 'cni', workload: 'abc-1', endpoint: 'eth0', namespace: 'default' }), 'my--host-cni-abc--1-eth0');
-});
-
 test('endpoints - a CNI workload endpoint in the Calico layout', (t) => {
+  const attachment = { orchestrator: 'cni' as const, node: 'node1', network: 'net1', containerId: '4f3a9c2d7e1b', ifname: 'eth0' };
   const wep = buildWorkloadEndpoint(
-    { node: 'node1', orchestrator: 'cni', workload: '4f3a9c2d7e1b', endpoint: 'eth0', namespace: 'default' },
+    attachment,
     { containerID: '4f3a9c2d7e1b', addresses: [parseAddress('192.168.10.1'), parseAddress('fd00::1')], profiles: ['net1'], interfaceName: 'cali4f3a9c2d7e1', mac: '5e:2b:7c:01:aa:10', labels: { app: 'web' } },
   );
   t.is(wep.metadata.name, 'node1-cni-4f3a9c2d7e1b-eth0');
   t.deepEqual(wep.metadata.labels, { app: 'web', 'projectcalico.org/namespace': 'default', 'projectcalico.org/orchestrator': 'cni' });
   t.deepEqual(wep.spec.ipNetworks, ['192.168.10.1/32', 'fd00::1/128']);
   t.is(wep.spec.interfaceName, 'cali4f3a9c2d7e1');
+  t.is(wep.metadata.annotations!['projectcalico.org/owner'], 'cni:net1:4f3a9c2d7e1b:eth0');
+  t.true(isEndpointOf(wep, attachment));
+  t.false(isEndpointOf(wep, { ...attachment, network: 'net2' }), 'the same container and interface on another network is another owner');
+  t.deepEqual(workloadOfEndpoint(wep), attachment);
+  const { annotations: _dropped, ...legacyMeta } = wep.metadata;
+  t.deepEqual(workloadOfEndpoint({ ...wep, metadata: legacyMeta }), attachment, 'records of earlier releases are read from their spec');
 });
 
 test('endpoints - profiles allow from the same network and all egress', (t) => {

@@ -1,0 +1,41 @@
+/**
+ * Giving back what a workload owns, and nothing else: the one place every path (CNI DEL and GC,
+ * Docker, the daemon's garbage collection) releases a workload's addresses.
+ */
+import type { OwnerTest } from '../ipam/block';
+import type { Ipam } from '../ipam/ipam';
+import type { IpAddress } from '../net/address';
+import { handleOf, isDockerHandle, legacyCniHandle, ownsLegacyAllocation, type CniAttachment, type Workload } from './identity';
+
+/** Addresses of this host's Docker IPAM driver: the only ones Docker's calls release or claim for an endpoint. */
+export function dockerOwned(node: string): OwnerTest {
+  return (attribute) => attribute.handle_id !== null && isDockerHandle(attribute.handle_id) && attribute.secondary?.node === node;
+}
+
+/** Whether an allocation under the legacy `<network>.<container>` handle is this attachment's. */
+function legacyOwner(attachment: CniAttachment): OwnerTest {
+  const handle = legacyCniHandle(attachment.network, attachment.containerId);
+  return (attribute) => ownsLegacyAllocation(attachment, handle, attribute.secondary);
+}
+
+/**
+ * Releases the workload's addresses: a CNI attachment's or net-modules container's handle (and
+ * what earlier releases gave a CNI attachment under the legacy handle, where its attributes say
+ * so), a Docker endpoint's `addresses` where this host's driver gave them to that endpoint.
+ * Returns how many were released.
+ */
+export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, addresses: readonly IpAddress[] = []): Promise<number> {
+  switch (workload.orchestrator) {
+    case 'cni': {
+      const released = await ipam.releaseByHandle(handleOf(workload));
+      return released + (await ipam.releaseByHandle(legacyCniHandle(workload.network, workload.containerId), legacyOwner(workload)));
+    }
+    case 'mesos':
+      return ipam.releaseByHandle(handleOf(workload));
+    case 'libnetwork': {
+      const docker = dockerOwned(workload.node);
+      const owns: OwnerTest = (a) => docker(a) && a.secondary?.endpoint === workload.endpointId;
+      return (await ipam.release(addresses, owns)).released.length;
+    }
+  }
+}
