@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   ipam: async () => (await import('./ipam')).benchIpam(),
   cni: async () => (await import('./cni')).benchCni(),
   cnm: async () => (await import('./cnm')).benchCnm(),
+  burst: async () => (await import('./burst')).benchBurst(),
 };
 
 const name = process.argv[2];

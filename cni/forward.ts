@@ -3,7 +3,6 @@
  * daemon holds a warm etcd connection, so the plugin process only starts node and waits. Returns
  * undefined when no daemon answers, and the caller runs the command in-process instead.
  */
-import { connect } from 'node:net';
 import type { Invocation, Outcome, PluginKind } from './skel';
 
 export const DEFAULT_DAEMON_SOCKET = '/var/run/calico/cni.sock';
@@ -15,7 +14,9 @@ export interface ForwardRequest extends Invocation {
   readonly kind: PluginKind;
 }
 
-export function forward(socketPath: string, request: ForwardRequest): Promise<Outcome | undefined> {
+export async function forward(socketPath: string, request: ForwardRequest): Promise<Outcome | undefined> {
+  // Loaded only when there is something to forward: VERSION never needs it.
+  const { connect } = await import('node:net');
   return new Promise((resolve) => {
     const socket = connect(socketPath);
     let answer = '';

@@ -5,14 +5,13 @@
  *   calico-install [--plugins-dir /opt/cni/bin] [--conf-dir DIR --network NAME
  *                  [--etcd-endpoints URLS] [--nodename NAME] [--cni-version 0.2.0] [--ipv6] [--force]]
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseCommandLine } from '../shared/command-line';
 import { parseConfig } from './config';
 import { CniError } from './errors';
+import { installPluginFiles } from './plugin-files';
 import { SUPPORTED_VERSIONS } from './version';
-
-const PLUGINS = ['calico', 'calico-ipam'];
 
 export function networkConfig(options: { network: string; etcdEndpoints: string; nodename?: string; cniVersion: string; ipv6: boolean }) {
   return {
@@ -57,14 +56,7 @@ function main(argv: string[]): void {
   const source = join(__dirname, '..', 'cni');
   const target = values['plugins-dir']!;
   mkdirSync(target, { recursive: true });
-  for (const plugin of PLUGINS) {
-    // Copy then rename: a runtime calling the plugin meanwhile sees the old file or the new, never half.
-    const temp = join(target, `.${plugin}.new`);
-    copyFileSync(join(source, plugin), temp);
-    chmodSync(temp, 0o755);
-    renameSync(temp, join(target, plugin));
-    console.log(`installed ${join(target, plugin)}`);
-  }
+  for (const installed of installPluginFiles(source, target)) console.log(`installed ${installed}`);
   if (conf && file) {
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, `${JSON.stringify(conf, null, 2)}\n`);

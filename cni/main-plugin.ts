@@ -3,11 +3,12 @@
  * dataplane, and its WorkloadEndpoint and Profile records. A failed ADD undoes what it did.
  */
 import type { Resource } from '../shared/datastore';
-import { inspectWorkload, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
+import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
+import { PhaseTimer } from '../shared/diagnostics';
 import { messageOf } from '../shared/errors';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
 import { attachmentOf, routeMetricFor } from './attachment';
@@ -37,15 +38,25 @@ function interfacesOf(attachment: CniAttachment, netns?: string) {
 export async function add(ctx: CniContext): Promise<CniResult> {
   const { conf, env, log } = ctx;
   const netns = env.netns!;
+  const timer = new PhaseTimer();
   const attachment = attachmentOf(conf, env);
   const { hostIf, ownerTag } = interfacesOf(attachment);
   const ds = await datastoreOf(ctx);
   const name = endpointNameOf(attachment);
 
-  const existing = await ds.resources.get('WorkloadEndpoint', name, ENDPOINT_NAMESPACES.cni);
+  // The record of a finished ADD and the network's profile, in one round trip: a member-local
+  // read, since the record is created only if absent, and the profile likewise. (Issued while
+  // the allocation's write is in flight it only waits for that write: measured slower than one
+  // after the other.)
+  const [found, profile] = await ds.resources.getMany([
+    { kind: 'WorkloadEndpoint', name, namespace: ENDPOINT_NAMESPACES.cni },
+    { kind: 'Profile', name: conf.name },
+  ], { serializable: true });
+  const existing = found as Resource<'WorkloadEndpoint'> | undefined;
+  timer.lap('lookup');
   if (existing && !isEndpointOf(existing, attachment)) {
     // The same container and interface, attached to another network: never taken over.
-    throw new InterfaceExistsError(env.ifname, `in container ${env.containerId}: it is attached to network "${existing.spec.profiles[0] ?? "?"}"`);
+    throw new InterfaceExistsError(env.ifname, `in container ${env.containerId}: it is attached to network "${existing.spec.profiles[0] ?? '?'}"`);
   }
   if (existing) {
     const state = await inspectWorkload({ netns, containerIf: env.ifname, hostIf });
@@ -59,31 +70,37 @@ export async function add(ctx: CniContext): Promise<CniResult> {
   const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
   const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
   if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
+  timer.lap('ipam');
 
-  let wired = false;
-  try {
-    await ensureNetworkProfile(ds, conf.name);
-    const { containerMac } = await wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) });
-    wired = true;
-    const endpoint = buildWorkloadEndpoint(attachment, {
-      containerID: env.containerId,
-      addresses,
-      profiles: [conf.name],
-      interfaceName: hostIf,
-      mac: containerMac,
-      labels: conf.labels,
-      annotations: { [NETNS_ANNOTATION]: netns },
-    });
-    await writeEndpoint(ctx, endpoint, existing);
+  // We choose the container's MAC, so the record need not wait for the wiring: both go at once,
+  // and whichever fails, both are undone.
+  const containerMac = randomMac();
+  const endpoint = buildWorkloadEndpoint(attachment, {
+    containerID: env.containerId,
+    addresses,
+    profiles: [conf.name],
+    interfaceName: hostIf,
+    mac: containerMac,
+    labels: conf.labels,
+    annotations: { [NETNS_ANNOTATION]: netns },
+  });
+  const [wiring, recording] = await Promise.allSettled([
+    timer.measure('dataplane', wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) })),
+    timer.measure('record', (profile ? Promise.resolve() : ensureNetworkProfile(ds, conf.name)).then(() => writeEndpoint(ctx, endpoint, existing))),
+  ]);
+  timer.lap('wiring');
+  if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {
+    timer.publish();
     log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });
     return resultFor(addresses, env, containerMac, conf.mtu);
-  } catch (err) {
-    log.error('ADD failed, undoing it', { error: messageOf(err) });
-    // Only our own interface is removed: a clash with an existing one never took it over.
-    if (wired) await unwireWorkload(interfacesOf(attachment, netns)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
-    await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
-    throw err;
   }
+  const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
+  log.error('ADD failed, undoing it', { error: messageOf(err) });
+  // Only our own interface and record are removed: a clash with an existing one never took it over.
+  if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment, netns)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
+  if (recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
+  await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
+  throw err;
 }
 
 /** Creates the record, or replaces a stale one left by an earlier attempt for the same container. */
@@ -114,9 +131,12 @@ export async function del(ctx: CniContext): Promise<void> {
       failures.push(err);
     }
   };
-  await attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment, env.netns)));
-  await attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment));
-  await attempt('releasing the addresses', () => delegateDel(ctx));
+  // Independent steps, all tried, at once.
+  await Promise.all([
+    attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment, env.netns))),
+    attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment)),
+    attempt('releasing the addresses', () => delegateDel(ctx)),
+  ]);
   if (failures.length > 0) throw failures[0];
   log.info('workload deleted', { endpoint: endpointNameOf(attachment) });
 }

@@ -37,7 +37,7 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
   let log = new Logger('info', [stderrSink, ...extraSinks]);
   try {
     const command = parseCommand(invocation.env);
-    if (command === 'VERSION') return { stdout: JSON.stringify(versionAnswer(askedVersion(invocation.stdin))), exitCode: 0 };
+    if (command === 'VERSION') return { stdout: versionAnswer(invocation.stdin), exitCode: 0 };
     let env: CniEnv;
     try {
       env = parseEnv(invocation.env);
@@ -58,16 +58,6 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
     log.error(error.message, { code: error.code });
     const answer = { cniVersion: version, code: error.code, msg: error.message, ...(error.details ? { details: error.details } : {}) };
     return { stdout: JSON.stringify(answer), exitCode: 1 };
-  }
-}
-
-/** VERSION answers in the version the caller's config names, or the latest when it names none. */
-function askedVersion(stdin: string): CniVersion {
-  try {
-    const raw = parseJson(stdin);
-    return raw.cniVersion === undefined ? LATEST_VERSION : parseVersion(raw.cniVersion);
-  } catch {
-    return LATEST_VERSION;
   }
 }
 

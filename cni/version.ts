@@ -17,6 +17,17 @@ export function atLeast(version: CniVersion, floor: CniVersion): boolean {
   return SUPPORTED_VERSIONS.indexOf(version) >= SUPPORTED_VERSIONS.indexOf(floor);
 }
 
-export function versionAnswer(version: CniVersion) {
-  return { cniVersion: version, supportedVersions: [...SUPPORTED_VERSIONS] };
+/**
+ * VERSION's answer, in the version the caller's config names (the latest when it names none or
+ * is not JSON). Needs nothing else of the plugin: the executables answer it before loading more.
+ */
+export function versionAnswer(stdin: string): string {
+  let version: CniVersion = LATEST_VERSION;
+  try {
+    const raw = JSON.parse(stdin) as { cniVersion?: unknown } | null;
+    if (raw?.cniVersion !== undefined) version = parseVersion(raw.cniVersion);
+  } catch {
+    // not JSON, or a version we do not speak: the latest
+  }
+  return JSON.stringify({ cniVersion: version, supportedVersions: [...SUPPORTED_VERSIONS] });
 }

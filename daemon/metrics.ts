@@ -6,7 +6,7 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:http';
-import { casConflicts, casExhausted, etcdErrors } from '../shared/diagnostics';
+import { addPhases, casConflicts, casExhausted, etcdErrors } from '../shared/diagnostics';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
@@ -73,6 +73,7 @@ export class Metrics {
   private readonly conflicts = new Counter('calico_ipam_cas_conflicts_total', 'IPAM compare-and-swap rounds lost to a concurrent writer and retried.');
   private readonly exhausted = new Counter('calico_ipam_cas_retries_exhausted_total', 'IPAM operations that gave up after too many conflicts.');
   private readonly etcd = new Counter('calico_etcd_errors_total', 'etcd calls that failed, by kind (unavailable, request).');
+  private readonly addPhases = new Histogram('calico_cni_add_phase_seconds', 'Time a CNI ADD served by the daemon spends in each phase (lookup, ipam, profile, dataplane, record).');
   private server: Server | undefined;
   private usage: { at: number; lines: string[] } | undefined;
 
@@ -84,6 +85,9 @@ export class Metrics {
     subscribe(casConflicts.name, (message) => this.conflicts.inc({ operation: operationOf(message) }));
     subscribe(casExhausted.name, (message) => this.exhausted.inc({ operation: operationOf(message) }));
     subscribe(etcdErrors.name, (message) => this.etcd.inc({ kind: String((message as { kind?: string }).kind ?? 'unknown') }));
+    subscribe(addPhases.name, (message) => {
+      for (const [phase, seconds] of Object.entries((message as { phases: Record<string, number> }).phases)) this.addPhases.observe({ phase }, seconds);
+    });
   }
 
   /** Records one served request. */
@@ -93,7 +97,7 @@ export class Metrics {
   }
 
   async render(): Promise<string> {
-    const lines = [...this.requests.render(), ...this.durations.render(), ...this.conflicts.render(), ...this.exhausted.render(), ...this.etcd.render(), ...(await this.ipamUsage())];
+    const lines = [...this.requests.render(), ...this.durations.render(), ...this.conflicts.render(), ...this.exhausted.render(), ...this.etcd.render(), ...this.addPhases.render(), ...(await this.ipamUsage())];
     return `${lines.join('\n')}\n`;
   }
 

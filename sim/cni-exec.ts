@@ -1,6 +1,7 @@
 /** Runs a CNI plugin executable inside a host namespace with exactly the given environment. */
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { installPluginFiles } from '../cni/plugin-files';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Netns } from './netns';
@@ -13,9 +14,9 @@ export interface PluginRun {
   readonly json: Record<string, any> | undefined;
 }
 
-export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000): Promise<PluginRun> {
+export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000, args: readonly string[] = []): Promise<PluginRun> {
   return new Promise((done) => {
-    const child = execFile('nsenter', [`--net=${host.path}`, plugin], { env, timeout: timeoutMs }, (err, stdout, stderr) => {
+    const child = execFile('nsenter', [`--net=${host.path}`, plugin, ...args], { env, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       let json: Record<string, any> | undefined;
       try {
@@ -35,7 +36,7 @@ export function installPlugins(): string {
   const built = resolve('dist/cni');
   if (!existsSync(join(built, 'calico'))) throw new Error('dist/cni/calico is missing: run `npm run build` first');
   const dir = mkdtempSync(join(tmpdir(), 'cni-plugins-'));
-  for (const name of ['calico', 'calico-ipam']) copyFileSync(join(built, name), join(dir, name));
+  installPluginFiles(built, dir);
   if (existsSync('/usr/lib/cni/host-local')) symlinkSync('/usr/lib/cni/host-local', join(dir, 'host-local'));
   return dir;
 }

@@ -27,6 +27,11 @@ export class NodeDaemon {
     return join(this.dir, 'cni.sock');
   }
 
+  /** Docker's IpamDriver socket of this daemon (driver name calico-ipam, in its own plugin dir). */
+  get ipamSocket(): string {
+    return join(this.dir, 'plugins', 'calico-ipam.sock');
+  }
+
   static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
     const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
     const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), ...args], {

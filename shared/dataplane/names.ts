@@ -45,10 +45,12 @@ export function validateOwnerTag(tag: unknown): string {
   return tag;
 }
 
+/** An absolute path with no white space: it is one word of an `ip` command line. */
 export function validateNetnsPath(path: unknown, field: string): string {
-  if (typeof path !== 'string' || !path.startsWith('/') || /[\0\n]/.test(path) || path.length > 4096) {
+  if (typeof path !== 'string' || !path.startsWith('/') || path.length > 4096) {
     throw new InvalidInputError(field, `${JSON.stringify(path)} is not an absolute path`);
   }
+  if (/[\s\0]/.test(path)) throw new InvalidInputError(field, `${JSON.stringify(path)} must not contain white space`);
   return path;
 }
 

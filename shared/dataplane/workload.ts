@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
-import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
+import { hostIp, ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
@@ -70,9 +70,11 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   // One that is not ours (its alias names another owner) is never touched.
   await removeStaleHostLink(hostIf, ownerTag);
 
-  // Every name follows a keyword (name, dev), so ip never reads one as a keyword of its own.
+  // The pair is made inside the container, its host end sent straight to this process's
+  // namespace by pid (a namespace named by path would be held open by the host's long-lived ip
+  // process, and never freed), then the host end is set up without a process of its own. Every
+  // name follows a keyword (name, dev), so ip never reads one as a keyword of its own.
   const container = [
-    // Created inside the container; the peer goes straight to this process's namespace, the host.
     `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
     `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
@@ -104,6 +106,7 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   try {
     await configureHostEnd(hostIf, ownerTag, containerMac, v4, v6);
   } catch (err) {
+    // Deleting the host end deletes the container end with it.
     await removeHostLink(hostIf);
     throw err;
   }
@@ -119,7 +122,7 @@ async function configureHostEnd(hostIf: string, ownerTag: string, containerMac: 
     sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
   }
   await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
-  await ipBatch(`set up host interface ${hostIf}`, [
+  await hostIp(`set up host interface ${hostIf}`, [
     `link set dev ${hostIf} alias ${ownerTag} up`,
     ...[...v4, ...v6].flatMap((a) => [
       `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
@@ -151,7 +154,7 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   // The peer is named from the same identity and is ours until Docker moves it away.
   await removeStaleHostLink(hostIf, ownerTag);
   if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
-  await ipBatch(`create veth ${hostIf}`, [
+  await hostIp(`create veth ${hostIf}`, [
     `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
   ]);
   try {
@@ -244,7 +247,7 @@ async function hostLinkAlias(hostIf: string): Promise<string | undefined> {
 }
 
 async function removeHostLink(hostIf: string): Promise<void> {
-  await ignoreMissing(ipBatch(`remove host interface ${hostIf}`, [`link del dev ${hostIf}`]));
+  await ignoreMissing(hostIp(`remove host interface ${hostIf}`, [`link del dev ${hostIf}`]));
 }
 
 function isMissing(err: unknown): boolean {

@@ -145,11 +145,12 @@ export class EtcdKv {
    * A prefix read is finished page by page at the same revision: only for prefixes bounded by
    * what one host holds.
    */
-  async readMany(reads: readonly Read[]): Promise<Entry[][]> {
+  async readMany(reads: readonly Read[], options: { serializable?: boolean } = {}): Promise<Entry[][]> {
     const out: Entry[][] = [];
     for (let from = 0; from < reads.length; from += MAX_TXN_OPS) {
       const chunk = reads.slice(from, from + MAX_TXN_OPS);
-      const res = await this.call(`read of ${chunk.length} ranges`, (c) => c.kv.txn({ success: chunk.map(readOp) }));
+      const ops = chunk.map((r) => readOp(r, options.serializable ?? false));
+      const res = await this.call(`read of ${chunk.length} ranges`, (c) => c.kv.txn({ success: ops }));
       const revision = String(res.header.revision);
       for (const [i, read] of chunk.entries()) {
         const range = res.responses[i]?.response_range;
@@ -264,9 +265,13 @@ function rangeOp(key: string): IRequestOp {
   return { request_range: { key: Buffer.from(key) } };
 }
 
-function readOp(read: Read): IRequestOp {
-  if ('key' in read) return rangeOp(read.key);
-  return { request_range: { key: Buffer.from(read.prefix), range_end: prefixEnd(read.prefix), limit: DEFAULT_PAGE_SIZE } };
+/**
+ * A range read; `serializable` reads the member's own copy without waiting for writes in flight
+ * to be agreed (faster under writes, possibly a moment stale).
+ */
+function readOp(read: Read, serializable: boolean): IRequestOp {
+  const range = 'key' in read ? { key: Buffer.from(read.key) } : { key: Buffer.from(read.prefix), range_end: prefixEnd(read.prefix), limit: DEFAULT_PAGE_SIZE };
+  return { request_range: { ...range, serializable } };
 }
 
 function readResponses(keys: readonly string[], responses: { response_range?: { kvs: IKeyValue[] } }[]) {

@@ -119,6 +119,15 @@ export class ResourceStore {
     return entry ? decodeResource(kind, entry) : undefined;
   }
 
+  /**
+   * Several resources in one round trip, each undefined when absent; `serializable` for lookups
+   * that may be a moment stale because a guarded write follows (see EtcdKv.readMany).
+   */
+  async getMany(refs: readonly { kind: ResourceKind; name: string; namespace?: string }[], options: { serializable?: boolean } = {}): Promise<(Resource | undefined)[]> {
+    const entries = await this.kv.readMany(refs.map((r) => ({ key: this.keyOf(r.kind, r.name, r.namespace) })), options);
+    return refs.map((r, i) => (entries[i]![0] ? decodeResource(r.kind, entries[i]![0]) : undefined));
+  }
+
   /** Every resource of a kind (in one namespace, if given): for kinds an operator keeps few of. */
   async list<K extends ResourceKind>(kind: K, namespace?: string): Promise<Resource<K>[]> {
     const all: Resource<K>[] = [];

@@ -27,8 +27,12 @@ function legacyOwner(attachment: CniAttachment): OwnerTest {
 export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, addresses: readonly IpAddress[] = []): Promise<number> {
   switch (workload.orchestrator) {
     case 'cni': {
-      const released = await ipam.releaseByHandle(handleOf(workload));
-      return released + (await ipam.releaseByHandle(legacyCniHandle(workload.network, workload.containerId), legacyOwner(workload)));
+      // Submitted together, the two are served by one batch: one read, one transaction.
+      const released = await Promise.all([
+        ipam.releaseByHandle(handleOf(workload)),
+        ipam.releaseByHandle(legacyCniHandle(workload.network, workload.containerId), legacyOwner(workload)),
+      ]);
+      return released[0] + released[1];
     }
     case 'mesos':
       return ipam.releaseByHandle(handleOf(workload));

@@ -1,13 +1,13 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { request } from 'node:http';
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
+import { callDriver } from '../../sim/driver-client';
 import { DockerAgent } from '../../sim/docker-agent';
 import { MesosAgent } from '../../sim/mesos-agent';
 import { parseAddress } from '../../shared/net';
@@ -115,16 +115,8 @@ test.serial('docker - the daemon restarted between container starts keeps every 
 });
 
 /** A call straight to one of the driver sockets, as Docker makes them. */
-function callDriver(socket: string, path: string, body: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: join(agent.pluginsDir, socket), path, method: 'POST', headers: { 'Content-Type': 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+function callAgentDriver(socket: string, path: string, body: string) {
+  return callDriver(join(agent.pluginsDir, socket), path, body);
 }
 
 test.serial('docker - every unsupported option and bad request gets an error saying what to do, and leaves nothing', async (t) => {
@@ -144,24 +136,24 @@ test.serial('docker - every unsupported option and bad request gets an error say
   t.regex(await agent.dockerFails('run', '-d', '--name', 'second', '--net', 'n-ok', '--ip', '10.220.50.5', 'local/busybox', 'sleep', '600'), /10\.220\.50\.5 is already in use/);
   await agent.docker('rm', '-f', 'second').catch(() => undefined);
 
-  const outside = await callDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: 'CalicoPoolIPv4', Address: '10.250.0.5' }));
+  const outside = await callAgentDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: 'CalicoPoolIPv4', Address: '10.250.0.5' }));
   t.is(outside.status, 500);
   t.regex(String(outside.json.Err), /10\.250\.0\.5 is not in any enabled IP pool/);
-  const malformed = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.CreateEndpoint', '{"NetworkID": ');
+  const malformed = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.CreateEndpoint', '{"NetworkID": ');
   t.is(malformed.status, 400);
   t.regex(String(malformed.json.Err), /malformed request body/);
-  const unknownEndpoint = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Join', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000', SandboxKey: '/nonexistent' }));
+  const unknownEndpoint = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.Join', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000', SandboxKey: '/nonexistent' }));
   t.is(unknownEndpoint.status, 500);
   t.regex(String(unknownEndpoint.json.Err), /endpoint feedface0000 is unknown to Calico/);
-  const goneEndpoint = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }));
+  const goneEndpoint = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }));
   t.is(goneEndpoint.status, 200, 'deleting what is already gone succeeds');
-  t.is((await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Leave', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }))).status, 200);
-  const badId = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ EndpointID: 42 }));
+  t.is((await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.Leave', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }))).status, 200);
+  const badId = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ EndpointID: 42 }));
   t.regex(String(badId.json.Err), /EndpointID must be a string/);
-  const unknownPath = await callDriver(`${DRIVER}.sock`, '/NetworkDriver.Frobnicate', '{}');
+  const unknownPath = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.Frobnicate', '{}');
   t.is(unknownPath.status, 404);
-  t.deepEqual((await callDriver(`${DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['NetworkDriver'] });
-  t.deepEqual((await callDriver(`${IPAM_DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['IpamDriver'] });
+  t.deepEqual((await callAgentDriver(`${DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['NetworkDriver'] });
+  t.deepEqual((await callAgentDriver(`${IPAM_DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['IpamDriver'] });
 
   await agent.docker('rm', '-f', 'first');
   await agent.docker('network', 'rm', 'n-ok');

@@ -1,11 +1,11 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { NodeDaemon } from '../../sim/daemon';
+import { callDriver } from '../../sim/driver-client';
 import type { PluginRun } from '../../sim/cni-exec';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 
@@ -68,18 +68,6 @@ test.serial('resilience - a member of a 3-member etcd killed during 200 ADDs: ea
   await assertNothingLeft(t, ds, [agent]);
 });
 
-function callDriver(socket: string, path: string, body: object): Promise<{ status: number; json: Record<string, unknown>; ms: number }> {
-  const started = Date.now();
-  return new Promise((done, fail) => {
-    const req = request({ socketPath: socket, path, method: 'POST' }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => done({ status: res.statusCode!, json: JSON.parse(text), ms: Date.now() - started }));
-    });
-    req.on('error', fail);
-    req.end(JSON.stringify(body));
-  });
-}
 
 test.serial('resilience - every member down: ADD and driver calls fail within the deadline naming the endpoints; after the restart all works, daemon untouched', async (t) => {
   const { prefix, ds } = await world.scenario('all-down');
@@ -96,7 +84,7 @@ test.serial('resilience - every member down: ADD and driver calls fail within th
   t.is(down.runs[0]!.json?.code, 11, down.runs[0]!.stdout);
   t.regex(down.runs[0]!.json?.msg, /etcd at http:\/\/10\.99\.0\.1:2379,http:\/\/10\.99\.0\.1:2389,http:\/\/10\.99\.0\.1:2399 is unavailable/);
   t.true(Date.now() - started < 10_000, `ADD failed after ${Date.now() - started} ms`);
-  const driver = await callDriver(join(daemon.dir, 'plugins', 'calico-ipam.sock'), '/IpamDriver.RequestAddress', { PoolID: 'CalicoPoolIPv4' });
+  const driver = await callDriver(daemon.ipamSocket, '/IpamDriver.RequestAddress', { PoolID: 'CalicoPoolIPv4' });
   t.is(driver.status, 500);
   t.regex(String(driver.json.Err), /etcd at .*10\.99\.0\.1:2379.* is unavailable/);
   t.true(driver.ms < 12_000, `the driver call failed after ${driver.ms} ms`);
