@@ -19,13 +19,14 @@ export async function forward(socketPath: string, request: ForwardRequest): Prom
   const { connect } = await import('node:net');
   return new Promise((resolve) => {
     const socket = connect(socketPath);
-    let answer = '';
+    const answer: Buffer[] = [];
     let settled = false;
     const settle = (outcome: Outcome | undefined) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.destroy();
+      // After an answer both sides have ended and the socket closes by itself.
+      if (outcome === undefined) socket.destroy();
       resolve(outcome);
     };
     let timer = setTimeout(() => settle(undefined), CONNECT_TIMEOUT_MS);
@@ -34,11 +35,10 @@ export async function forward(socketPath: string, request: ForwardRequest): Prom
       timer = setTimeout(() => settle(undefined), ANSWER_TIMEOUT_MS);
       socket.end(`${JSON.stringify(request)}\n`);
     });
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => (answer += chunk));
+    socket.on('data', (chunk: Buffer) => answer.push(chunk));
     socket.on('end', () => {
       try {
-        const outcome = JSON.parse(answer) as Outcome;
+        const outcome = JSON.parse(Buffer.concat(answer).toString('utf8')) as Outcome;
         settle(typeof outcome.exitCode === 'number' && typeof outcome.stdout === 'string' ? outcome : undefined);
       } catch {
         settle(undefined);

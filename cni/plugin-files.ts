@@ -1,7 +1,8 @@
 /**
  * Puts the plugin executables into a CNI plugins directory. Their first line is rewritten to the
  * node that runs the installer: a runtime's PATH may hold no node (Mesos passes its own), and an
- * absolute interpreter saves `/usr/bin/env`'s exec on every command (about 3 ms here).
+ * absolute interpreter saves `/usr/bin/env`'s exec on every command (about 3 ms here). The bundle
+ * needs node's own modules only, so node need not resolve the file's real path either.
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ export const PLUGINS = ['calico', 'calico-ipam'] as const;
 
 export function installPluginFiles(sourceDir: string, targetDir: string, node = process.execPath): string[] {
   return PLUGINS.map((plugin) => {
-    const text = readFileSync(join(sourceDir, plugin), 'utf8').replace(/^#!.*\n/, `#!${node}\n`);
+    const text = readFileSync(join(sourceDir, plugin), 'utf8').replace(/^#!.*\n/, `#!${node} --preserve-symlinks-main\n`);
     // Write then rename: a runtime calling the plugin meanwhile sees the old file or the new, never half.
     const temp = join(targetDir, `.${plugin}.new`);
     writeFileSync(temp, text);

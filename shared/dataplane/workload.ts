@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
-import { hostIp, ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
+import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
@@ -71,9 +71,10 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   await removeStaleHostLink(hostIf, ownerTag);
 
   // The pair is made inside the container, its host end sent straight to this process's
-  // namespace by pid (a namespace named by path would be held open by the host's long-lived ip
-  // process, and never freed), then the host end is set up without a process of its own. Every
-  // name follows a keyword (name, dev), so ip never reads one as a keyword of its own.
+  // namespace, then the host end is set up. (A long-lived `ip -batch` for the host's commands was
+  // tried and dropped: ip caches each name's ifindex, and a name deleted and made again then
+  // points at a gone or another link.) Every name follows a keyword (name, dev), so ip never reads
+  // one as a keyword of its own.
   const container = [
     `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
     `link set dev ${containerIf} up`,
@@ -122,7 +123,7 @@ async function configureHostEnd(hostIf: string, ownerTag: string, containerMac: 
     sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
   }
   await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
-  await hostIp(`set up host interface ${hostIf}`, [
+  await ipBatch(`set up host interface ${hostIf}`, [
     `link set dev ${hostIf} alias ${ownerTag} up`,
     ...[...v4, ...v6].flatMap((a) => [
       `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
@@ -154,7 +155,7 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   // The peer is named from the same identity and is ours until Docker moves it away.
   await removeStaleHostLink(hostIf, ownerTag);
   if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
-  await hostIp(`create veth ${hostIf}`, [
+  await ipBatch(`create veth ${hostIf}`, [
     `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
   ]);
   try {
@@ -247,11 +248,11 @@ async function hostLinkAlias(hostIf: string): Promise<string | undefined> {
 }
 
 async function removeHostLink(hostIf: string): Promise<void> {
-  await ignoreMissing(hostIp(`remove host interface ${hostIf}`, [`link del dev ${hostIf}`]));
+  await ignoreMissing(ipBatch(`remove host interface ${hostIf}`, [`link del dev ${hostIf}`]));
 }
 
 function isMissing(err: unknown): boolean {
-  return /Cannot find device|does not exist/.test((err as { stderr?: string }).stderr ?? '');
+  return /Cannot find device|does not exist|No such device/.test((err as { stderr?: string }).stderr ?? '');
 }
 
 async function ignoreMissing(pending: Promise<unknown>): Promise<void> {
