@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   cni: async () => (await import('./cni')).benchCni(),
   cnm: async () => (await import('./cnm')).benchCnm(),
   burst: async () => (await import('./burst')).benchBurst(),
+  scale: async () => (await import('./scale')).benchScale(),
 };
 
 const name = process.argv[2];

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { decodeBlock, decodeHandle, type Datastore, type Entry } from '../shared/datastore';
 import { hostEndpointRanges, nodeOfEndpointName } from '../shared/endpoints/identity';
-import { decodeResource } from '../shared/datastore/resources';
+import { decodeEndpointAddresses } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds, type Pool } from '../shared/ipam/pool';
 import { cidrSize, formatAddress, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
@@ -125,14 +125,7 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
   await checkUnclaimed();
 
   progress('checking endpoints of hosts without blocks...');
-  const endpointHosts = new Set<string>();
-  for await (const page of ds.kv.pages(ds.keys.resourcePrefix('WorkloadEndpoint'), { keysOnly: true, pageSize: 1000 })) {
-    for (const entry of page) {
-      const node = nodeOfEndpointName(entry.key.slice(entry.key.lastIndexOf('/') + 1));
-      if (node !== undefined && !hosts.has(node)) endpointHosts.add(node);
-    }
-  }
-  for (const host of endpointHosts) checker.checkHost(host, [], await hostEndpoints(ds, host));
+  for (const host of await endpointNodes(ds)) if (!hosts.has(host)) checker.checkHost(host, [], await hostEndpoints(ds, host));
   for (const owner of checker.ownersToSettle()) checker.settleBorrowed(owner, await hostEndpoints(ds, owner));
   const elsewhere = checker.addressesToSettle();
   if (elsewhere.length > 0) checker.settleElsewhere(new Set(await allocatedOf(ipam, elsewhere)));
@@ -163,14 +156,26 @@ async function checkHosts(ds: Datastore, checker: IpamChecker, hosts: readonly {
   }
 }
 
+/** The nodes that hold endpoint records, from the records' keys alone. */
+async function endpointNodes(ds: Datastore): Promise<Set<string>> {
+  const nodes = new Set<string>();
+  for await (const page of ds.kv.pages(ds.keys.resourcePrefix('WorkloadEndpoint'), { keysOnly: true, pageSize: 1000 })) {
+    for (const entry of page) {
+      const node = nodeOfEndpointName(entry.key.slice(entry.key.lastIndexOf('/') + 1));
+      if (node !== undefined) nodes.add(node);
+    }
+  }
+  return nodes;
+}
+
 async function hostEndpoints(ds: Datastore, host: string): Promise<EndpointAddresses[]> {
   const reads = hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` }));
   return (await ds.kv.readMany(reads)).flat().map(endpointAddresses).filter((e) => e.node === host);
 }
 
 function endpointAddresses(entry: Entry): EndpointAddresses & { node: string } {
-  const wep = decodeResource('WorkloadEndpoint', entry);
-  return { name: `${wep.metadata.namespace ?? 'default'}/${wep.metadata.name}`, addresses: wep.spec.ipNetworks ?? [], node: wep.spec.node };
+  const wep = decodeEndpointAddresses(entry);
+  return { name: `${wep.namespace}/${wep.name}`, addresses: wep.ipNetworks, node: wep.node };
 }
 
 /** Which of the addresses are allocated. */

@@ -130,7 +130,8 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv): Promise<{ out
         if (sub === 'check') {
           const grace = values['grace-period'] === undefined ? 300 : Number(values['grace-period']);
           if (!Number.isFinite(grace) || grace < 0) throw new CtlError('--grace-period must be a number of seconds');
-          const progress = process.stderr.isTTY ? (line: string) => process.stderr.write(`${line}\n`) : () => undefined;
+          const started = Date.now();
+          const progress = process.stderr.isTTY || env.CALICOCTL_PROGRESS ? (line: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${line}\n`) : () => undefined;
           const report = await ipamCheck(ds, ipam, grace, progress);
           if (values.output) writeReport(values.output, report);
           return { out: describeReport(report) + (values.output ? `\nReport written to ${values.output}` : ''), code: report.summary.problems === 0 ? 0 : 1 };

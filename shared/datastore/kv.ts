@@ -38,7 +38,7 @@ export type Read = { readonly key: string } | { readonly prefix: string };
 
 export interface ScanOptions {
   readonly keysOnly?: boolean;
-  /** Keys per page (default 500); halved automatically when a page is too large to receive. */
+  /** Keys of the first page (default 500); later pages grow in a long scan, and are halved when too large to receive. */
   readonly pageSize?: number;
   /** Continue after this key (exclusive). */
   readonly after?: string;
@@ -51,6 +51,9 @@ export const MAX_TXN_OPS = 128;
 const DEFAULT_PAGE_SIZE = 500;
 /** The largest gRPC message we accept; one page is kept well under it by the page size. */
 const MAX_MESSAGE_BYTES = 16 << 20;
+/** How many reads a long scan aims at, and the most one page may carry (see nextPageSize). */
+const SCAN_PAGES = 16;
+const PAGE_BYTES = 4 << 20;
 
 export interface WatchEvent {
   readonly type: 'put' | 'delete';
@@ -137,6 +140,7 @@ export class EtcdKv {
       if (entries.length > 0) yield entries;
       if (!res.more || entries.length === 0) return;
       start = keyAfter(entries[entries.length - 1]!.key);
+      limit = nextPageSize(limit, Number(res.count) - entries.length, entries);
     }
   }
 
@@ -229,6 +233,17 @@ export class EtcdKv {
 function isUnavailable(err: unknown): boolean {
   const name = err instanceof Error ? err.constructor.name : '';
   return /Unavailable|DeadlineExceeded|BrokenCircuit|Cancelled|ClientClosed|Internal|Unknown/.test(name);
+}
+
+/**
+ * etcd 3.4 counts every key to the end of the range on each read, so a page costs as much as the
+ * rest of the range: a long scan in small pages costs the square of its length. Pages grow so a
+ * scan takes about SCAN_PAGES reads, but never beyond PAGE_BYTES (as measured on the last page).
+ */
+function nextPageSize(limit: number, remaining: number, page: readonly Entry[]): number {
+  const bytes = page.reduce((n, e) => n + e.key.length + e.value.length, 0) / page.length || 1;
+  const wanted = Math.ceil(remaining / SCAN_PAGES);
+  return Math.max(limit, Math.min(wanted, Math.floor(PAGE_BYTES / bytes)));
 }
 
 /** gRPC's RESOURCE_EXHAUSTED: a message larger than the client accepts. */

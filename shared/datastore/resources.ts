@@ -218,3 +218,17 @@ export function decodeResource<K extends ResourceKind>(kind: K, entry: Entry): R
   const status = r.optionalObject('status');
   return { kind, apiVersion: API_VERSION, metadata, spec, ...(status ? { status } : {}) };
 }
+
+/**
+ * The few fields of a WorkloadEndpoint a cluster-wide check needs, without building the whole
+ * resource (a check reads every endpoint of the cluster); the same errors for a malformed one.
+ */
+export function decodeEndpointAddresses(entry: Entry): { name: string; namespace: string; node: string; ipNetworks: string[] } {
+  const r = new FieldReader(entry.key, parseJsonObject(entry.key, entry.value));
+  if (r.string('kind') !== 'WorkloadEndpoint') throw new MalformedDataError(entry.key, 'field "kind" is not "WorkloadEndpoint"');
+  const metadata = r.child('metadata');
+  const spec = r.child('spec');
+  const ipNetworks = spec.array('ipNetworks');
+  if (ipNetworks.some((n) => typeof n !== 'string')) throw new MalformedDataError(entry.key, 'field "spec.ipNetworks" must be a list of strings');
+  return { name: metadata.string('name'), namespace: metadata.optionalString('namespace') ?? 'default', node: spec.string('node'), ipNetworks: ipNetworks as string[] };
+}
