@@ -3,8 +3,9 @@
  * gives back exactly what they owned:
  * - endpoints with no host veth, no network namespace and (Docker) no container attached any
  *   more, once they have looked gone for the whole grace period: their addresses and record;
- * - addresses of this host with no endpoint at all (an ADD or a Docker request that never
- *   finished: a crash between allocating and recording), once older than the grace period.
+ * - addresses of this host that no endpoint lists (an ADD or a Docker request that never
+ *   finished: a crash between allocating and recording, or a retry after one), once older than
+ *   the grace period.
  * Only this host's own keys are read: its endpoints by their name prefix, its blocks by its
  * affinities. Anything uncertain (Docker unreachable) counts as alive.
  */
@@ -65,14 +66,15 @@ export class GarbageCollector {
     const links = await localLinks();
     const cleaned: string[] = [];
     const present = new Set<string>();
-    const recorded = new Set<string>();
+    /** Endpoint name -> the addresses it lists. */
+    const recorded = new Map<string, Set<string>>();
     for (const range of hostEndpointRanges(this.settings.node)) {
       for await (const page of ds.resources.pages('WorkloadEndpoint', range)) {
         for (const endpoint of page) {
           if (endpoint.spec.node !== this.settings.node) continue;
           const key = `${endpoint.metadata.namespace}/${endpoint.metadata.name}`;
           present.add(key);
-          recorded.add(endpoint.metadata.name);
+          recorded.set(endpoint.metadata.name, new Set(endpoint.spec.ipNetworks.map((n) => formatAddress(parseAddress(n.split('/')[0]!, 'ipNetworks')))));
           if (await this.alive(endpoint, links)) {
             this.suspects.delete(key);
             continue;
@@ -121,10 +123,11 @@ export class GarbageCollector {
   }
 
   /**
-   * This host's allocations in its own blocks whose workload never got an endpoint record, older
-   * than the grace period: an ADD or a Docker request that crashed half way.
+   * This host's allocations in its own blocks that no endpoint of their workload lists, older
+   * than the grace period: an ADD or a Docker request that crashed half way, or the first try of
+   * an ADD that a plugin repeated itself when the daemon died under it.
    */
-  private async collectUnrecorded(ipam: Ipam, recorded: ReadonlySet<string>, now: number): Promise<string[]> {
+  private async collectUnrecorded(ipam: Ipam, recorded: ReadonlyMap<string, ReadonlySet<string>>, now: number): Promise<string[]> {
     const cleaned: string[] = [];
     for (const cidr of await ipam.hostBlocks(this.settings.node)) {
       for (const owner of await ipam.addressesIn(cidr)) {
@@ -142,16 +145,19 @@ export class GarbageCollector {
     return cleaned;
   }
 
-  /** Releases an address of ours if its workload has no endpoint record; how many were released. */
-  private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: ReadonlySet<string>): Promise<number> {
-    const node = this.settings.node;
-    if (isDockerHandle(handle)) {
-      // Docker ties an address to its endpoint at CreateEndpoint; an address that never got one is its handle's alone.
-      if (attributes.endpoint && recorded.has(endpointNameOf({ orchestrator: 'libnetwork', node, endpointId: attributes.endpoint }))) return 0;
-      return (await ipam.release([address], ownedBy(handle))).released.length;
-    }
-    const workload = parseHandle(handle) ? workloadOfKey(handle, node) : undefined;
-    if (!workload || recorded.has(endpointNameOf(workload))) return 0;
-    return releaseWorkloadAddresses(ipam, workload);
+  /** Releases an address of ours that its workload's endpoint does not list; how many were released. */
+  private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: ReadonlyMap<string, ReadonlySet<string>>): Promise<number> {
+    const docker = isDockerHandle(handle);
+    // Docker ties an address to its endpoint at CreateEndpoint: before that it has none.
+    const workload = docker
+      ? attributes.endpoint ? { orchestrator: 'libnetwork' as const, node: this.settings.node, endpointId: attributes.endpoint } : undefined
+      : parseHandle(handle) ? workloadOfKey(handle, this.settings.node) : undefined;
+    if (!workload && !docker) return 0; // not an allocation of ours to judge
+    const listed = workload ? recorded.get(endpointNameOf(workload)) : undefined;
+    if (listed?.has(formatAddress(address))) return 0;
+    // No endpoint at all: everything the workload holds goes. An endpoint without this address
+    // (a repeated ADD), or a Docker address that never joined an endpoint: this address alone.
+    if (workload && !docker && !listed) return releaseWorkloadAddresses(ipam, workload);
+    return (await ipam.release([address], ownedBy(handle))).released.length;
   }
 }

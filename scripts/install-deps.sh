@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client iproute2 iputils-ping openssl util-linux procps containernetworking-plugins docker.io busybox-static)
+packages=(etcd-server etcd-client iproute2 iputils-ping openssl util-linux procps time containernetworking-plugins docker.io busybox-static)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
