@@ -105,7 +105,7 @@ export async function ipamGc(ctx: CniContext): Promise<void> {
 /** The CNI attachment an allocation belongs to, from its handle or (legacy handles) its attributes. */
 function cniAttachmentOf(handle: string, attributes: Readonly<Record<string, string>>, node: string): CniAttachment | undefined {
   const parsed = parseHandle(handle);
-  if (parsed?.orchestrator === 'cni') return { orchestrator: 'cni', node, network: parsed.network, containerId: parsed.containerId, ifname: parsed.ifname };
+  if (parsed?.orchestrator === 'cni') return parsed.node === node ? parsed : undefined;
   if (parsed || attributes.orchestrator !== 'cni' || !attributes.network || !attributes.container) return undefined;
   const attachment: CniAttachment = { orchestrator: 'cni', node, network: attributes.network, containerId: attributes.container, ifname: attributes.interface ?? 'eth0' };
   return ownsLegacyAllocation(attachment, handle, attributes) ? attachment : undefined;

@@ -30,9 +30,9 @@ function resultFor(addresses: readonly IpAddress[], env: CniEnv, mac: string, mt
   };
 }
 
-/** The container end, the host end and the tag that says the host end is this attachment's. */
+/** The host end of the attachment's veth, the tag that says it is this attachment's, and where its container is. */
 function interfacesOf(attachment: CniAttachment, netns?: string) {
-  return { netns, containerIf: attachment.ifname, hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment) };
+  return { hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment), ...(netns === undefined ? {} : { netns }) };
 }
 
 export async function add(ctx: CniContext): Promise<CniResult> {

@@ -240,7 +240,7 @@ export class NetworkDriver {
   async leave(body: Record<string, unknown>): Promise<Record<string, never>> {
     const endpointId = endpointIdOf(body);
     const workload = this.workload(endpointId);
-    const removal = await unwireWorkload({ containerIf: dockerPeerName(endpointId), hostIf: hostVethName(workload), ownerTag: linkOwnerTag(workload) });
+    const removal = await unwireWorkload({ hostIf: hostVethName(workload), ownerTag: linkOwnerTag(workload) });
     this.log.info(removal === 'not ours' ? 'endpoint left; its host interface name belongs to another workload and was left alone' : 'endpoint left', { endpoint: endpointId });
     return {};
   }

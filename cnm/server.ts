@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { CalicoError, messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
-import { MAX_BODY_BYTES, limitRequests } from '../shared/request-limits';
+import { HTTP_LIMITS, MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 import { CONTENT_TYPE } from './protocol';
 
@@ -20,6 +20,14 @@ export type CallObserver = (call: string, ok: boolean, seconds: number) => void;
 export function driverApp(implementsApi: string, handlers: Readonly<Record<string, Handler>>, log: Logger, observe: CallObserver = () => undefined): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // node's own request timeout ends when the headers are in: the body gets the same deadline here.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const timer = setTimeout(() => req.destroy(), REQUEST_TIMEOUT_MS);
+    const done = () => clearTimeout(timer);
+    req.once('end', done);
+    req.once('close', done);
+    next();
+  });
   // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON.
   app.use(express.json({ type: () => true, limit: MAX_BODY_BYTES, strict: false }));
   const send = (res: Response, status: number, body: unknown) => res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
@@ -56,7 +64,7 @@ export class DriverServer {
     app: express.Express,
     private readonly socketPath: string,
   ) {
-    this.server = limitRequests(createServer({ maxHeaderSize: 16 << 10 }, app));
+    this.server = createServer(HTTP_LIMITS, app);
   }
 
   async start(): Promise<void> {

@@ -4,10 +4,10 @@
  * for the next workloads; the others go once they have stayed empty for the whole delay, each with
  * its affinity in one transaction that fails if the block gained an address meanwhile.
  */
-import { messageOf } from '../shared/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
 import { formatCidr } from '../shared/net';
+import { Periodic } from './periodic';
 
 export interface BlockReclaimerSettings {
   readonly node: string;
@@ -23,32 +23,23 @@ const MAX_INTERVAL_MS = 60_000;
 export class BlockReclaimer {
   /** Block CIDR -> when it was first seen empty. */
   private readonly emptySince = new Map<string, number>();
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly periodic: Periodic;
 
   constructor(
     private readonly ipam: () => Promise<Ipam>,
     private readonly settings: BlockReclaimerSettings,
     private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    if (this.settings.delayMs <= 0) return;
-    const interval = Math.min(MAX_INTERVAL_MS, Math.max(1000, this.settings.delayMs / 2));
-    const tick = () => {
-      this.running = this.reclaim().catch((err: unknown) => this.log.warning('releasing empty blocks failed; will retry', { error: messageOf(err) }));
-      void this.running.then(() => {
-        if (!this.stopped) this.timer = setTimeout(tick, interval);
-      });
-    };
-    this.timer = setTimeout(tick, interval);
+  ) {
+    const interval = settings.delayMs <= 0 ? 0 : Math.min(MAX_INTERVAL_MS, Math.max(1000, settings.delayMs / 2));
+    this.periodic = new Periodic(() => this.reclaim(), interval, log, 'releasing empty blocks failed; will retry');
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    this.periodic.start();
+  }
+
+  stop(): Promise<void> {
+    return this.periodic.stop();
   }
 
   /** One pass; returns the blocks released. */

@@ -12,13 +12,13 @@
 import type { DockerApi } from '../cnm/docker-api';
 import type { Datastore, Resource } from '../shared/datastore';
 import { localLinks, netnsExists } from '../shared/dataplane/ip-command';
-import { endpointNameOf, hostEndpointRanges, isDockerHandle, parseHandle, workloadOfKey } from '../shared/endpoints/identity';
+import { endpointNameOf, hostEndpointRanges, isDockerHandle, parseHandle } from '../shared/endpoints/identity';
 import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
 import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, deleteEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
-import { messageOf } from '../shared/errors';
 import { ownedBy } from '../shared/ipam/block';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
+import { Periodic } from './periodic';
 import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 
 export interface GcSettings {
@@ -32,32 +32,23 @@ type Endpoint = Resource<'WorkloadEndpoint'>;
 export class GarbageCollector {
   /** Endpoint -> when it was first seen gone. */
   private readonly suspects = new Map<string, number>();
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly periodic: Periodic;
 
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
     private readonly docker: DockerApi | undefined,
     private readonly settings: GcSettings,
     private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    if (this.settings.intervalMs <= 0) return;
-    const tick = () => {
-      this.running = this.collect().catch((err: unknown) => this.log.warning('garbage collection failed; will retry', { error: messageOf(err) }));
-      void this.running.then(() => {
-        if (!this.stopped) this.timer = setTimeout(tick, this.settings.intervalMs);
-      });
-    };
-    this.timer = setTimeout(tick, this.settings.intervalMs);
+  ) {
+    this.periodic = new Periodic(() => this.collect(), settings.intervalMs, log, 'garbage collection failed; will retry');
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    this.periodic.start();
+  }
+
+  stop(): Promise<void> {
+    return this.periodic.stop();
   }
 
   /** One pass; returns what it cleaned up: endpoint keys, and `address <a>` for addresses without one. */
@@ -147,17 +138,24 @@ export class GarbageCollector {
 
   /** Releases an address of ours that its workload's endpoint does not list; how many were released. */
   private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: ReadonlyMap<string, ReadonlySet<string>>): Promise<number> {
-    const docker = isDockerHandle(handle);
-    // Docker ties an address to its endpoint at CreateEndpoint: before that it has none.
-    const workload = docker
-      ? attributes.endpoint ? { orchestrator: 'libnetwork' as const, node: this.settings.node, endpointId: attributes.endpoint } : undefined
-      : parseHandle(handle) ? workloadOfKey(handle, this.settings.node) : undefined;
-    if (!workload && !docker) return 0; // not an allocation of ours to judge
-    const listed = workload ? recorded.get(endpointNameOf(workload)) : undefined;
-    if (listed?.has(formatAddress(address))) return 0;
-    // No endpoint at all: everything the workload holds goes. An endpoint without this address
-    // (a repeated ADD), or a Docker address that never joined an endpoint: this address alone.
-    if (workload && !docker && !listed) return releaseWorkloadAddresses(ipam, workload);
+    const node = this.settings.node;
+    const text = formatAddress(address);
+    if (isDockerHandle(handle)) {
+      // Docker ties an address to its endpoint at CreateEndpoint: an address that never joined
+      // one, or whose endpoint is gone, is its handle's alone.
+      const endpoint = attributes.endpoint ? endpointNameOf({ orchestrator: 'libnetwork', node, endpointId: attributes.endpoint }) : undefined;
+      if (endpoint && recorded.get(endpoint)?.has(text)) return 0;
+      return (await ipam.release([address], ownedBy(handle))).released.length;
+    }
+    const workload = parseHandle(handle);
+    // Not an allocation of ours to judge, or another host's workload borrowing from this host's block.
+    if (!workload || workload.orchestrator === 'libnetwork' || workload.node !== node) return 0;
+    const listed = recorded.get(endpointNameOf(workload));
+    if (listed?.has(text)) return 0;
+    // No endpoint: everything the workload holds goes. An endpoint without this address (an ADD
+    // repeated after a crash): this address alone.
+    if (!listed) return releaseWorkloadAddresses(ipam, workload);
     return (await ipam.release([address], ownedBy(handle))).released.length;
   }
+
 }

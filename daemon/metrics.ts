@@ -11,7 +11,7 @@ import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import type { Logger } from '../shared/log';
-import { limitRequests } from '../shared/request-limits';
+import { HTTP_LIMITS } from '../shared/request-limits';
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** How long a computed IPAM usage is served before it is read again from etcd. */
@@ -131,7 +131,7 @@ export class Metrics {
   async listen(address: string): Promise<void> {
     const match = /^(.*):(\d+)$/.exec(address);
     if (!match) throw new Error(`--metrics-address must be HOST:PORT, not "${address}"`);
-    this.server = limitRequests(createServer((req, res) => {
+    this.server = createServer(HTTP_LIMITS, (req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end('not found: try /metrics\n');
         return;
@@ -140,7 +140,7 @@ export class Metrics {
         (body) => res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(body),
         (err: Error) => res.writeHead(500).end(err.message),
       );
-    }));
+    });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(Number(match[2]), match[1]!.replace(/^\[|\]$/g, ''), () => resolve());

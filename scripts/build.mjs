@@ -44,7 +44,8 @@ const common = {
 const RUNNER_MARKER = 'in-process runner, brotli:';
 
 async function embeddedInProcessRunner() {
-  const { outputFiles } = await build({ ...common, minify: true, entryPoints: ['cni/in-process.ts'], write: false, outfile: 'in-process.js' });
+  // keepNames: errors are told apart by their class names (etcd3's, cockatiel's), which minifying would change.
+  const { outputFiles } = await build({ ...common, minify: true, keepNames: true, entryPoints: ['cni/in-process.ts'], write: false, outfile: 'in-process.js' });
   const packed = brotliCompressSync(Buffer.from(outputFiles[0].text), { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).toString('base64');
   return {
     footer: `/*${RUNNER_MARKER}${packed}*/`,

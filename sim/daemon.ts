@@ -1,6 +1,6 @@
 /** The node daemon started inside a simulated host, on a socket of its own, stopped by pid. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,11 +38,13 @@ export class NodeDaemon {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const daemon = new NodeDaemon(child, dir);
-    for (let i = 0; i < 200 && !existsSync(daemon.cniSocket); i++) {
+    // Ready once it listens on every socket: the CNI one and both Docker drivers'.
+    const listening = () => existsSync(daemon.cniSocket) && existsSync(join(dir, 'plugins')) && readdirSync(join(dir, 'plugins')).length >= 2;
+    for (let i = 0; i < 200 && !listening(); i++) {
       if (child.exitCode !== null) throw new Error(`the daemon exited: ${daemon.stderr}`);
       await sleep(25);
     }
-    if (!existsSync(daemon.cniSocket)) throw new Error(`the daemon did not listen within 5 s: ${daemon.stderr}`);
+    if (!listening()) throw new Error(`the daemon did not listen within 5 s: ${daemon.stderr}`);
     return daemon;
   }
 

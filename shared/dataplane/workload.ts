@@ -75,8 +75,12 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   // tried and dropped: ip caches each name's ifindex, and a name deleted and made again then
   // points at a gone or another link.) Every name follows a keyword (name, dev), so ip never reads
   // one as a keyword of its own.
+  // The host end is tagged with its owner before it leaves the container: a host link of ours
+  // never exists untagged, whenever this process dies.
   const container = [
-    `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC} netns ${process.pid}`,
+    `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC}`,
+    `link set dev ${hostIf} alias ${ownerTag}`,
+    `link set dev ${hostIf} netns ${process.pid}`,
     `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
@@ -105,7 +109,7 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   }
 
   try {
-    await configureHostEnd(hostIf, ownerTag, containerMac, v4, v6);
+    await configureHostEnd(hostIf, containerMac, v4, v6);
   } catch (err) {
     // Deleting the host end deletes the container end with it.
     await removeHostLink(hostIf);
@@ -114,7 +118,7 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   return { netns, containerIf, hostIf, ownerTag, containerMac };
 }
 
-async function configureHostEnd(hostIf: string, ownerTag: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
+async function configureHostEnd(hostIf: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
   const sysctls: [string, string][] = [];
   if (v4.length > 0) {
     sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
@@ -124,7 +128,7 @@ async function configureHostEnd(hostIf: string, ownerTag: string, containerMac: 
   }
   await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
   await ipBatch(`set up host interface ${hostIf}`, [
-    `link set dev ${hostIf} alias ${ownerTag} up`,
+    `link set dev ${hostIf} up`,
     ...[...v4, ...v6].flatMap((a) => [
       `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
       `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
@@ -157,9 +161,10 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
   await ipBatch(`create veth ${hostIf}`, [
     `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
+    `link set dev ${hostIf} alias ${ownerTag}`,
   ]);
   try {
-    await configureHostEnd(hostIf, ownerTag, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
+    await configureHostEnd(hostIf, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
   } catch (err) {
     await removeHostLink(hostIf);
     throw err;
@@ -204,20 +209,21 @@ export async function pinGatewayNeighbours(netnsPath: string, containerMac: stri
 export type HostLinkRemoval = 'removed' | 'absent' | 'not ours';
 
 /**
- * Removes the workload's interfaces. Idempotent: a namespace, link or route that is already gone
- * is fine. Deleting either end of the veth deletes both, and the host routes go with the link.
- * The container end lives in the container's own namespace; the host end is removed only when
- * its alias names this owner.
+ * Removes the workload's interfaces: its host link, when the link's alias names this owner.
+ * Deleting either end of a veth deletes both, so the container end goes with it, and the host
+ * routes with the link. The container end is never removed by its name: another network's
+ * attachment to the same container may carry that name. Only a pair an ADD left whole inside the
+ * container (killed before the host end moved out) is found there, by the host end's name, which
+ * is this workload's own. Idempotent: a link or namespace already gone is fine.
  */
-export async function unwireWorkload(request: Omit<WorkloadInterface, 'netns'> & { netns?: string }): Promise<HostLinkRemoval> {
-  const containerIf = validateInterfaceName(request.containerIf, 'container interface');
+export async function unwireWorkload(request: { hostIf: string; ownerTag: string; netns?: string }): Promise<HostLinkRemoval> {
   const hostIf = validateInterfaceName(request.hostIf, 'host interface');
-  const ownerTag = validateOwnerTag(request.ownerTag);
-  if (request.netns !== undefined) {
+  const removal = await removeOwnedHostLink(hostIf, validateOwnerTag(request.ownerTag));
+  if (removal === 'absent' && request.netns !== undefined) {
     const netns = validateNetnsPath(request.netns, 'netns');
-    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${containerIf} in ${netns}`, [`link del dev ${containerIf}`], { netns }));
+    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${hostIf} left in ${netns}`, [`link del dev ${hostIf}`], { netns }));
   }
-  return removeOwnedHostLink(hostIf, ownerTag);
+  return removal;
 }
 
 /** Removes a host link if it carries `ownerTag`; a link of another owner is left alone. */

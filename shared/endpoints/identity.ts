@@ -3,16 +3,17 @@
  * addresses, the name of its WorkloadEndpoint record, the name and owner tag of its host veth.
  *
  * Every name is built from the whole identity, so two workloads never share one:
- * - CNI (Mesos Unified containerizer, any runtime): an attachment is (network, container ID,
- *   interface). Its handle is `cni:<network>:<container ID>:<interface>`; none of the three may
- *   hold ":" (CNI forbids it in interface names, and our network and container ID rules allow
- *   only letters, digits, "_", "." and "-"), so the encoding cannot collide. Calico's own
- *   `<network>.<container ID>` could: network `a` with container `b.c` and network `a.b` with
- *   container `c` are both `a.b.c`.
+ * - CNI (Mesos Unified containerizer, any runtime): an attachment is (host, network, container
+ *   ID, interface). Its handle is `cni:<host>:<network>:<container ID>:<interface>`; none of the
+ *   parts may hold ":" (CNI forbids it in interface names, and our rules for host names, networks
+ *   and container IDs allow only letters, digits, "_", "." and "-"), so the encoding cannot
+ *   collide. Calico's own `<network>.<container ID>` could: network `a` with container `b.c` and
+ *   network `a.b` with container `c` are both `a.b.c`, and the same container ID on two hosts
+ *   (the CNI spec promises unique IDs per runtime, not per cluster) is one handle.
  * - Docker: an address is requested before Docker names its endpoint, so each gets a handle of
  *   its own, `libnetwork:<uuid>`, tied to its endpoint by the `endpoint` attribute at
- *   CreateEndpoint. The endpoint itself is the Docker endpoint ID.
- * - net-modules (Mesos): `mesos:<container ID>`.
+ *   CreateEndpoint. The endpoint itself is `libnetwork:endpoint:<host>:<endpoint ID>`.
+ * - net-modules (Mesos): `mesos:<host>:<container ID>`.
  * Host veths are `cali` + 11 hex digits of a SHA-1 of the identity key, as Calico names
  * Kubernetes pods' veths, and carry the key's SHA-256 as their link alias: a link is removed only
  * when its alias says it is ours.
@@ -69,11 +70,11 @@ export const NAME_PART = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 export function identityKey(workload: Workload): string {
   switch (workload.orchestrator) {
     case 'cni':
-      return ['cni', workload.network, workload.containerId, workload.ifname].join(HANDLE_SEPARATOR);
+      return ['cni', workload.node, workload.network, workload.containerId, workload.ifname].join(HANDLE_SEPARATOR);
     case 'libnetwork':
-      return ['libnetwork', 'endpoint', workload.endpointId].join(HANDLE_SEPARATOR);
+      return ['libnetwork', 'endpoint', workload.node, workload.endpointId].join(HANDLE_SEPARATOR);
     case 'mesos':
-      return ['mesos', workload.containerId].join(HANDLE_SEPARATOR);
+      return ['mesos', workload.node, workload.containerId].join(HANDLE_SEPARATOR);
   }
 }
 
@@ -87,31 +88,23 @@ export function newDockerHandle(): string {
   return ['libnetwork', randomUUID()].join(HANDLE_SEPARATOR);
 }
 
-export type ParsedHandle =
-  | { readonly orchestrator: 'cni'; readonly network: string; readonly containerId: string; readonly ifname: string }
-  | { readonly orchestrator: 'libnetwork' }
-  | { readonly orchestrator: 'mesos'; readonly containerId: string };
-
-/** What a handle of ours says about its owner; undefined for anyone else's (Calico's, legacy). */
-export function parseHandle(handle: string): ParsedHandle | undefined {
+/** What a handle of ours says about its owner: the workload, or only "Docker's"; undefined for anyone else's (Calico's, legacy). */
+export function parseHandle(handle: string): CniAttachment | MesosContainer | { readonly orchestrator: 'libnetwork' } | undefined {
   const parts = handle.split(HANDLE_SEPARATOR);
-  if (parts[0] === 'cni' && parts.length === 4 && NAME_PART.test(parts[1]!) && NAME_PART.test(parts[2]!) && parts[3]) {
-    return { orchestrator: 'cni', network: parts[1]!, containerId: parts[2]!, ifname: parts[3] };
-  }
   if (parts[0] === 'libnetwork' && parts.length === 2 && parts[1]) return { orchestrator: 'libnetwork' };
-  if (parts[0] === 'mesos' && parts.length === 2 && NAME_PART.test(parts[1]!)) return { orchestrator: 'mesos', containerId: parts[1]! };
-  return undefined;
+  const workload = workloadOfKey(handle);
+  return workload?.orchestrator === 'libnetwork' ? undefined : workload;
 }
 
-/** The workload an identity key names (the owner annotation of an endpoint record), on `node`. */
-export function workloadOfKey(key: string, node: string): Workload | undefined {
+/** The workload an identity key names (a handle, or the owner annotation of an endpoint record). */
+export function workloadOfKey(key: string): Workload | undefined {
   const parts = key.split(HANDLE_SEPARATOR);
-  if (parts[0] === 'libnetwork' && parts[1] === 'endpoint' && parts.length === 3 && NAME_PART.test(parts[2]!)) {
-    return { orchestrator: 'libnetwork', node, endpointId: parts[2]! };
+  const names = (...indexes: number[]) => indexes.every((i) => NAME_PART.test(parts[i] ?? ''));
+  if (parts[0] === 'cni' && parts.length === 5 && names(1, 2, 3) && parts[4]) {
+    return { orchestrator: 'cni', node: parts[1]!, network: parts[2]!, containerId: parts[3]!, ifname: parts[4] };
   }
-  const parsed = parseHandle(key);
-  if (parsed?.orchestrator === 'cni') return { ...parsed, node };
-  if (parsed?.orchestrator === 'mesos') return { ...parsed, node };
+  if (parts[0] === 'libnetwork' && parts[1] === 'endpoint' && parts.length === 4 && names(2, 3)) return { orchestrator: 'libnetwork', node: parts[2]!, endpointId: parts[3]! };
+  if (parts[0] === 'mesos' && parts.length === 3 && names(1, 2)) return { orchestrator: 'mesos', node: parts[1]!, containerId: parts[2]! };
   return undefined;
 }
 

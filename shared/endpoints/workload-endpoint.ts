@@ -73,7 +73,7 @@ export function isEndpointOf(endpoint: Endpoint, workload: Workload): boolean {
 export function workloadOfEndpoint(endpoint: Endpoint): Workload | undefined {
   const { spec } = endpoint;
   const owner = endpoint.metadata.annotations?.[OWNER_ANNOTATION];
-  if (owner !== undefined) return workloadOfKey(owner, spec.node);
+  if (owner !== undefined) return workloadOfKey(owner);
   switch (spec.orchestrator) {
     case 'cni':
       return spec.containerID && spec.profiles[0] ? { orchestrator: 'cni', node: spec.node, network: spec.profiles[0], containerId: spec.containerID, ifname: spec.endpoint } : undefined;

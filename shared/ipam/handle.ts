@@ -16,7 +16,10 @@ export function removeFromHandle(handle: HandleRecord, blockCidr: string, count:
   return Object.keys(block).length === 0 ? undefined : { block, deleted: false };
 }
 
-/** Handle IDs become etcd key segments: no "/", no control characters, bounded length. */
+/**
+ * Handle IDs become etcd key segments: no "/", no control characters, bounded length (our CNI
+ * handles name a host, a network, a container and an interface: up to about 650 characters).
+ */
 export function isValidHandleId(id: unknown): id is string {
-  return typeof id === 'string' && /^[^/\s\x00-\x1f]{1,512}$/.test(id);
+  return typeof id === 'string' && /^[^/\s\x00-\x1f]{1,1024}$/.test(id);
 }

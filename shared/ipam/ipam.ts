@@ -358,7 +358,7 @@ function usageOf(block: Block): BlockUsage {
 }
 
 function validateOwner(handle: string, node: string): void {
-  if (!isValidHandleId(handle)) throw new InvalidInputError('handle', `"${handle}" must be 1-512 characters with no "/" or white space`);
+  if (!isValidHandleId(handle)) throw new InvalidInputError('handle', `"${handle}" must be 1-1024 characters with no "/" or white space`);
   validateNode(node);
 }
 

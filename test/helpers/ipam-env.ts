@@ -11,8 +11,14 @@ export class IpamEnv {
     private readonly etcd: EtcdServer,
     label: string,
     private readonly overrides: Partial<EtcdSettings> = {},
+    prefix = uniquePrefix(label),
   ) {
-    this.prefix = uniquePrefix(label);
+    this.prefix = prefix;
+  }
+
+  /** Clients of the same data with other settings (another deadline). */
+  with(overrides: Partial<EtcdSettings>): IpamEnv {
+    return new IpamEnv(this.etcd, '', overrides, this.prefix);
   }
 
   /** A new, separate etcd connection (a separate simulated host or process). */

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { BlockReclaimer } from '../../daemon/block-reclaimer';
 import { GarbageCollector } from '../../daemon/garbage-collector';
 import type { Datastore } from '../../shared/datastore';
 import { Ipam } from '../../shared/ipam/ipam';
@@ -64,11 +65,16 @@ test.serial('burst - 200 parallel Docker RequestAddress on one host, a daemon re
   const state = await readIpamState(ds);
   t.deepEqual(state.problems, []);
   t.is(state.allocated.size, 400);
-  for (const address of addresses) {
-    const released = await callDriver(daemon.ipamSocket, '/IpamDriver.ReleaseAddress', { PoolID: 'CalicoPoolIPv4', Address: address });
-    t.is(released.status, 200);
-  }
+  const releases = await Promise.all(addresses.map((address) => callDriver(daemon.ipamSocket, '/IpamDriver.ReleaseAddress', { PoolID: 'CalicoPoolIPv4', Address: address })));
+  t.true(releases.every((r) => r.status === 200));
   t.is((await readIpamState(ds)).allocated.size, 0);
+  // The daemon's job gives the empty blocks back, but one spare, once empty for its delay.
+  const reclaimer = new BlockReclaimer(async () => new Ipam(ds), { node: 'burst-docker', delayMs: 1, spare: 1 }, silentLogger);
+  t.deepEqual(await reclaimer.reclaim(), [], 'not before the delay');
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  t.is((await reclaimer.reclaim()).length, blocks - 1);
+  t.is(await blocksOf(ds, 'burst-docker'), 1, 'one spare block stays');
+  t.deepEqual((await readIpamState(ds)).problems, []);
 });
 
 test.serial('burst - 100 concurrent ADDs on one host and 25 on each of 4 hosts: unique, no over-claim, all DELs leave nothing', async (t) => {

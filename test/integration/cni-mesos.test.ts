@@ -32,7 +32,7 @@ test.serial('cni mesos - two tasks on one agent get addresses Mesos can read, an
   t.deepEqual(endpoint.spec.profiles, ['calico-net']);
   t.is(endpoint.spec.orchestrator, 'cni');
   t.is(endpoint.spec.interfaceName, hostVethName({ orchestrator: 'cni', node: NODE, network: 'calico-net', containerId: a, ifname: 'eth0' }));
-  t.is(endpoint.metadata.annotations?.['projectcalico.org/owner'], `cni:calico-net:${a}:eth0`);
+  t.is(endpoint.metadata.annotations?.['projectcalico.org/owner'], `cni:${NODE}:calico-net:${a}:eth0`);
   const profile = await ds.resources.get('Profile', 'calico-net');
   t.deepEqual(profile?.spec.labelsToApply, { 'calico-net': '' });
   t.true(readFileSync(join(setup.world.logDir, 'cni.log'), 'utf8').includes('workload added'), 'logs go to log_file_path');

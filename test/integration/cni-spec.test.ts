@@ -169,7 +169,7 @@ test.serial('cni spec - two ADDs of one container at once: one wiring wins, the 
   t.true(ok.every((r) => JSON.stringify(r.json) === JSON.stringify(ok[0]!.json)), 'every success tells the same result');
   const address = ok[0]!.json!.ips[0].address.split('/')[0];
   const state = await readIpamState(ds);
-  t.deepEqual([...state.allocated.entries()], [[address, `cni:net:${id}:eth0`]], 'the winner\'s address, and only it, stays allocated');
+  t.deepEqual([...state.allocated.entries()], [[address, `cni:${NODE}:net:${id}:eth0`]], 'the winner\'s address, and only it, stays allocated');
   const [endpoint] = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoint!.spec.ipNetworks, [`${address}/32`]);
   t.is((await call('DEL', id, conf)).code, 0);

@@ -180,3 +180,28 @@ class IpamEnvFor {
     return new Ipam(this.ds);
   }
 }
+
+test('ipam - a pool whose every block is held empty by other hosts is not exhausted: one is taken back; a host keeps one spare', async (t) => {
+  const { ipam, ds } = await setup('reclaim', [['tiny', '10.70.0.0/24', 26]]);
+  await ipam.setConfig({ strict_affinity: true, auto_allocate_blocks: true, maxBlocksPerHost: 0 });
+  // Four hosts each claim one of the pool's four blocks, then give their addresses back.
+  for (const host of ['h1', 'h2', 'h3', 'h4']) {
+    const got = await ipam.autoAssign({ handle: `n.${host}`, node: host, num4: 1, num6: 0 });
+    await ipam.release(got.ipv4, () => true);
+  }
+  t.is((await readIpamState(ds)).blocks.length, 4);
+  const got = await ipam.autoAssign({ handle: 'n.new', node: 'h5', num4: 1, num6: 0 });
+  t.is(got.ipv4.length, 1, 'a fifth host gets an address though strict affinity forbids borrowing');
+  const state = await readIpamState(ds);
+  t.is(state.blocks.length, 4);
+  t.is(state.blocks.filter((b) => b.affinity === 'host:h5').length, 1, 'it took back an empty block');
+  t.deepEqual(state.problems, [], 'block and affinity went together');
+
+  // Three of h1..h4 still hold an empty block each: released but `keep` of them, only for the host asked.
+  const holder = state.blocks.find((b) => b.affinity !== 'host:h5')!.affinity!.slice('host:'.length);
+  t.deepEqual((await ipam.releaseEmptyBlocks(holder, 1)).length, 0, 'the spare stays');
+  t.is((await ipam.releaseEmptyBlocks(holder, 0)).length, 1);
+  t.is((await readIpamState(ds)).blocks.length, 3, 'the other hosts\' blocks are theirs still');
+  t.is((await ipam.emptyBlocks('h5')).length, 0, 'a block in use is never released');
+  t.false(await ipam.releaseEmptyBlock('h5', parseCidr(state.blocks.find((b) => b.affinity === 'host:h5')!.cidr)));
+});

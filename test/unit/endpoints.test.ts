@@ -14,7 +14,7 @@ test('endpoints - a CNI workload endpoint in the Calico layout', (t) => {
   t.deepEqual(wep.metadata.labels, { app: 'web', 'projectcalico.org/namespace': 'default', 'projectcalico.org/orchestrator': 'cni' });
   t.deepEqual(wep.spec.ipNetworks, ['192.168.10.1/32', 'fd00::1/128']);
   t.is(wep.spec.interfaceName, 'cali4f3a9c2d7e1');
-  t.is(wep.metadata.annotations!['projectcalico.org/owner'], 'cni:net1:4f3a9c2d7e1b:eth0');
+  t.is(wep.metadata.annotations!['projectcalico.org/owner'], 'cni:node1:net1:4f3a9c2d7e1b:eth0');
   t.true(isEndpointOf(wep, attachment));
   t.false(isEndpointOf(wep, { ...attachment, network: 'net2' }), 'the same container and interface on another network is another owner');
   t.deepEqual(workloadOfEndpoint(wep), attachment);

@@ -31,12 +31,14 @@ test('identity - handles cannot collide where Calico\'s do: network a + containe
   const one = handleOf(cni('a', 'b.c'));
   const two = handleOf(cni('a.b', 'c'));
   t.not(one, two);
-  t.is(one, 'cni:a:b.c:eth0');
-  t.deepEqual(parseHandle(one), { orchestrator: 'cni', network: 'a', containerId: 'b.c', ifname: 'eth0' });
-  t.deepEqual(parseHandle(two), { orchestrator: 'cni', network: 'a.b', containerId: 'c', ifname: 'eth0' });
+  t.is(one, 'cni:node1:a:b.c:eth0');
+  t.deepEqual(parseHandle(one), cni('a', 'b.c'));
+  t.deepEqual(parseHandle(two), cni('a.b', 'c'));
+  t.not(handleOf(cni('n', 'c', 'eth0', 'host-1')), handleOf(cni('n', 'c', 'eth0', 'host-2')), 'the same container ID on two hosts is two owners');
   t.not(handleOf(cni('n', 'c', 'eth0')), handleOf(cni('n', 'c', 'eth1')), 'each interface is its own owner');
   t.is(parseHandle('a.b.c'), undefined, 'a legacy handle is not ours to parse');
   t.is(parseHandle('cni:a:b'), undefined);
+  t.is(parseHandle('cni:n:a:b'), undefined);
 });
 
 test('identity - legacy handles are released only where the attributes name exactly this attachment', (t) => {
@@ -61,7 +63,7 @@ test('identity - host veths hash the whole identity; prefixes shared by IDs do n
 
 test('identity - identity keys name their workload back; Docker handles are recognised old and new', (t) => {
   for (const w of [cni('n.x', 'c-1', 'eth3'), { orchestrator: 'libnetwork' as const, node: 'node1', endpointId: 'ab12' }, { orchestrator: 'mesos' as const, node: 'node1', containerId: 'uuid-1' }]) {
-    t.deepEqual(workloadOfKey(identityKey(w), 'node1'), w);
+    t.deepEqual(workloadOfKey(identityKey(w)), w);
   }
   t.true(isDockerHandle(newDockerHandle()));
   t.true(isDockerHandle('libnetwork.0b9a2f3e-8c1d-4e5f-9a7b-1c2d3e4f5a6b'));
