@@ -12,6 +12,9 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   scale: async () => (await import('./scale')).benchScale(),
 };
 
+// Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
 const name = process.argv[2];
 const bench = name ? benches[name] : undefined;
 if (!bench) {

@@ -30,9 +30,9 @@ function resultFor(addresses: readonly IpAddress[], env: CniEnv, mac: string, mt
   };
 }
 
-/** The host end of the attachment's veth, the tag that says it is this attachment's, and where its container is. */
-function interfacesOf(attachment: CniAttachment, netns?: string) {
-  return { hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment), ...(netns === undefined ? {} : { netns }) };
+/** The host end of the attachment's veth and the tag that says it is this attachment's. */
+function interfacesOf(attachment: CniAttachment) {
+  return { hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment) };
 }
 
 export async function add(ctx: CniContext): Promise<CniResult> {
@@ -97,7 +97,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
   const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
   log.error('ADD failed, undoing it', { error: messageOf(err) });
   // Only our own interface and record are removed: a clash with an existing one never took it over.
-  if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment, netns)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
+  if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
   if (recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
   await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
   throw err;
@@ -133,7 +133,7 @@ export async function del(ctx: CniContext): Promise<void> {
   };
   // Independent steps, all tried, at once.
   await Promise.all([
-    attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment, env.netns))),
+    attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment))),
     attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment)),
     attempt('releasing the addresses', () => delegateDel(ctx)),
   ]);

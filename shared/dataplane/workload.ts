@@ -70,17 +70,16 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   // One that is not ours (its alias names another owner) is never touched.
   await removeStaleHostLink(hostIf, ownerTag);
 
-  // The pair is made inside the container, its host end sent straight to this process's
-  // namespace, then the host end is set up. (A long-lived `ip -batch` for the host's commands was
-  // tried and dropped: ip caches each name's ifindex, and a name deleted and made again then
-  // points at a gone or another link.) Every name follows a keyword (name, dev), so ip never reads
-  // one as a keyword of its own.
-  // The host end is tagged with its owner before it leaves the container: a host link of ours
-  // never exists untagged, whenever this process dies.
+  // The pair is made on the host with its container end created straight inside the container
+  // (no interface ever moves between namespaces: a move waits for the kernel to synchronise, about
+  // 20 ms), the host end tagged with its owner in the same ip run, then the container end is set up.
+  try {
+    await createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac, v4, v6 });
+  } catch (err) {
+    if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(hostIf)) throw new InterfaceExistsError(containerIf);
+    throw err;
+  }
   const container = [
-    `link add name ${containerIf} mtu ${mtu} address ${containerMac} type veth peer name ${hostIf} mtu ${mtu} address ${HOST_MAC}`,
-    `link set dev ${hostIf} alias ${ownerTag}`,
-    `link set dev ${hostIf} netns ${process.pid}`,
     `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
@@ -102,15 +101,6 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   try {
     await ipBatch(`set up ${containerIf} in ${netns}`, container, { netns });
   } catch (err) {
-    const hostEndMade = (await localLinks()).has(hostIf);
-    if (hostEndMade) await removeHostLink(hostIf);
-    else if (/File exists/.test((err as { stderr?: string }).stderr ?? '')) throw new InterfaceExistsError(containerIf);
-    throw err;
-  }
-
-  try {
-    await configureHostEnd(hostIf, containerMac, v4, v6);
-  } catch (err) {
     // Deleting the host end deletes the container end with it.
     await removeHostLink(hostIf);
     throw err;
@@ -118,22 +108,48 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   return { netns, containerIf, hostIf, ownerTag, containerMac };
 }
 
-async function configureHostEnd(hostIf: string, containerMac: string, v4: readonly IpAddress[], v6: readonly IpAddress[]) {
-  const sysctls: [string, string][] = [];
-  if (v4.length > 0) {
-    sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
+interface HostEnd {
+  readonly hostIf: string;
+  readonly ownerTag: string;
+  readonly peerIf: string;
+  /** Where the peer is created; this namespace when absent (Docker moves it itself). */
+  readonly peerNetns?: string;
+  readonly mtu: number;
+  readonly containerMac: string;
+  readonly v4: readonly IpAddress[];
+  readonly v6: readonly IpAddress[];
+}
+
+/**
+ * The veth pair and its host end, in one ip run: created, tagged with its owner (so a host link
+ * of ours never exists untagged), up, with a route and a neighbour entry per address; then its
+ * sysctls, as files. On failure nothing of ours is left behind.
+ */
+async function createHostEnd(end: HostEnd): Promise<void> {
+  const { hostIf, ownerTag, peerIf, mtu, containerMac, v4, v6 } = end;
+  const peerNetns = end.peerNetns === undefined ? '' : ` netns ${end.peerNetns}`;
+  try {
+    await ipBatch(`create veth ${hostIf}`, [
+      `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}${peerNetns}`,
+      `link set dev ${hostIf} alias ${ownerTag} up`,
+      ...[...v4, ...v6].flatMap((a) => [
+        `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
+        `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
+      ]),
+    ]);
+    const sysctls: [string, string][] = [];
+    if (v4.length > 0) {
+      sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
+    }
+    if (v6.length > 0) {
+      sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
+    }
+    await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
+  } catch (err) {
+    // Only a link that carries our tag is ours: one made by someone else meanwhile stays.
+    await removeOwnedHostLink(hostIf, ownerTag);
+    throw err;
   }
-  if (v6.length > 0) {
-    sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
-  }
-  await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
-  await ipBatch(`set up host interface ${hostIf}`, [
-    `link set dev ${hostIf} up`,
-    ...[...v4, ...v6].flatMap((a) => [
-      `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
-      `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
-    ]),
-  ]);
 }
 
 export interface HostSideRequest {
@@ -159,16 +175,7 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   // The peer is named from the same identity and is ours until Docker moves it away.
   await removeStaleHostLink(hostIf, ownerTag);
   if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
-  await ipBatch(`create veth ${hostIf}`, [
-    `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}`,
-    `link set dev ${hostIf} alias ${ownerTag}`,
-  ]);
-  try {
-    await configureHostEnd(hostIf, containerMac, request.addresses.filter((a) => a.version === 4), request.addresses.filter((a) => a.version === 6));
-  } catch (err) {
-    await removeHostLink(hostIf);
-    throw err;
-  }
+  await createHostEnd({ hostIf, ownerTag, peerIf, mtu, containerMac, v4: request.addresses.filter((a) => a.version === 4), v6: request.addresses.filter((a) => a.version === 6) });
 }
 
 /** Docker moves the interface in within a few hundred ms: look often at first, then seldom. */
@@ -212,18 +219,10 @@ export type HostLinkRemoval = 'removed' | 'absent' | 'not ours';
  * Removes the workload's interfaces: its host link, when the link's alias names this owner.
  * Deleting either end of a veth deletes both, so the container end goes with it, and the host
  * routes with the link. The container end is never removed by its name: another network's
- * attachment to the same container may carry that name. Only a pair an ADD left whole inside the
- * container (killed before the host end moved out) is found there, by the host end's name, which
- * is this workload's own. Idempotent: a link or namespace already gone is fine.
+ * attachment to the same container may carry that name. Idempotent: a link already gone is fine.
  */
-export async function unwireWorkload(request: { hostIf: string; ownerTag: string; netns?: string }): Promise<HostLinkRemoval> {
-  const hostIf = validateInterfaceName(request.hostIf, 'host interface');
-  const removal = await removeOwnedHostLink(hostIf, validateOwnerTag(request.ownerTag));
-  if (removal === 'absent' && request.netns !== undefined) {
-    const netns = validateNetnsPath(request.netns, 'netns');
-    if (await netnsExists(netns)) await ignoreMissing(ipBatch(`remove ${hostIf} left in ${netns}`, [`link del dev ${hostIf}`], { netns }));
-  }
-  return removal;
+export async function unwireWorkload(request: { hostIf: string; ownerTag: string }): Promise<HostLinkRemoval> {
+  return removeOwnedHostLink(validateInterfaceName(request.hostIf, 'host interface'), validateOwnerTag(request.ownerTag));
 }
 
 /** Removes a host link if it carries `ownerTag`; a link of another owner is left alone. */
