@@ -1,6 +1,7 @@
 /**
- * Datastore connections for CNI commands. A plugin process opens one and closes it at exit; the
- * node daemon keeps them warm across requests (one per distinct etcd setting).
+ * Datastore connections and their IPAM clients, one per distinct etcd setting. A plugin process
+ * opens one and closes it at exit; the node daemon keeps them warm across requests, and every
+ * request to one setting shares its IPAM client, so concurrent requests are served in batches.
  */
 import { Datastore, type EtcdSettings } from './datastore';
 import { Ipam } from './ipam/ipam';
