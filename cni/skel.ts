@@ -32,9 +32,10 @@ const HANDLERS: Record<PluginKind, Record<Exclude<Command, 'VERSION'>, Handler>>
   'calico-ipam': { ADD: ipamAdd, DEL: ipamDel, CHECK: ipamCheck, GC: ipamGc, STATUS: datastoreStatus },
 };
 
-export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, extraSinks: readonly Sink[] = []): Promise<Outcome> {
+/** `sinks`: where log lines go besides the config's log file (stderr for a plugin, the daemon's own for the daemon). */
+export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, sinks: readonly Sink[] = [stderrSink]): Promise<Outcome> {
   let version: CniVersion = LATEST_VERSION;
-  let log = new Logger('info', [stderrSink, ...extraSinks]);
+  let log = new Logger('info', sinks);
   try {
     const command = parseCommand(invocation.env);
     if (command === 'VERSION') return { stdout: versionAnswer(invocation.stdin), exitCode: 0 };
@@ -49,7 +50,7 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
     const raw = parseJson(invocation.stdin);
     version = parseVersion(raw.cniVersion);
     const conf = parseConfig(raw, env, invocation.env);
-    log = loggerFor(conf, env, kind, extraSinks);
+    log = loggerFor(conf, env, kind, sinks);
     log.debug('invoked');
     const result = await HANDLERS[kind][command]({ env, processEnv: invocation.env, conf, log, connections });
     return { stdout: result ? JSON.stringify(formatResult(result, version)) : '', exitCode: 0 };
@@ -61,8 +62,8 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
   }
 }
 
-function loggerFor(conf: NetConf, env: CniEnv, kind: PluginKind, extraSinks: readonly Sink[]): Logger {
-  const sinks = [stderrSink, ...extraSinks, ...(conf.logFile ? [fileSink(conf.logFile)] : [])];
+function loggerFor(conf: NetConf, env: CniEnv, kind: PluginKind, base: readonly Sink[]): Logger {
+  const sinks = [...base, ...(conf.logFile ? [fileSink(conf.logFile)] : [])];
   return new Logger(conf.logLevel, sinks, { plugin: kind, command: env.command, container: env.containerId || undefined, ifname: env.ifname || undefined });
 }
 

@@ -60,7 +60,7 @@ export class CniService {
       return { stdout: '', exitCode: 1 };
     }
     const started = process.hrtime.bigint();
-    const outcome = await runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections);
+    const outcome = await runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections, this.log.sinks);
     this.served(`${request.kind} ${String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16)}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
     return outcome;
   }

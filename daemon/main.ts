@@ -19,7 +19,7 @@ import { NetworkDriver } from '../cnm/network-driver';
 import { DriverServer, driverApp } from '../cnm/server';
 import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { validateMtu } from '../shared/dataplane/names';
-import { Logger, stderrSink, type Level } from '../shared/log';
+import { Logger, asyncStderrSink, type Level } from '../shared/log';
 import { defaultNodename } from '../shared/nodename';
 import { BlockReclaimer } from './block-reclaimer';
 import { CniService } from './cni-service';
@@ -94,7 +94,8 @@ async function main(): Promise<void> {
     etcd_prefix: values['etcd-prefix'],
   });
   const node = nodename(values.nodename);
-  const log = new Logger(level, [stderrSink], { daemon: 'calico-libnetwork', node });
+  const stderr = asyncStderrSink();
+  const log = new Logger(level, [stderr], { daemon: 'calico-libnetwork', node });
 
   const connections = new Connections();
   const docker = new DockerApi(values['docker-host']!);
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
     log.info('stopping', { signal });
     await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     await connections.close();
+    await stderr.flush();
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
+import { waitFor } from '../../sim/wait';
 
 const setup = useCniWorld(test);
 
@@ -16,7 +17,8 @@ test.serial('cni daemon - plugins forward to the node daemon; it wires the task 
   const launchA = await setup.agent.launch(a, [{ network }]);
   const launchB = await setup.agent.launch(b, [{ network }]);
   t.is(launchA.runs[0]!.code, 0, launchA.runs[0]!.stdout);
-  t.true(daemon.stderr.includes('workload added'), 'the daemon did the work');
+  // The daemon's log is written off its event loop: it may follow the answer by a moment.
+  await waitFor('the daemon logging the work', () => daemon.stderr.includes('workload added'), 5000);
   t.true(await setup.agent.container(a).ping(launchB.ips[0]!.ip4!.split('/')[0]!));
   for (const id of [a, b]) for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);

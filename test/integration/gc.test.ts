@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAddress } from '../../shared/net';
 import { NodeDaemon } from '../../sim/daemon';
+import { waitFor } from '../../sim/wait';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 
 let world: CniWorld;
@@ -36,7 +37,8 @@ test.serial('gc - a task that vanished without DEL is cleaned up after the grace
   const endpoints = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoints.map((e) => e.spec.containerID), [live], 'its record is gone, the live one stays');
   t.truthy(await ipam.ownerOf(liveIp!), 'the live task keeps its address');
-  t.true(daemon.stderr.includes('collected the endpoint'));
+  const collector = daemon;
+  await waitFor('the daemon logging the collection', () => collector.stderr.includes('collected the endpoint'), 5000);
 
   for (const r of await agent.destroy(live)) t.is(r.code, 0);
   await assertNothingLeft(t, ds, [agent]);

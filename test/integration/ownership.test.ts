@@ -11,6 +11,7 @@ import { callDriver } from '../../sim/driver-client';
 import { runCalicoctl } from '../../sim/calicoctl';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
+import { waitFor } from '../../sim/wait';
 
 const setup = useCniWorld(test);
 const NODE = 'agent-own';
@@ -156,7 +157,8 @@ test.serial('ownership - Docker\'s ReleaseAddress frees only what this host\'s d
   t.is(add.code, 0);
   const released = await callDriver(daemon.ipamSocket, '/IpamDriver.ReleaseAddress', { PoolID: 'CalicoPoolIPv4', Address: addressOf(add) });
   t.is(released.status, 200, 'Docker hears success (it releases its dummy gateway too)');
-  t.true(daemon.stderr.includes('not releasing an address Docker did not get'), 'and the daemon says why it did nothing');
+  // The daemon's log is written off its event loop: it may follow the answer by a moment.
+  await waitFor('the daemon saying why it did nothing', () => daemon.stderr.includes('not releasing an address Docker did not get'), 5000);
   t.truthy(await (await setup.world.datastore(prefix)).ipam.ownerOf(parseAddress(addressOf(add))), 'the CNI task keeps its address');
   const dockers = await callDriver(daemon.ipamSocket, '/IpamDriver.RequestAddress', { PoolID: 'CalicoPoolIPv4' });
   t.is((await callDriver(daemon.ipamSocket, '/IpamDriver.ReleaseAddress', { PoolID: 'CalicoPoolIPv4', Address: String(dockers.json.Address) })).status, 200);
