@@ -5,6 +5,7 @@
 import { fstatSync, read, writeSync } from 'node:fs';
 import type { Invocation, Outcome, PluginKind } from './skel';
 import { daemonSocketOf, forward } from './forward';
+import { rawStreams } from './raw-streams';
 import { versionAnswer } from './version';
 
 /** A caller that never closes stdin must not hang the plugin: after this, what came is what there is. */
@@ -12,11 +13,15 @@ const STDIN_TIMEOUT_MS = 10_000;
 
 /**
  * Stdin and stdout through their file descriptors, not process.stdin/stdout: those are streams
- * whose modules node would compile first (about 4 ms of a VERSION's start-up, measured).
+ * whose modules node would compile first (about 4 ms of a VERSION's start-up, measured). A pipe
+ * or socket is read on the raw stream handles where they are verified (no thread pool started).
  * A terminal (or /dev/null) gives no config.
  */
-function readStdin(): Promise<string> {
-  if (fstatSync(0).isCharacterDevice()) return Promise.resolve('');
+async function readStdin(): Promise<string> {
+  const stat = fstatSync(0);
+  if (stat.isCharacterDevice()) return '';
+  const streams = stat.isFIFO() || stat.isSocket() ? rawStreams() : undefined;
+  if (streams) return (await streams.readToEnd(0, STDIN_TIMEOUT_MS)).data.toString('utf8');
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const buffer = Buffer.alloc(64 << 10);

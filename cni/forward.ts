@@ -3,26 +3,40 @@
  * daemon holds a warm etcd connection, so the plugin process only starts node and waits. Returns
  * undefined when no daemon answers, and the caller runs the command in-process instead.
  */
-// Imported statically: a dynamic import() of it would start node's ESM loader (measured: 8 ms of
-// CPU per command), more than net itself costs a VERSION that does not need it.
-import { connect } from 'node:net';
+import { rawStreams, type RawStreams } from './raw-streams';
 import type { Invocation, Outcome, PluginKind } from './skel';
 
 export const DEFAULT_DAEMON_SOCKET = '/var/run/calico/cni.sock';
-const CONNECT_TIMEOUT_MS = 500;
-/** Longer than any command takes with every etcd call at its deadline. */
-const ANSWER_TIMEOUT_MS = 120_000;
+const TIMEOUTS = {
+  connectMs: 500,
+  /** Longer than any command takes with every etcd call at its deadline. */
+  answerMs: 120_000,
+};
 
 export interface ForwardRequest extends Invocation {
   readonly kind: PluginKind;
 }
 
-export function forward(socketPath: string, request: ForwardRequest): Promise<Outcome | undefined> {
+/** Through the raw streams where they are verified, else through node's `net`. */
+export async function forward(socketPath: string, request: ForwardRequest, via: RawStreams | 'net' = rawStreams() ?? 'net'): Promise<Outcome | undefined> {
+  const message = `${JSON.stringify(request)}\n`;
+  const answer = via === 'net' ? await exchangeThroughNet(socketPath, message) : await via.exchange(socketPath, message, TIMEOUTS);
+  if (answer === undefined) return undefined;
+  try {
+    const outcome = JSON.parse(answer.toString('utf8')) as Outcome;
+    return typeof outcome.exitCode === 'number' && typeof outcome.stdout === 'string' ? outcome : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function exchangeThroughNet(socketPath: string, message: string): Promise<Buffer | undefined> {
+  const { connect } = await import('node:net');
   return new Promise((resolve) => {
     const socket = connect(socketPath);
     const answer: Buffer[] = [];
     let settled = false;
-    const settle = (outcome: Outcome | undefined) => {
+    const settle = (outcome: Buffer | undefined) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -30,21 +44,14 @@ export function forward(socketPath: string, request: ForwardRequest): Promise<Ou
       if (outcome === undefined) socket.destroy();
       resolve(outcome);
     };
-    let timer = setTimeout(() => settle(undefined), CONNECT_TIMEOUT_MS);
+    let timer = setTimeout(() => settle(undefined), TIMEOUTS.connectMs);
     socket.on('connect', () => {
       clearTimeout(timer);
-      timer = setTimeout(() => settle(undefined), ANSWER_TIMEOUT_MS);
-      socket.end(`${JSON.stringify(request)}\n`);
+      timer = setTimeout(() => settle(undefined), TIMEOUTS.answerMs);
+      socket.end(message);
     });
     socket.on('data', (chunk: Buffer) => answer.push(chunk));
-    socket.on('end', () => {
-      try {
-        const outcome = JSON.parse(Buffer.concat(answer).toString('utf8')) as Outcome;
-        settle(typeof outcome.exitCode === 'number' && typeof outcome.stdout === 'string' ? outcome : undefined);
-      } catch {
-        settle(undefined);
-      }
-    });
+    socket.on('end', () => settle(Buffer.concat(answer)));
     socket.on('error', () => settle(undefined));
   });
 }

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { parseConfig } from '../../cni/config';
 
@@ -29,6 +29,19 @@ test('cni install - copies self-contained plugins and writes a config the plugin
   const bad = await t.throwsAsync(run(install, ['--plugins-dir', join(dir, 'other'), '--conf-dir', join(dir, 'conf'), '--network', 'no good']));
   t.regex((bad as unknown as { stderr: string }).stderr, /"name" "no good" must be a network name/);
   t.throws(() => statSync(join(dir, 'other')), undefined, 'nothing is installed when the config is refused');
+});
+
+test('cni plugin - reads its config from a pipe, a socket or a file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'stdin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const plugin = resolve('dist/cni/calico');
+  const env = { CNI_COMMAND: 'VERSION', PATH: `${dirname(process.execPath)}:/usr/bin:/bin` };
+  writeFileSync(join(dir, 'conf'), '{"cniVersion":"0.4.0"}');
+  const fromPipe = await run('sh', ['-c', `cat "${join(dir, 'conf')}" | "${plugin}"`], { env });
+  const fromFile = await run('sh', ['-c', `"${plugin}" < "${join(dir, 'conf')}"`], { env });
+  const fromSocket = run(plugin, [], { env });
+  fromSocket.child.stdin!.end('{"cniVersion":"0.4.0"}');
+  for (const { stdout } of [fromPipe, fromFile, await fromSocket]) t.is(JSON.parse(stdout).cniVersion, '0.4.0');
 });
 
 test('cni install - the sample configs in conf/ are valid', (t) => {
