@@ -24,7 +24,7 @@ const HOSTS = 4;
 const PER_HOST = 25;
 const CAS_ROUNDS = 500;
 const WARM_UP = 20;
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 export async function benchBurst(): Promise<Record<string, number>> {
   const world = await CniWorld.create();

@@ -4,7 +4,8 @@
  * Several steps go in one `ip -batch` process: each spawn costs milliseconds on the CNI hot path.
  */
 import { execFile } from 'node:child_process';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
 
 export interface IpRun {
@@ -40,9 +41,13 @@ export function parseJsonLines<T>(stdout: string): T[] {
     .map((line) => JSON.parse(line) as T);
 }
 
+// The /proc files below are made by the kernel as they are read or written, never waiting on a
+// disk, so they are used synchronously: a round trip through the thread pool costs more than the
+// call. (A netns path, given by the runtime, may be anywhere: it is looked at asynchronously.)
+
 /** The links of this process's network namespace, without spawning anything. */
 export async function localLinks(): Promise<Set<string>> {
-  const text = await readFile('/proc/self/net/dev', 'utf8');
+  const text = readFileSync('/proc/self/net/dev', 'utf8');
   const names = text.split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter(Boolean);
   return new Set(names);
 }
@@ -50,7 +55,7 @@ export async function localLinks(): Promise<Set<string>> {
 /** Writes a sysctl of this network namespace (a file, so no process is spawned). */
 export async function setSysctl(path: string, value: string): Promise<void> {
   try {
-    await writeFile(`/proc/sys/${path}`, value);
+    writeFileSync(`/proc/sys/${path}`, value);
   } catch (err) {
     throw new DataplaneCommandError(`set sysctl ${path.replaceAll('/', '.')}=${value}`, (err as Error).message);
   }
