@@ -2,7 +2,7 @@
  * Bursts, on simulated agents of the bench's own, each with its node daemon (warmed up by a few
  * sequential ADDs and DELs first, as a daemon that has run for a while is):
  * - burst_100_s: 100 concurrent CNI ADDs on one agent (the plugins forwarding to the daemon), wall
- *   time, the median of 3 rounds; burst_ratio: that over 100 concurrent `node -e 0` started exactly
+ *   time, the median of 5 rounds; burst_ratio: that over 100 concurrent `node -e 0` started exactly
  *   as the plugins are (in the agent's namespace, only PATH in the environment), the floor of 100
  *   node processes, in rounds alternating with the bursts;
  * - blocks_claimed_100: blocks the agent holds after that burst (it held none before);
