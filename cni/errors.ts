@@ -40,6 +40,7 @@ const CODE_OF: Record<string, number> = {
   DATASTORE_UNAVAILABLE: CniCode.TryAgainLater,
   DATASTORE_CONFLICT: CniCode.TryAgainLater,
   IPAM_EXCESSIVE_CONFLICTS: CniCode.TryAgainLater,
+  LOCK_BUSY: CniCode.TryAgainLater,
   IPAM_ADDRESS_IN_USE: CniCode.InvalidConfig,
   IPAM_ADDRESS_OUTSIDE_POOLS: CniCode.InvalidConfig,
   IPAM_INVALID_POOL: CniCode.InvalidConfig,

@@ -5,9 +5,10 @@
 import type { Resource } from '../shared/datastore';
 import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
-import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
+import { endpointNameOf, hostEndpointRange, hostVethName, identityKey, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
+import { withHostLock } from '../shared/host-lock';
 import { PhaseTimer } from '../shared/diagnostics';
 import { messageOf } from '../shared/errors';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
@@ -35,11 +36,27 @@ function interfacesOf(attachment: CniAttachment) {
   return { hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment) };
 }
 
+/** Longer than an ADD takes with its etcd calls slow; then the runtime is told to try again. */
+const ATTACHMENT_LOCK_WAIT_MS = 30_000;
+
+/**
+ * One operation at a time per attachment on this host. The spec forbids a runtime to overlap them,
+ * but one that does must not get two wirings: an ADD replaces a host link of its own left by a
+ * crashed attempt, and without the lock that could be a concurrent attempt's live link.
+ */
+function exclusively<T>(attachment: CniAttachment, work: () => Promise<T>): Promise<T> {
+  return withHostLock(identityKey(attachment), `container ${attachment.containerId} interface ${attachment.ifname}`, ATTACHMENT_LOCK_WAIT_MS, work);
+}
+
 export async function add(ctx: CniContext): Promise<CniResult> {
+  const attachment = attachmentOf(ctx.conf, ctx.env);
+  return exclusively(attachment, () => addAttachment(ctx, attachment));
+}
+
+async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promise<CniResult> {
   const { conf, env, log } = ctx;
   const netns = env.netns!;
   const timer = new PhaseTimer();
-  const attachment = attachmentOf(conf, env);
   const { hostIf, ownerTag } = interfacesOf(attachment);
   const ds = await datastoreOf(ctx);
   const name = endpointNameOf(attachment);
@@ -60,7 +77,9 @@ export async function add(ctx: CniContext): Promise<CniResult> {
   }
   if (existing) {
     const state = await inspectWorkload({ netns, containerIf: env.ifname, hostIf });
-    if (state.host.exists && state.container.exists && existing.spec.mac) {
+    // The wiring found must be the one the record describes: crashed attempts may each have left
+    // one of the two.
+    if (state.host.exists && state.container.exists && existing.spec.mac && state.container.mac === existing.spec.mac) {
       log.info('repeat ADD: the workload is already wired', { endpoint: name });
       const addresses = existing.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
       return resultFor(addresses, env, existing.spec.mac, conf.mtu);
@@ -119,8 +138,12 @@ async function writeEndpoint(ctx: CniContext, endpoint: Resource<'WorkloadEndpoi
  * link, record or address of another owner stays. The first failure is reported after trying all.
  */
 export async function del(ctx: CniContext): Promise<void> {
-  const { conf, env, log } = ctx;
-  const attachment = attachmentOf(conf, env);
+  const attachment = attachmentOf(ctx.conf, ctx.env);
+  await exclusively(attachment, () => delAttachment(ctx, attachment));
+}
+
+async function delAttachment(ctx: CniContext, attachment: CniAttachment): Promise<void> {
+  const { log } = ctx;
   const failures: unknown[] = [];
   const attempt = async (what: string, step: () => Promise<unknown>) => {
     try {
@@ -178,9 +201,11 @@ export async function gc(ctx: CniContext): Promise<void> {
       const attachment = workloadOfEndpoint(endpoint);
       if (attachment?.orchestrator !== 'cni' || attachment.node !== conf.nodename || attachment.network !== conf.name) continue;
       if (valid.has(`${attachment.containerId}/${attachment.ifname}`)) continue;
-      await unwireWorkload(interfacesOf(attachment)).catch((e) => log.warning('GC: veth removal failed', { error: messageOf(e) }));
-      await deleteEndpointOf(ds, attachment).catch((e) => log.warning('GC: endpoint removal failed', { error: messageOf(e) }));
-      await releaseWorkloadAddresses(ipam, attachment);
+      await exclusively(attachment, async () => {
+        await unwireWorkload(interfacesOf(attachment)).catch((e) => log.warning('GC: veth removal failed', { error: messageOf(e) }));
+        await deleteEndpointOf(ds, attachment).catch((e) => log.warning('GC: endpoint removal failed', { error: messageOf(e) }));
+        await releaseWorkloadAddresses(ipam, attachment);
+      });
       log.info('GC removed a stale endpoint', { endpoint: endpoint.metadata.name });
     }
   }
