@@ -38,7 +38,8 @@ export class SelectorSyntaxError extends CalicoError {
 }
 
 type Token =
-  | { kind: 'key' | 'string'; text: string; at: number }
+  | { kind: 'key'; text: string; at: number }
+  | { kind: 'string'; text: string; at: number }
   | { kind: '(' | ')' | '{' | '}' | ',' | '==' | '!=' | '!' | '&&' | '||' | 'in' | 'not in' | 'contains' | 'starts with' | 'ends with' | 'all()' | 'end'; at: number }
   | { kind: 'has'; text: string; at: number };
 
