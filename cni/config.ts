@@ -38,6 +38,8 @@ export interface NetConf {
   readonly requestedIps: readonly IpAddress[];
   /** Orchestrator labels for the workload endpoint (Mesos network_info labels), sanitised. */
   readonly labels: Readonly<Record<string, string>>;
+  /** Orchestrator labels dropped because their key is reserved (network membership, Calico's own). */
+  readonly refusedLabels: readonly string[];
   readonly prevResult: JsonObject | undefined;
   readonly validAttachments: readonly { containerID: string; ifname: string }[] | undefined;
 }
@@ -86,6 +88,7 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
 
   const mesos = mesosNetworkInfo(raw);
   const mesosLabels = mesos ? mesosLabelPairs(mesos) : [];
+  const labels = sanitiseLabels(mesosLabels.filter(([k]) => k !== 'ipv4_addrs' && k !== 'ipv6_addrs'));
   return {
     cniVersion,
     name,
@@ -98,7 +101,8 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
     logFile: raw.log_file_path === '' ? undefined : (stringField(raw, 'log_file_path') ?? DEFAULT_LOG_FILE),
     ipam: ipamOf(raw.ipam),
     requestedIps: requestedIps(raw, env, mesosLabels),
-    labels: sanitiseLabels(mesosLabels.filter(([k]) => k !== 'ipv4_addrs' && k !== 'ipv6_addrs')),
+    labels: labels.labels,
+    refusedLabels: labels.refused,
     prevResult: objectField(raw, 'prevResult'),
     validAttachments: attachmentsOf(raw),
   };

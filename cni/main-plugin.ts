@@ -6,7 +6,7 @@ import type { Resource } from '../shared/datastore';
 import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { endpointNameOf, hostEndpointRange, hostVethName, identityKey, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
-import { ensureNetworkProfile } from '../shared/endpoints/profile';
+import { ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
 import { withHostLock } from '../shared/host-lock';
 import { PhaseTimer } from '../shared/diagnostics';
@@ -86,6 +86,7 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     }
   }
 
+  if (conf.refusedLabels.length > 0) log.warning('labels with reserved keys were dropped: only attaching to a network makes a workload its member', { labels: conf.refusedLabels.join(',') });
   const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
   const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
   if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
@@ -105,7 +106,7 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
   });
   const [wiring, recording] = await Promise.allSettled([
     timer.measure('dataplane', wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) })),
-    timer.measure('record', (profile ? Promise.resolve() : ensureNetworkProfile(ds, conf.name)).then(() => writeEndpoint(ctx, endpoint, existing))),
+    timer.measure('record', (profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? Promise.resolve() : ensureNetworkProfile(ds, conf.name)).then(() => writeEndpoint(ctx, endpoint, existing))),
   ]);
   timer.lap('wiring');
   if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {

@@ -8,7 +8,7 @@ import { API_VERSION } from '../shared/datastore/resources';
 import { messageOf } from '../shared/errors';
 import { CtlError } from './errors';
 
-export const KINDS = ['IPPool', 'Profile', 'WorkloadEndpoint', 'Node', 'ClusterInformation', 'IPAMConfiguration'] as const;
+export const KINDS = ['IPPool', 'Profile', 'WorkloadEndpoint', 'Node', 'ClusterInformation', 'IPAMConfiguration', 'GlobalNetworkPolicy', 'NetworkPolicy', 'FelixConfiguration'] as const;
 export type CtlKind = (typeof KINDS)[number];
 
 const ALIASES: Record<string, CtlKind> = {
@@ -18,6 +18,9 @@ const ALIASES: Record<string, CtlKind> = {
   node: 'Node', nodes: 'Node', no: 'Node',
   clusterinformation: 'ClusterInformation', clusterinformations: 'ClusterInformation',
   ipamconfiguration: 'IPAMConfiguration', ipamconfig: 'IPAMConfiguration', ipamconfigs: 'IPAMConfiguration',
+  globalnetworkpolicy: 'GlobalNetworkPolicy', globalnetworkpolicies: 'GlobalNetworkPolicy', gnp: 'GlobalNetworkPolicy', gnps: 'GlobalNetworkPolicy',
+  networkpolicy: 'NetworkPolicy', networkpolicies: 'NetworkPolicy', policy: 'NetworkPolicy', policies: 'NetworkPolicy', pol: 'NetworkPolicy', np: 'NetworkPolicy', netpol: 'NetworkPolicy',
+  felixconfiguration: 'FelixConfiguration', felixconfigurations: 'FelixConfiguration', felixconfig: 'FelixConfiguration', felixconfigs: 'FelixConfiguration',
 };
 
 export function kindOf(text: string): CtlKind {

@@ -4,7 +4,9 @@
  * its own key, a pool with addresses in use never deleted.
  */
 import type { Datastore, Resource } from '../shared/datastore';
-import { API_VERSION, isNamespaced } from '../shared/datastore/resources';
+import { isNamespaced } from '../shared/datastore/keys';
+import { API_VERSION } from '../shared/datastore/resources';
+import { PolicyValidationError, validateFelixConfiguration, validatePolicy, validateProfile } from '../shared/policy/validate';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds, validatePoolSpec } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
@@ -20,6 +22,22 @@ export interface CtlResource {
 
 const IPAM_CONFIG_NAME = 'default';
 
+/**
+ * Policies, profiles and the Felix configuration are checked as the daemon will read them: a bad
+ * selector or rule is refused with its field (and position), and nothing is written.
+ */
+function checkPolicyKind(doc: Document): void {
+  const resource = { kind: doc.kind, metadata: doc.metadata, spec: doc.spec };
+  try {
+    if (doc.kind === 'GlobalNetworkPolicy' || doc.kind === 'NetworkPolicy') validatePolicy(resource);
+    if (doc.kind === 'Profile') validateProfile(resource);
+    if (doc.kind === 'FelixConfiguration') validateFelixConfiguration(resource);
+  } catch (err) {
+    if (err instanceof PolicyValidationError) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}": ${err.message}`);
+    throw err;
+  }
+}
+
 export class ResourceClient {
   constructor(
     private readonly ds: Datastore,
@@ -29,7 +47,7 @@ export class ResourceClient {
   async get(kind: CtlKind, name?: string, namespace?: string): Promise<CtlResource[]> {
     if (kind === 'IPAMConfiguration') return [await this.ipamConfiguration()];
     const all = name
-      ? [await this.ds.resources.get(kind, name, namespace)].filter((r): r is Resource => r !== undefined)
+      ? [await this.ds.resources.get(kind, name, namespace)].filter((r) => r !== undefined)
       : await this.ds.resources.list(kind, namespace);
     if (name && all.length === 0) throw new CtlError(`${kind} "${name}" does not exist`);
     return all.map((r) => ({ apiVersion: API_VERSION, kind, metadata: { ...r.metadata }, spec: r.spec as unknown as Record<string, unknown> }));
@@ -43,6 +61,7 @@ export class ResourceClient {
       });
       return;
     }
+    checkPolicyKind(doc);
     const existing = await this.ds.resources.get(doc.kind, doc.metadata.name, this.namespaceOf(doc));
     if (existing) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}" already exists (use apply or replace)`);
     await this.ds.resources.create(this.resourceOf(doc));
@@ -81,6 +100,7 @@ export class ResourceClient {
       });
       spec = full as unknown as Record<string, unknown>;
     }
+    checkPolicyKind(doc);
     const resourceVersion = doc.metadata.resourceVersion ?? existing.metadata.resourceVersion;
     const updated = { ...existing, metadata: { ...existing.metadata, ...doc.metadata, resourceVersion }, spec } as Resource;
     await this.ds.resources.update(updated).catch((err: Error & { code?: string }) => {

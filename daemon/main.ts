@@ -5,6 +5,7 @@
  * - this host's Node record and its routes to every host's blocks (daemon/route-keeper.ts);
  * - garbage collection of workloads that vanished without a DEL (daemon/garbage-collector.ts);
  * - giving back empty blocks the host no longer needs (daemon/block-reclaimer.ts);
+ * - enforcing Calico policy with nftables (daemon/policy-keeper.ts);
  * - Prometheus metrics on a local address (daemon/metrics.ts).
  * etcd connections are shared and kept warm, and its IPAM client serves concurrent requests in
  * batches (group commit). SIGTERM/SIGINT finish requests in flight and remove the sockets.
@@ -25,6 +26,7 @@ import { BlockReclaimer } from './block-reclaimer';
 import { CniService } from './cni-service';
 import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
+import { PolicyKeeper } from './policy-keeper';
 import { RouteKeeper } from './route-keeper';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
@@ -49,6 +51,8 @@ const USAGE = `usage: calico-libnetwork [options]
   --docker-host URL            Docker's API (unix:///var/run/docker.sock)
   --node-address A             auto, none or A.B.C.D/LEN: this host's Node address (auto)
   --no-routes                  leave routes to something else
+  --no-policy                  enforce no policy (and remove our nftables table, inet calico)
+  --policy-resync S            reprogram the whole policy table every S seconds (300)
   --gc-interval S, --gc-grace S      garbage collection every S seconds (60), after S seconds gone (300)
   --block-release-delay S      release empty blocks (but one) after S seconds empty; 0: never (300)
   --metrics-address HOST:PORT  Prometheus metrics ("" turns them off) (127.0.0.1:9099)
@@ -74,6 +78,8 @@ async function main(): Promise<void> {
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
       'no-routes': { type: 'boolean', default: false },
+      'no-policy': { type: 'boolean', default: false },
+      'policy-resync': { type: 'string', default: '300' },
       'gc-interval': { type: 'string', default: '60' },
       'gc-grace': { type: 'string', default: '300' },
       'block-release-delay': { type: 'string', default: '300' },
@@ -108,7 +114,7 @@ async function main(): Promise<void> {
     containerIfPrefix: values['container-if-prefix']!,
   }, log.with({ driver: 'network' }));
 
-  const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay') => {
+  const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay' | 'policy-resync') => {
     const n = Number(values[flag]);
     if (!Number.isFinite(n) || n < 0) throw new Error(`--${flag} must be a number of seconds (0 turns it off)`);
     return n * 1000;
@@ -116,6 +122,9 @@ async function main(): Promise<void> {
   const collector = new GarbageCollector(datastore, docker, { node, intervalMs: seconds('gc-interval'), graceMs: seconds('gc-grace') }, log.with({ job: 'gc' }));
   const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
   const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
+  const resyncMs = seconds('policy-resync');
+  if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
+  const policy = values['no-policy'] ? undefined : new PolicyKeeper(async () => (await datastore()).ds, { node, resyncMs }, log.with({ job: 'policy' }));
 
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
@@ -132,7 +141,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
-    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     await connections.close();
     await stderr.flush();
     process.exit(0);
@@ -146,6 +155,8 @@ async function main(): Promise<void> {
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   routes?.start();
+  if (policy) policy.start();
+  else await PolicyKeeper.remove(log);
   collector.start();
   blocks.start();
   if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));

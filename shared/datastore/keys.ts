@@ -10,9 +10,18 @@ export const RESOURCE_PLURALS = {
   Profile: 'profiles',
   Node: 'nodes',
   ClusterInformation: 'clusterinformations',
+  GlobalNetworkPolicy: 'globalnetworkpolicies',
+  NetworkPolicy: 'networkpolicies',
+  FelixConfiguration: 'felixconfigurations',
 } as const;
 
 export type ResourceKind = keyof typeof RESOURCE_PLURALS;
+
+const NAMESPACED: ReadonlySet<ResourceKind> = new Set(['WorkloadEndpoint', 'NetworkPolicy']);
+
+export function isNamespaced(kind: ResourceKind): boolean {
+  return NAMESPACED.has(kind);
+}
 
 export class KeyLayout {
   private readonly resources: string;
@@ -25,6 +34,22 @@ export class KeyLayout {
 
   resource(kind: ResourceKind, name: string, namespace?: string): string {
     return `${this.resourcePrefix(kind, namespace)}${name}`;
+  }
+
+  /** Where every resource lives (one watch follows them all), ending in "/". */
+  get resourcesRoot(): string {
+    return `${this.resources}/`;
+  }
+
+  /** The kind, namespace and name a resource key names, or undefined for a key of another shape. */
+  resourceOf(key: string): { kind: ResourceKind; namespace?: string; name: string } | undefined {
+    if (!key.startsWith(this.resourcesRoot)) return undefined;
+    const [plural, ...rest] = key.slice(this.resourcesRoot.length).split('/');
+    const kind = (Object.keys(RESOURCE_PLURALS) as ResourceKind[]).find((k) => RESOURCE_PLURALS[k] === plural);
+    if (!kind) return undefined;
+    const namespaced = isNamespaced(kind);
+    if (rest.length !== (namespaced ? 2 : 1) || rest.some((part) => part === '')) return undefined;
+    return namespaced ? { kind, namespace: rest[0]!, name: rest[1]! } : { kind, name: rest[0]! };
   }
 
   /** All resources of a kind (in one namespace, if given), ending in "/". */

@@ -192,8 +192,18 @@ export class EtcdKv {
     return { ok: false, current: readResponses(keys, res.responses) };
   }
 
-  /** Follows puts and deletes under a prefix, from `fromRevision` (exclusive) or from now. */
-  async watchPrefix(prefix: string, onEvent: (event: WatchEvent) => void, fromRevision?: Revision): Promise<WatchHandle> {
+  /** The store's revision now (a snapshot read at it and a watch after it miss nothing). */
+  async revision(): Promise<Revision> {
+    const res = await this.call('read of the revision', (c) => c.kv.range({ key: Buffer.from('\0'), limit: 1, keys_only: true }));
+    return String(res.header.revision);
+  }
+
+  /**
+   * Follows puts and deletes under a prefix, from `fromRevision` (exclusive) or from now. The
+   * client reconnects and resumes by itself; `onLost` hears when etcd ends the watch for good
+   * (its revision was compacted away, or it was cancelled), after which events are missing.
+   */
+  async watchPrefix(prefix: string, onEvent: (event: WatchEvent) => void, fromRevision?: Revision, onLost?: (reason: string) => void): Promise<WatchHandle> {
     let builder = this.client.watch().prefix(prefix);
     if (fromRevision !== undefined) builder = builder.startRevision(String(BigInt(fromRevision) + 1n));
     const watcher: Watcher = await this.bounded(`watch ${prefix}`, builder.create());
@@ -202,7 +212,7 @@ export class EtcdKv {
     watcher.on('put', forward('put'));
     watcher.on('delete', forward('delete'));
     // The library reconnects by itself; errors must not become unhandled 'error' events.
-    watcher.on('error', () => undefined);
+    watcher.on('error', (err: Error) => onLost?.(err.message));
     return { close: () => watcher.cancel() };
   }
 

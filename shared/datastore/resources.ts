@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { FieldReader, parseJsonObject, type JsonObject } from './codec';
 import { AlreadyExistsError, ConflictError, MalformedDataError, NotFoundError } from './errors';
-import type { KeyLayout, ResourceKind } from './keys';
+import { isNamespaced, type KeyLayout, type ResourceKind } from './keys';
 import type { EtcdKv, Entry, TxnOp } from './kv';
 
 export const API_VERSION = 'projectcalico.org/v3';
@@ -82,7 +82,13 @@ export interface ClusterInformationSpec {
   datastoreReady?: boolean;
 }
 
+/** Policy kinds are checked by shared/policy/validate.ts, which reads them as plain JSON. */
+export type PolicySpec = JsonObject;
+
 export interface SpecOf {
+  GlobalNetworkPolicy: PolicySpec;
+  NetworkPolicy: PolicySpec;
+  FelixConfiguration: PolicySpec;
   IPPool: IPPoolSpec;
   WorkloadEndpoint: WorkloadEndpointSpec;
   Profile: ProfileSpec;
@@ -98,11 +104,6 @@ export interface Resource<K extends ResourceKind = ResourceKind> {
   status?: JsonObject;
 }
 
-const NAMESPACED: ReadonlySet<ResourceKind> = new Set(['WorkloadEndpoint']);
-
-export function isNamespaced(kind: ResourceKind): boolean {
-  return NAMESPACED.has(kind);
-}
 
 export class ResourceStore {
   constructor(

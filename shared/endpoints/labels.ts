@@ -5,6 +5,12 @@
  * to alphanumerics, and values cut to 63 characters.
  */
 const MAX_VALUE = 63;
+/**
+ * Keys only the product sets: network membership (profile.ts) and Calico's own. A user label with
+ * one of them is dropped, so that no label can make a workload a member of a network it is not on.
+ */
+export const NETWORK_LABEL_PREFIX = 'pcn.';
+const RESERVED_PREFIXES = [NETWORK_LABEL_PREFIX, 'projectcalico.org'];
 const MAX_NAME = 63;
 
 function clean(text: string, allowed: RegExp, max: number): string {
@@ -24,12 +30,21 @@ export function sanitiseLabelValue(value: string): string {
   return clean(value, /[^A-Za-z0-9_.-]/g, MAX_VALUE);
 }
 
-/** Sanitises every pair; pairs whose key sanitises to nothing are dropped. */
-export function sanitiseLabels(labels: Iterable<readonly [string, string]>): Record<string, string> {
+export function isReservedLabelKey(key: string): boolean {
+  return RESERVED_PREFIXES.some((prefix) => key.startsWith(prefix));
+}
+
+/**
+ * Sanitises every pair; pairs whose key sanitises to nothing are dropped, and so are those with a
+ * reserved key (listed in `refused`, for the caller to log).
+ */
+export function sanitiseLabels(labels: Iterable<readonly [string, string]>): { labels: Record<string, string>; refused: string[] } {
   const out: Record<string, string> = {};
+  const refused: string[] = [];
   for (const [key, value] of labels) {
     const k = sanitiseLabelKey(key);
-    if (k) out[k] = sanitiseLabelValue(value);
+    if (k && isReservedLabelKey(k)) refused.push(k);
+    else if (k) out[k] = sanitiseLabelValue(value);
   }
-  return out;
+  return { labels: out, refused };
 }

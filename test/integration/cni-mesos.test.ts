@@ -34,7 +34,7 @@ test.serial('cni mesos - two tasks on one agent get addresses Mesos can read, an
   t.is(endpoint.spec.interfaceName, hostVethName({ orchestrator: 'cni', node: NODE, network: 'calico-net', containerId: a, ifname: 'eth0' }));
   t.is(endpoint.metadata.annotations?.['projectcalico.org/owner'], `cni:${NODE}:calico-net:${a}:eth0`);
   const profile = await ds.resources.get('Profile', 'calico-net');
-  t.deepEqual(profile?.spec.labelsToApply, { 'calico-net': '' });
+  t.deepEqual(profile?.spec.labelsToApply, { 'pcn.calico-net': '' });
   t.true(readFileSync(join(setup.world.logDir, 'cni.log'), 'utf8').includes('workload added'), 'logs go to log_file_path');
 
   for (const id of [a, b]) for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);

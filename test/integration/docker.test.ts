@@ -39,7 +39,7 @@ const ipOf = async (container: string, network: string) =>
 test.serial('docker - calico networks with and without --subnet: containers ping each other, --ip is honoured, rm leaves nothing', async (t) => {
   await agent.docker('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, 'net1');
   for (let i = 0; i < 100 && !(await ds.resources.get('Profile', 'net1')); i++) await new Promise((r) => setTimeout(r, 50));
-  t.deepEqual((await ds.resources.get('Profile', 'net1'))?.spec.labelsToApply, { net1: '' }, 'creating the network creates its profile');
+  t.deepEqual((await ds.resources.get('Profile', 'net1'))?.spec.labelsToApply, { 'pcn.net1': '' }, 'creating the network creates its profile');
   // docker run --ip needs a network with a configured subnet: a Calico pool.
   await agent.docker('network', 'create', '-d', DRIVER, '--ipam-driver', IPAM_DRIVER, '--subnet', '10.220.0.0/16', 'net2');
   await agent.docker('run', '-d', '--name', 'ca', '--net', 'net1', 'local/busybox', 'sleep', '600');

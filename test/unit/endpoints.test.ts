@@ -1,6 +1,6 @@
 import test from 'ava';
 import { sanitiseLabels } from '../../shared/endpoints/labels';
-import { networkProfile } from '../../shared/endpoints/profile';
+import { isLegacyNetworkProfile, networkProfile } from '../../shared/endpoints/profile';
 import { buildWorkloadEndpoint, isEndpointOf, workloadOfEndpoint } from '../../shared/endpoints/workload-endpoint';
 import { parseAddress } from '../../shared/net/address';
 
@@ -24,8 +24,10 @@ test('endpoints - a CNI workload endpoint in the Calico layout', (t) => {
 
 test('endpoints - profiles allow from the same network and all egress', (t) => {
   const p = networkProfile('net1');
-  t.deepEqual(p.spec.ingress, [{ action: 'Allow', source: { selector: 'has(net1)' }, destination: {} }]);
-  t.deepEqual(p.spec.labelsToApply, { net1: '' });
+  t.deepEqual(p.spec.ingress, [{ action: 'Allow', source: { selector: 'has(pcn.net1)' }, destination: {} }]);
+  t.deepEqual(p.spec.labelsToApply, { 'pcn.net1': '' });
+  t.false(isLegacyNetworkProfile(p));
+  t.true(isLegacyNetworkProfile({ ...p, spec: { ingress: [{ action: 'Allow', source: { selector: 'has(net1)' }, destination: {} }], egress: [{ action: 'Allow', source: {}, destination: {} }], labelsToApply: { net1: '' } } }));
 });
 
 test('endpoints - labels are sanitised like Calico\'s Mesos integration', (t) => {
@@ -35,7 +37,9 @@ test('endpoints - labels are sanitised like Calico\'s Mesos integration', (t) =>
       ['-weird key-', 'x'.repeat(80)],
       ['///', 'dropped'],
       ['tier', '-front-'],
+      ['pcn.netB', ''],
+      ['projectcalico.org/namespace', 'libnetwork'],
     ]),
-    { 'org.apache.app': 'web-server', 'weird-key': 'x'.repeat(63), tier: 'front' },
+    { labels: { 'org.apache.app': 'web-server', 'weird-key': 'x'.repeat(63), tier: 'front' }, refused: ['pcn.netB', 'projectcalico.org.namespace'] },
   );
 });

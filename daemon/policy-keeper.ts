@@ -1,0 +1,168 @@
+/**
+ * Felix's job, for this host: keeps the `inet calico` nftables table equal to what the datastore
+ * says about this host's endpoints and the policies, profiles and endpoints they refer to.
+ *
+ * A resync reads every policy-related record at one etcd revision, computes the whole table and
+ * replaces ours in one nft transaction; a watch from that revision then feeds each change to the
+ * calculator, and the names it touched are programmed (one transaction per batch of changes, a
+ * few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
+ * a change cannot be programmed, and periodically. While etcd is away, the rules programmed last
+ * stay in force; nothing is ever removed for lack of an answer.
+ */
+import type { Datastore, ResourceKind, WatchHandle } from '../shared/datastore';
+import { applyNftScript, deleteNftTable } from '../shared/dataplane/nftables';
+import { messageOf } from '../shared/errors';
+import type { Logger } from '../shared/log';
+import { PolicyCalculator } from '../shared/policy/calculator';
+import { applyRecord } from '../shared/policy/records';
+import { Ruleset, TABLE, copyRuleset, recordProgrammed, renderChanges, renderTable } from '../shared/policy/ruleset';
+
+/** Changes that arrive within this long of each other are programmed together. */
+const BATCH_MS = 10;
+const RETRY_MS = { first: 1000, max: 30_000 };
+const KINDS: readonly ResourceKind[] = ['FelixConfiguration', 'Profile', 'GlobalNetworkPolicy', 'NetworkPolicy', 'WorkloadEndpoint'];
+
+export interface PolicyKeeperSettings {
+  readonly node: string;
+  readonly resyncMs: number;
+}
+
+export interface PolicySyncReport {
+  readonly kind: 'full' | 'changes';
+  readonly ok: boolean;
+  readonly seconds: number;
+  readonly rules: number;
+}
+
+export class PolicyKeeper {
+  private calculator: PolicyCalculator;
+  private programmed = new Ruleset();
+  private watch: WatchHandle | undefined;
+  /** Bumped by every resync: events of an older watch are ignored. */
+  private generation = 0;
+  private batchTimer: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Programming is one thing at a time. */
+  private work: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly datastore: () => Promise<Datastore>,
+    private readonly settings: PolicyKeeperSettings,
+    private readonly log: Logger,
+    private readonly report: (report: PolicySyncReport) => void = () => undefined,
+  ) {
+    this.calculator = new PolicyCalculator(settings.node);
+  }
+
+  start(): void {
+    this.scheduleResync(0, 'start');
+  }
+
+  /** Turns policy off on this host: our table goes (and only ours). */
+  static async remove(log: Logger): Promise<void> {
+    await deleteNftTable(TABLE).catch((err: unknown) => log.warning('could not remove the policy table', { error: messageOf(err) }));
+  }
+
+  private scheduleResync(delayMs: number, reason: string, retryIn = RETRY_MS.first): void {
+    if (this.stopped) return;
+    clearTimeout(this.resyncTimer);
+    this.resyncTimer = setTimeout(() => {
+      this.work = this.work.then(() => this.resync(reason, retryIn));
+    }, delayMs);
+  }
+
+  private async resync(reason: string, retryIn: number): Promise<void> {
+    if (this.stopped) return;
+    const generation = ++this.generation;
+    await this.closeWatch();
+    const started = performance.now();
+    try {
+      const ds = await this.datastore();
+      const revision = await ds.kv.revision();
+      const calculator = new PolicyCalculator(this.settings.node);
+      let skipped = 0;
+      for (const kind of KINDS) {
+        for await (const page of ds.kv.pages(ds.keys.resourcePrefix(kind), { revision })) {
+          for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value) ? 0 : 1;
+        }
+      }
+      calculator.takeTouched();
+      await applyNftScript('program the policy table', renderTable(calculator.ruleset));
+      this.calculator = calculator;
+      this.programmed = copyRuleset(calculator.ruleset);
+      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, (why) => {
+        if (generation !== this.generation) return;
+        this.log.warning('the policy watch ended; resyncing', { reason: why });
+        this.scheduleResync(0, 'watch lost');
+      });
+      const seconds = (performance.now() - started) / 1000;
+      this.report({ kind: 'full', ok: true, seconds, rules: ruleCount(calculator.ruleset) });
+      this.log.info('policy programmed', { reason, endpoints: calculator.localEndpointCount, rules: ruleCount(calculator.ruleset), skipped, ms: Math.round(seconds * 1000) });
+      this.scheduleResync(this.settings.resyncMs, 'periodic');
+    } catch (err) {
+      this.report({ kind: 'full', ok: false, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
+      this.log.warning('cannot program policy yet; the rules programmed last stay in force', { error: messageOf(err), retryInMs: retryIn });
+      this.scheduleResync(retryIn, reason, Math.min(retryIn * 2, RETRY_MS.max));
+    }
+  }
+
+  /** Applies one record; false (and a log line naming the key) when it is malformed. */
+  private apply(calculator: PolicyCalculator, ds: Datastore, key: string, value: string | undefined): boolean {
+    try {
+      applyRecord(calculator, ds.keys, key, value);
+      return true;
+    } catch (err) {
+      this.log.warning('skipping a malformed record', { key, error: messageOf(err) });
+      return false;
+    }
+  }
+
+  private onEvent(generation: number, ds: Datastore, key: string, value: string | undefined): void {
+    if (generation !== this.generation || this.stopped) return;
+    this.apply(this.calculator, ds, key, value);
+    if (this.batchTimer) return;
+    this.batchTimer = setTimeout(() => {
+      this.batchTimer = undefined;
+      this.work = this.work.then(() => this.programChanges(generation));
+    }, BATCH_MS);
+  }
+
+  private async programChanges(generation: number): Promise<void> {
+    if (generation !== this.generation || this.stopped) return;
+    const touched = this.calculator.takeTouched();
+    if (touched.empty) return;
+    const started = performance.now();
+    try {
+      await applyNftScript('update the policy table', renderChanges(this.programmed, this.calculator.ruleset, touched));
+      recordProgrammed(this.programmed, this.calculator.ruleset, touched);
+      this.report({ kind: 'changes', ok: true, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
+    } catch (err) {
+      // What the kernel holds is no longer known for sure: write the whole table again.
+      this.report({ kind: 'changes', ok: false, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
+      this.log.warning('a policy change could not be programmed; resyncing', { error: messageOf(err) });
+      this.scheduleResync(0, 'failed change');
+    }
+  }
+
+  private async closeWatch(): Promise<void> {
+    const watch = this.watch;
+    this.watch = undefined;
+    await watch?.close().catch(() => undefined);
+  }
+
+  /** Stops following the datastore; the table stays, so isolation holds while the daemon is away. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.batchTimer);
+    clearTimeout(this.resyncTimer);
+    await this.closeWatch();
+    await this.work;
+  }
+}
+
+function ruleCount(ruleset: Ruleset): number {
+  let rules = 0;
+  for (const chain of ruleset.chains.values()) rules += chain.length;
+  return rules;
+}
