@@ -9,18 +9,17 @@
  * a change cannot be programmed, and periodically. While etcd is away, the rules programmed last
  * stay in force; nothing is ever removed for lack of an answer.
  */
-import type { Datastore, ResourceKind, WatchHandle } from '../shared/datastore';
+import type { Datastore, WatchHandle } from '../shared/datastore';
 import { applyNftScript, deleteNftTable } from '../shared/dataplane/nftables';
 import { messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { PolicyCalculator } from '../shared/policy/calculator';
-import { applyRecord } from '../shared/policy/records';
+import { POLICY_KINDS, applyRecord } from '../shared/policy/records';
 import { Ruleset, TABLE, copyRuleset, recordProgrammed, renderChanges, renderTable } from '../shared/policy/ruleset';
 
 /** Changes that arrive within this long of each other are programmed together. */
 const BATCH_MS = 10;
 const RETRY_MS = { first: 1000, max: 30_000 };
-const KINDS: readonly ResourceKind[] = ['FelixConfiguration', 'Profile', 'GlobalNetworkPolicy', 'NetworkPolicy', 'WorkloadEndpoint'];
 
 export interface PolicyKeeperSettings {
   readonly node: string;
@@ -82,7 +81,7 @@ export class PolicyKeeper {
       const revision = await ds.kv.revision();
       const calculator = new PolicyCalculator(this.settings.node);
       let skipped = 0;
-      for (const kind of KINDS) {
+      for (const kind of POLICY_KINDS) {
         for await (const page of ds.kv.pages(ds.keys.resourcePrefix(kind), { revision })) {
           for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value) ? 0 : 1;
         }

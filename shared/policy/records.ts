@@ -3,7 +3,7 @@
  * the calculator out. Anything malformed is refused with the key and the field, so the caller
  * can log it and go on without it (the rest stays enforced).
  */
-import { MalformedDataError, type KeyLayout } from '../datastore';
+import { MalformedDataError, type KeyLayout, type ResourceKind } from '../datastore';
 import { CalicoError } from '../errors';
 import { parseCidr } from '../net';
 import { formatAddress } from '../net/address';
@@ -15,6 +15,9 @@ import { PolicyValidationError, validateFelixConfiguration, validatePolicy, vali
 const INTERFACE_NAME = /^[a-zA-Z0-9_.-]{1,15}$/;
 
 type Json = Record<string, unknown>;
+
+/** The kinds that make up policy; records of other kinds are none of its business. */
+export const POLICY_KINDS: readonly ResourceKind[] = ['FelixConfiguration', 'Profile', 'GlobalNetworkPolicy', 'NetworkPolicy', 'WorkloadEndpoint'];
 
 function field<T>(key: string, object: Json, name: string, check: (v: unknown) => v is T, expected: string): T {
   const value = object[name];
@@ -57,16 +60,13 @@ export function endpointRecord(key: string, namespace: string, document: Json): 
   };
 }
 
-/** A record of a kind policy does not use. */
-export const IGNORED = 'ignored';
-
 /**
  * Applies one record (or its deletion, when `value` is undefined) to the calculator. A record that
  * does not check out is applied as a deletion and its error thrown, for the caller to log.
  */
-export function applyRecord(calculator: PolicyCalculator, keys: KeyLayout, key: string, value: string | undefined): typeof IGNORED | void {
+export function applyRecord(calculator: PolicyCalculator, keys: KeyLayout, key: string, value: string | undefined): void {
   const ref = keys.resourceOf(key);
-  if (!ref) return IGNORED;
+  if (!ref || !POLICY_KINDS.includes(ref.kind)) return;
   const remove = () => {
     switch (ref.kind) {
       case 'WorkloadEndpoint':
@@ -81,7 +81,6 @@ export function applyRecord(calculator: PolicyCalculator, keys: KeyLayout, key: 
         return;
     }
   };
-  if (!['WorkloadEndpoint', 'Profile', 'GlobalNetworkPolicy', 'NetworkPolicy', 'FelixConfiguration'].includes(ref.kind)) return IGNORED;
   if (value === undefined) return remove();
   try {
     const document = JSON.parse(value) as unknown;
