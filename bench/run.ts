@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   cnm: async () => (await import('./cnm')).benchCnm(),
   burst: async () => (await import('./burst')).benchBurst(),
   scale: async () => (await import('./scale')).benchScale(),
+  policy: async () => (await import('./policy')).benchPolicy(),
 };
 
 // Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.

@@ -124,9 +124,8 @@ async function main(): Promise<void> {
   const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
-  const policy = values['no-policy'] ? undefined : new PolicyKeeper(async () => (await datastore()).ds, { node, resyncMs }, log.with({ job: 'policy' }));
-
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);
+  const policy = values['no-policy'] ? undefined : new PolicyKeeper(async () => (await datastore()).ds, { node, resyncMs }, log.with({ job: 'policy' }), (report) => metrics.policy(report));
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
 
   const services = [

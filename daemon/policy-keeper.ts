@@ -15,7 +15,7 @@ import { messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { PolicyCalculator } from '../shared/policy/calculator';
 import { POLICY_KINDS, applyRecord } from '../shared/policy/records';
-import { Ruleset, TABLE, copyRuleset, recordProgrammed, renderChanges, renderTable } from '../shared/policy/ruleset';
+import { Ruleset, TABLE, copyRuleset, planChanges, renderTable } from '../shared/policy/ruleset';
 
 /** Changes that arrive within this long of each other are programmed together. */
 const BATCH_MS = 10;
@@ -133,8 +133,9 @@ export class PolicyKeeper {
     if (touched.empty) return;
     const started = performance.now();
     try {
-      await applyNftScript('update the policy table', renderChanges(this.programmed, this.calculator.ruleset, touched));
-      recordProgrammed(this.programmed, this.calculator.ruleset, touched);
+      const plan = planChanges(this.programmed, this.calculator.ruleset, touched);
+      await applyNftScript('update the policy table', plan.script);
+      plan.commit();
       this.report({ kind: 'changes', ok: true, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
     } catch (err) {
       // What the kernel holds is no longer known for sure: write the whole table again.

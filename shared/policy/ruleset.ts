@@ -101,9 +101,9 @@ export function renderTable(ruleset: Ruleset): string {
 
 /**
  * The changes from `programmed` to `wanted` for the touched names, ordered so that nothing is
- * referred to before it exists or removed while referred to.
+ * referred to before it exists or removed while referred to. (Through planChanges.)
  */
-export function renderChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): string {
+function renderChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): string {
   const lines: string[] = [];
   const removedSets: string[] = [];
   for (const name of touched.sets) {
@@ -152,26 +152,52 @@ function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((r, i) => r === b[i]);
 }
 
-/** After a successful programming: `programmed` takes the wanted state of the touched names. */
-export function recordProgrammed(programmed: Ruleset, wanted: Ruleset, touched: Touched): void {
+/**
+ * The script from `programmed` to `wanted` for the touched names, and what to record once nft has
+ * applied it: the state it was rendered from (copied now), not whatever `wanted` holds by then,
+ * because changes keep arriving while nft runs.
+ */
+export function planChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): { script: string; commit: () => void } {
+  const script = renderChanges(programmed, wanted, touched);
+  const rendered = new Ruleset();
   for (const name of touched.sets) {
     const set = wanted.sets.get(name);
-    if (set) programmed.sets.set(name, { ...set, elements: new Set(set.elements) });
-    else programmed.sets.delete(name);
+    if (set) rendered.sets.set(name, { ...set, elements: new Set(set.elements) });
   }
   for (const name of touched.chains) {
     const rules = wanted.chains.get(name);
+    if (rules) rendered.chains.set(name, rules);
+  }
+  for (const direction of ['ingress', 'egress'] as const) {
+    for (const ifname of touched.maps[direction]) {
+      const chain = wanted.maps[direction].get(ifname);
+      if (chain) rendered.maps[direction].set(ifname, chain);
+    }
+  }
+  rendered.hostAction = wanted.hostAction;
+  return { script, commit: () => recordProgrammed(programmed, rendered, touched) };
+}
+
+/** `programmed` takes the state of the touched names from `source`. */
+function recordProgrammed(programmed: Ruleset, source: Ruleset, touched: Touched): void {
+  for (const name of touched.sets) {
+    const set = source.sets.get(name);
+    if (set) programmed.sets.set(name, set);
+    else programmed.sets.delete(name);
+  }
+  for (const name of touched.chains) {
+    const rules = source.chains.get(name);
     if (rules) programmed.chains.set(name, rules);
     else programmed.chains.delete(name);
   }
   for (const direction of ['ingress', 'egress'] as const) {
     for (const ifname of touched.maps[direction]) {
-      const chain = wanted.maps[direction].get(ifname);
+      const chain = source.maps[direction].get(ifname);
       if (chain) programmed.maps[direction].set(ifname, chain);
       else programmed.maps[direction].delete(ifname);
     }
   }
-  programmed.hostAction = wanted.hostAction;
+  programmed.hostAction = source.hostAction;
 }
 
 /** A copy of the whole ruleset (what a full programming leaves in the kernel). */

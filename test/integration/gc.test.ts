@@ -44,7 +44,7 @@ test.serial('gc - a task that vanished without DEL is cleaned up after the grace
   await assertNothingLeft(t, ds, [agent]);
 });
 
-test.serial('metrics - the daemon serves Prometheus metrics of its requests, IPAM use and etcd errors', async (t) => {
+test.serial('metrics - the daemon serves Prometheus metrics of its requests, IPAM use, etcd errors and policy programming', async (t) => {
   const agent = world.agents[0]!;
   const { prefix } = await world.scenario('metrics');
   const metricsDaemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', 'agent-m', '--metrics-address', '127.0.0.1:9199', '--no-routes']);
@@ -58,9 +58,13 @@ test.serial('metrics - the daemon serves Prometheus metrics of its requests, IPA
   const text = await scrape();
   t.regex(text, /calico_requests_total\{driver="cni",call="calico ADD",outcome="ok"\} 1/);
   t.regex(text, /calico_requests_total\{driver="cni",call="calico ADD",outcome="error"\} 1/);
-  t.regex(text, /calico_request_duration_seconds_bucket\{driver="cni",call="calico ADD",le="\+Inf"\} 2/);
+  t.regex(text, /calico_request_duration_seconds_bucket\{le="\+Inf",driver="cni",call="calico ADD"\} 2/);
   t.regex(text, /calico_ipam_addresses_in_use\{pool="10\.200\.0\.0\/16",host="agent-m"\} 1/);
   t.regex(text, /# TYPE calico_etcd_errors_total counter/);
+  // The policy job reports what it programmed.
+  t.regex(text, /calico_policy_rules \d+/);
+  t.regex(text, /calico_policy_last_sync_seconds\{kind="full"\} [\d.e-]+/);
+  t.regex(text, /# TYPE calico_policy_sync_failures_total counter/);
   t.false(/container|[0-9a-f]{8}-[0-9a-f]{4}/.test(text.split('\n').filter((l) => !l.startsWith('#')).join('\n')), 'no per-container labels');
   for (const r of await agent.destroy(id)) t.is(r.code, 0);
 });

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { NFT } from '../../shared/dataplane/nftables';
 import { NodeDaemon } from '../../sim/daemon';
@@ -26,18 +27,38 @@ async function reaches(agent: MesosAgent, from: Task, to: Task): Promise<boolean
 }
 
 /** Waits until the reachability is as expected (policy is programmed a moment after a change). */
-async function settlesTo(agent: MesosAgent, from: Task, to: Task, expected: boolean): Promise<boolean> {
+async function settlesTo(agent: MesosAgent, from: Task, to: Task, expected: boolean, withinMs = 8000): Promise<boolean> {
   try {
-    await waitFor(`${from.ip} ${expected ? 'reaching' : 'not reaching'} ${to.ip}`, async () => (await reaches(agent, from, to)) === expected, 8000);
+    await waitFor(`${from.ip} ${expected ? 'reaching' : 'not reaching'} ${to.ip}`, async () => (await reaches(agent, from, to)) === expected, withinMs);
     return true;
   } catch {
     return false;
   }
 }
 
+/** A TCP listener on `port` in the task's namespace (busybox nc, accepting connection after connection). */
+function listen(agent: MesosAgent, task: Task, port: number): () => void {
+  const child = spawn('nsenter', [`--net=${agent.container(task.id).path}`, 'busybox', 'nc', '-ll', '-p', String(port), '-e', '/bin/true'], { stdio: 'ignore' });
+  return () => child.kill('SIGKILL');
+}
+
+/** Whether a TCP connection from `from` to `to`:`port` is made (within a second). */
+async function connects(agent: MesosAgent, from: Task, to: Task, port: number): Promise<boolean> {
+  try {
+    await agent.container(from.id).exec('busybox', ['nc', '-w', '1', to.ip, String(port)], { input: 'hi\n', timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startDaemon(prefix: string): Promise<NodeDaemon> {
+  return NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+}
+
 test.serial('policy - tasks on one network reach each other, tasks of another network do not, both ways; a policy opens exactly what it says; labels forge nothing', async (t) => {
   const { prefix, ds } = await setup.world.scenario('isolation');
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  const daemon = await startDaemon(prefix);
   t.teardown(() => daemon.destroy());
   const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
@@ -85,4 +106,109 @@ test.serial('policy - tasks on one network reach each other, tasks of another ne
   for (const task of [a1, a2, b1, forger]) for (const r of await setup.agent.destroy(task.id)) t.is(r.code, 0, r.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);
   await waitFor('the daemon to drop the endpoints', async () => !(await setup.agent.host.exec(NFT, ['list', 'map', 'inet', 'calico', 'ingress'])).stdout.includes('"cali'), 5000);
+});
+
+test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change moves an endpoint in and out of a selector; a NetworkPolicy stays in its namespace', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('tcp');
+  const daemon = await startDaemon(prefix);
+  t.teardown(() => daemon.destroy());
+  const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const a = await launch(setup.agent, netA);
+  const a2 = await launch(setup.agent, netA);
+  const b = await launch(setup.agent, netB);
+  const stops = [listen(setup.agent, a, 8080), listen(setup.agent, a, 8081)];
+  t.teardown(() => stops.forEach((stop) => stop()));
+  t.true(await settlesTo(setup.agent, a2, a, true));
+  t.false(await connects(setup.agent, b, a, 8080), 'isolated before the policy');
+
+  await ds.resources.create({
+    kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'tcp-8080' },
+    spec: { selector: 'has(pcn.netA)', ingress: [{ action: 'Allow', protocol: 'TCP', source: { selector: 'has(pcn.netB)' }, destination: { ports: [8080] } }, { action: 'Pass' }] },
+  });
+  await waitFor('8080 to open', () => connects(setup.agent, b, a, 8080), 8000);
+  t.false(await connects(setup.agent, b, a, 8081), '8081 stays closed');
+  t.false(await reaches(setup.agent, b, a), 'ping stays dropped');
+
+  // A policy on an endpoint label: a's record gains app=web (as an orchestrator would write it).
+  await ds.resources.create({
+    kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'web-icmp' },
+    spec: { order: 1, selector: "app == 'web'", ingress: [{ action: 'Allow', protocol: 'ICMP', source: { selector: 'has(pcn.netB)' } }, { action: 'Pass' }] },
+  });
+  const relabel = async (labels: Record<string, string>) => {
+    const record = (await ds.resources.list('WorkloadEndpoint')).find((e) => e.spec.containerID === a.id)!;
+    await ds.resources.update({ ...record, metadata: { ...record.metadata, labels: { ...record.metadata.labels, ...labels } } });
+  };
+  await relabel({ app: 'web' });
+  t.true(await settlesTo(setup.agent, b, a, true), 'the label moved a into the selector');
+  await relabel({ app: 'db' });
+  t.true(await settlesTo(setup.agent, b, a, false), 'and out again');
+
+  // A NetworkPolicy denying everything in another namespace leaves these tasks (namespace default) alone.
+  await ds.resources.create({ kind: 'NetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'deny-all', namespace: 'libnetwork' }, spec: { selector: 'all()', types: ['Ingress', 'Egress'] } });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.true(await connects(setup.agent, b, a, 8080), 'another namespace\'s policy changes nothing here');
+  // The same in their own namespace closes everything, 8080 included.
+  await ds.resources.create({ kind: 'NetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'deny-all', namespace: 'default' }, spec: { order: 0, selector: 'all()', types: ['Ingress', 'Egress'], ingress: [{ action: 'Deny' }], egress: [{ action: 'Deny' }] } });
+  await waitFor('8080 to close', async () => !(await connects(setup.agent, b, a, 8080)), 8000);
+  t.false(await reaches(setup.agent, a2, a), 'Deny in both directions: nothing passes');
+
+  for (const task of [a, a2, b]) for (const r of await setup.agent.destroy(task.id)) t.is(r.code, 0, r.stdout);
+});
+
+test.serial('policy - fail closed: a cali veth nobody recorded passes nothing; the daemon killed and restarted never lets isolation lapse; etcd out of reach keeps the rules, and changes made meanwhile arrive', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('closed');
+  let daemon = await startDaemon(prefix);
+  t.teardown(() => daemon.destroy());
+  const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const a1 = await launch(setup.agent, netA);
+  const a2 = await launch(setup.agent, netA);
+  const b1 = await launch(setup.agent, netB);
+  t.true(await settlesTo(setup.agent, a1, a2, true));
+
+  // A hand-made workload: a veth named like ours, an address of the pool, no record.
+  const rogue = randomUUID();
+  await setup.agent.createContainer(rogue);
+  const rogueNs = setup.agent.container(rogue);
+  await setup.agent.host.ip('link', 'add', 'calirogue', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', rogueNs.name);
+  await setup.agent.host.ip('link', 'set', 'calirogue', 'up');
+  await setup.agent.host.ip('route', 'add', '10.200.255.250/32', 'dev', 'calirogue');
+  await setup.agent.host.exec('sysctl', ['-qw', 'net.ipv4.conf.calirogue.proxy_arp=1', 'net.ipv4.conf.calirogue.forwarding=1']);
+  await rogueNs.ip('addr', 'add', '10.200.255.250/32', 'dev', 'eth0');
+  await rogueNs.ip('link', 'set', 'eth0', 'up');
+  await rogueNs.ip('route', 'add', '169.254.1.1', 'dev', 'eth0');
+  await rogueNs.ip('route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+  t.false(await rogueNs.ping(a1.ip), 'the unrecorded veth reaches nothing');
+  t.false(await reaches(setup.agent, a1, { id: rogue, ip: '10.200.255.250' }), 'and nothing reaches it');
+  await setup.agent.host.ip('link', 'del', 'calirogue');
+  await setup.agent.destroy(rogue);
+
+  // The daemon killed and restarted: a probe across networks never gets an answer meanwhile.
+  let crossAnswered = false;
+  let probing = true;
+  const probe = (async () => {
+    while (probing) crossAnswered ||= await reaches(setup.agent, b1, a1);
+  })();
+  await daemon.stop('SIGKILL');
+  t.true(await reaches(setup.agent, a1, a2), 'with the daemon gone, the table stays in force');
+  daemon = await startDaemon(prefix);
+  await waitFor('the restarted daemon to program', () => daemon.stderr.includes('policy programmed'), 10_000);
+  t.true(await reaches(setup.agent, a1, a2), 'allowed traffic resumes');
+  probing = false;
+  await probe;
+  t.false(crossAnswered, 'isolation never lapsed');
+
+  // etcd out of reach: the host's link to the fabric goes down; the rules stay; a policy written
+  // meanwhile arrives when the link comes back.
+  await setup.agent.host.ip('link', 'set', 'eth0', 'down');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  t.true(await reaches(setup.agent, a1, a2));
+  t.false(await reaches(setup.agent, b1, a1));
+  await ds.resources.create({ kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'b-to-a' }, spec: { selector: 'has(pcn.netA)', ingress: [{ action: 'Allow', source: { selector: 'has(pcn.netB)' } }, { action: 'Pass' }] } });
+  await setup.agent.host.ip('link', 'set', 'eth0', 'up');
+  t.true(await settlesTo(setup.agent, b1, a1, true, 30_000), 'the change made while etcd was out of reach arrives');
+
+  for (const task of [a1, a2, b1]) for (const r of await setup.agent.destroy(task.id)) t.is(r.code, 0, r.stdout);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
