@@ -42,6 +42,18 @@ const COLUMNS: Record<string, { table: Columns; wide: Columns }> = {
     table: { header: ['NAME', 'DATASTOREREADY'], row: (r) => [r.metadata.name, s(r.spec.datastoreReady)] },
     wide: { header: ['NAME', 'CLUSTERGUID', 'CLUSTERTYPE', 'CALICOVERSION', 'DATASTOREREADY'], row: (r) => [r.metadata.name, s(r.spec.clusterGUID), s(r.spec.clusterType), s(r.spec.calicoVersion), s(r.spec.datastoreReady)] },
   },
+  GlobalNetworkPolicy: {
+    table: { header: ['NAME'], row: (r) => [r.metadata.name] },
+    wide: { header: ['NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(r.spec.types)] },
+  },
+  NetworkPolicy: {
+    table: { header: ['NAMESPACE', 'NAME'], row: (r) => [s(r.metadata.namespace), r.metadata.name] },
+    wide: { header: ['NAMESPACE', 'NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [s(r.metadata.namespace), r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(r.spec.types)] },
+  },
+  FelixConfiguration: {
+    table: { header: ['NAME'], row: (r) => [r.metadata.name] },
+    wide: { header: ['NAME', 'DEFAULTENDPOINTTOHOSTACTION'], row: (r) => [r.metadata.name, s(r.spec.defaultEndpointToHostAction ?? 'Drop')] },
+  },
   IPAMConfiguration: {
     table: { header: ['NAME', 'STRICTAFFINITY', 'MAXBLOCKSPERHOST'], row: (r) => [r.metadata.name, s(r.spec.strictAffinity), s(r.spec.maxBlocksPerHost)] },
     wide: { header: ['NAME', 'STRICTAFFINITY', 'MAXBLOCKSPERHOST', 'AUTOALLOCATEBLOCKS'], row: (r) => [r.metadata.name, s(r.spec.strictAffinity), s(r.spec.maxBlocksPerHost), s(r.spec.autoAllocateBlocks)] },

@@ -152,3 +152,64 @@ test('calicoctl - etcd settings: a missing config file and an unreachable etcd a
   t.regex(down.stderr, /etcd at http:\/\/127\.0\.0\.1:1 is unavailable/);
   t.regex((await ctl(['frobnicate'])).stderr, /unknown command "frobnicate"/);
 });
+
+test('calicoctl - policies: create, apply, get and delete GlobalNetworkPolicy, NetworkPolicy and FelixConfiguration; every bad selector or rule refused with its field and position, nothing written', async (t) => {
+  const ctl = await ctlFor('policy');
+  const gnp = `apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: web
+spec:
+  order: 100
+  selector: has(pcn.netA) && app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: "app == 'web-client'"}
+    destination: {ports: [80, "8000:8080"]}
+  - action: Pass
+`;
+  const np = `apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: deny-udp, namespace: libnetwork}
+spec:
+  selector: all()
+  types: [Ingress, Egress]
+  ingress: [{action: Deny, protocol: UDP}]
+  egress: [{action: Allow}]
+`;
+  const felix = 'apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {defaultEndpointToHostAction: Accept}\n';
+  const created = await ctl(['create', '-f', '-'], [gnp, np, felix].join('---\n'));
+  t.is(created.code, 0, created.stderr);
+  t.regex(created.stdout, /Successfully created 3 resource/);
+  t.regex((await ctl(['get', 'gnp', '-o', 'wide'])).stdout, /web\s+100\s+has\(pcn\.netA\) && app == 'web'/);
+  t.regex((await ctl(['get', 'networkpolicy', '-n', 'libnetwork'])).stdout, /libnetwork\s+deny-udp/);
+  t.regex((await ctl(['get', 'felixconfiguration', '-o', 'wide'])).stdout, /default\s+Accept/);
+  t.regex((await ctl(['get', 'gnp', 'web', '-o', 'yaml'])).stdout, /8000:8080/);
+  t.is((await ctl(['apply', '-f', '-'], gnp.replace('order: 100', 'order: 50'))).code, 0);
+  t.is((await ctl.ds.resources.get('GlobalNetworkPolicy', 'web'))!.spec.order, 50);
+
+  const refused: [string, RegExp][] = [
+    [gnp.replace("app == 'web'", "app = 'web'"), /GlobalNetworkPolicy "refused": spec\.selector: invalid selector "has\(pcn\.netA\) && app = 'web'": unexpected character "=" at position 21/],
+    [gnp.replace('"app == \'web-client\'"', '"has(app"'), /spec\.ingress\[0\]\.source\.selector: invalid selector "has\(app": expected an operator after label "has" .* at position 3/],
+    [gnp.replace('protocol: TCP', 'protocol: ICMP'), /spec\.ingress\[0\]\.destination\.ports: ports need protocol TCP, UDP, SCTP or UDPLite/],
+    [gnp.replace('"8000:8080"', '"9000:8080"'), /spec\.ingress\[0\]\.destination\.ports\[1\]: range "9000:8080" ends before it starts/],
+    [gnp.replace('action: Pass', 'action: Reject'), /spec\.ingress\[1\]\.action: must be one of Allow, Deny, Log, Pass, not "Reject"/],
+    [gnp.replace('  order: 100', '  doNotTrack: true'), /spec\.doNotTrack: doNotTrack policies are not supported/],
+    [gnp.replace('  order: 100', '  preDNAT: true'), /spec\.preDNAT: preDNAT policies are not supported/],
+    [np.replace('protocol: UDP', 'protocol: UDP, source: {nets: [10.0.0.0/33]}'), /spec\.ingress\[0\]\.source\.nets\[0\]: .*invalid prefix length/],
+    [felix.replace('Accept', 'Maybe'), /spec\.defaultEndpointToHostAction: must be one of Drop, Accept, Return/],
+  ];
+  for (const [document, message] of refused) {
+    const renamed = document.replace(/name: (web|deny-udp|default)/, 'name: refused');
+    const run = await ctl(['apply', '-f', '-'], renamed);
+    t.not(run.code, 0);
+    t.regex(run.stderr, message);
+  }
+  for (const kind of ['GlobalNetworkPolicy', 'FelixConfiguration'] as const) t.is(await ctl.ds.resources.get(kind, 'refused'), undefined, 'nothing written');
+  t.is(await ctl.ds.resources.get('NetworkPolicy', 'refused', 'libnetwork'), undefined);
+
+  t.regex((await ctl(['delete', 'gnp', 'web'])).stdout, /deleted/i);
+  t.regex((await ctl(['delete', 'networkpolicy', 'deny-udp', '-n', 'libnetwork'])).stdout, /deleted/i);
+  t.regex((await ctl(['get', 'gnp', 'web'])).stderr, /GlobalNetworkPolicy "web" does not exist/);
+});
