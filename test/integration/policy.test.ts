@@ -56,7 +56,7 @@ async function startDaemon(prefix: string): Promise<NodeDaemon> {
   return NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
 }
 
-test.serial('policy - tasks on one network reach each other, tasks of another network do not, both ways; a policy opens exactly what it says; labels forge nothing', async (t) => {
+test.serial('policy - tasks on one network reach each other, tasks of another network do not, both ways; a policy opens exactly what it says; labels forge nothing; garbage in etcd is logged and skipped', async (t) => {
   const { prefix, ds } = await setup.world.scenario('isolation');
   const daemon = await startDaemon(prefix);
   t.teardown(() => daemon.destroy());
@@ -98,6 +98,19 @@ test.serial('policy - tasks on one network reach each other, tasks of another ne
   await ds.resources.delete('GlobalNetworkPolicy', 'deny-b');
   t.true(await settlesTo(setup.agent, a2, a1, true));
   t.true(await settlesTo(setup.agent, b1, a1, false), 'deleting the policy restores isolation');
+
+  // Garbage written straight into etcd: logged with its key and skipped; the rest stays enforced.
+  const garbage = [
+    { key: ds.keys.resource('GlobalNetworkPolicy', 'garbage'), put: '{"kind":"GlobalNetworkPolicy","metadata":{"name":"garbage"},"spec":{"selector":"has(("}}' },
+    { key: ds.keys.resource('WorkloadEndpoint', 'agent1-cni-garbage-eth0', 'default'), put: '{"kind":"WorkloadEndpoint","metadata":{"name":"x"},"spec":{"node":"agent1","interfaceName":"cali\\"; flush ruleset","ipNetworks":["10.200.255.1/32"]}}' },
+    { key: ds.keys.resource('Profile', 'junk'), put: 'not json' },
+  ];
+  await ds.kv.txn(garbage);
+  const logged = (key: string) => daemon.stderr.split('\n').some((line) => line.includes('skipping a malformed record') && line.includes(`key=${key} `));
+  for (const { key } of garbage) await waitFor(`the daemon to log ${key}`, () => logged(key), 5000);
+  t.true(await reaches(setup.agent, a2, a1), 'the rest stays enforced');
+  t.false(await reaches(setup.agent, b1, a1));
+  await ds.kv.txn(garbage.map(({ key }) => ({ key, delete: true as const })));
 
   // Fail closed: a cali link nobody recorded passes nothing, and the table is ours alone.
   const { stdout } = await setup.agent.host.exec(NFT, ['list', 'tables']);
