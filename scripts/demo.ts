@@ -1,9 +1,10 @@
 /**
  * The main job, on one machine: a simulated datacenter (a fabric namespace with etcd, two agent
  * namespaces joined to it), each agent with dockerd and our node daemon; on each agent a Mesos-style
- * CNI task and a Docker container on the network "calico". Prints their addresses, a ping matrix
- * (all four reach each other, across hosts too), `calicoctl ipam show --show-blocks`, then removes
- * everything it made.
+ * CNI task and a Docker container on the network "calico", and a CNI task on the network "private".
+ * Prints their addresses, a ping matrix (the four on "calico" reach each other, across hosts and
+ * containerizers; the daemons' policy keeps "private" and "calico" apart, both ways),
+ * `calicoctl ipam show --show-blocks`, then removes everything it made.
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -18,9 +19,12 @@ import { CniWorld } from '../sim/world';
 const run = promisify(execFile);
 const PREFIX = '/calico';
 const NETWORK = 'calico';
+/** A second network: isolated from the first by the profiles the daemons enforce. */
+const PRIVATE = 'private';
 
 interface Workload {
   readonly agent: string;
+  readonly network: string;
   readonly kind: 'CNI task' | 'Docker container';
   readonly name: string;
   readonly ip: string;
@@ -53,36 +57,40 @@ async function main(): Promise<number> {
       const container = `web-${n}`;
       await docker.docker('run', '-d', '--name', container, '--net', NETWORK, 'local/busybox', 'sleep', '600');
       const containerIp = (await docker.docker('inspect', '-f', `{{(index .NetworkSettings.Networks "${NETWORK}").IPAddress}}`, container)).stdout.trim();
-      workloads.push({ agent: node, kind: 'Docker container', name: container, ip: containerIp, ping: async (ip) => docker.docker('exec', container, 'ping', '-c', '1', '-W', '2', ip).then(() => true, () => false) });
+      workloads.push({ agent: node, network: NETWORK, kind: 'Docker container', name: container, ip: containerIp, ping: async (ip) => docker.docker('exec', container, 'ping', '-c', '1', '-W', '2', ip).then(() => true, () => false) });
 
       const agent = new MesosAgent(host, world.pluginsDir);
       mesos.push(agent);
-      const taskId = randomUUID();
-      const launch = await agent.launch(taskId, [{ network: world.network(NETWORK, PREFIX, node, { log_file_path: '', daemon_socket: '' }), labels: { app: 'demo' } }]);
-      if (launch.runs[0]!.code !== 0) throw new Error(`the CNI ADD failed: ${launch.runs[0]!.stdout}`);
-      workloads.push({ agent: node, kind: 'CNI task', name: taskId.slice(0, 8), ip: launch.ips[0]!.ip4!.split('/')[0]!, ping: (ip) => agent.container(taskId).ping(ip) });
+      for (const network of [NETWORK, PRIVATE]) {
+        const taskId = randomUUID();
+        const launch = await agent.launch(taskId, [{ network: world.network(network, PREFIX, node, { log_file_path: '', daemon_socket: '' }), labels: { app: 'demo' } }]);
+        if (launch.runs[0]!.code !== 0) throw new Error(`the CNI ADD failed: ${launch.runs[0]!.stdout}`);
+        workloads.push({ agent: node, network, kind: 'CNI task', name: taskId.slice(0, 8), ip: launch.ips[0]!.ip4!.split('/')[0]!, ping: (ip) => agent.container(taskId).ping(ip) });
+      }
     }
 
-    console.log('\nWorkloads on network "calico":');
-    printTable(['AGENT', 'KIND', 'NAME', 'IP'], workloads.map((w) => [w.agent, w.kind, w.name, w.ip]));
+    console.log('\nWorkloads:');
+    printTable(['AGENT', 'NETWORK', 'KIND', 'NAME', 'IP'], workloads.map((w) => [w.agent, w.network, w.kind, w.name, w.ip]));
 
-    // The daemons route each other's blocks within moments; give the first pings a few tries.
-    const pingWithRetry = async (from: Workload, ip: string) => {
-      for (let i = 0; i < 5; i++) if (await from.ping(ip)) return true;
-      return false;
+    // The daemons route each other's blocks and program policy within moments: a ping that should
+    // pass gets a few tries; one that should not gets one (it must never pass).
+    const pingAsExpected = async (from: Workload, to: Workload) => {
+      const expected = from.network === to.network;
+      for (let i = 0; i < (expected ? 5 : 1); i++) if (await from.ping(to.ip)) return expected;
+      return !expected;
     };
     await sleep(500);
-    console.log('\nPing matrix (row pings column):');
+    console.log('\nPing matrix (row pings column; "blocked": another network, kept apart by policy):');
     let failures = 0;
     const rows: string[][] = [];
     for (const from of workloads) {
-      const cells: string[] = [];
-      for (const to of workloads) {
-        const ok = await pingWithRetry(from, to.ip);
-        if (!ok) failures++;
-        cells.push(ok ? 'ok' : 'FAIL');
-      }
-      rows.push([`${from.name} (${from.agent})`, ...cells]);
+      const cells = await Promise.all(workloads.map(async (to) => {
+        const same = from.network === to.network;
+        if (await pingAsExpected(from, to)) return same ? 'ok' : 'blocked';
+        failures++;
+        return same ? 'FAIL' : 'FAIL (answered)';
+      }));
+      rows.push([`${from.name} (${from.agent}, ${from.network})`, ...cells]);
     }
     printTable(['from \\ to', ...workloads.map((w) => w.ip)], rows);
 
@@ -90,7 +98,7 @@ async function main(): Promise<number> {
     console.log(await calicoctl('ipam', 'show', '--show-blocks'));
     console.log('\n$ calicoctl node status');
     console.log(await calicoctl('node', 'status'));
-    console.log(failures === 0 ? '\nAll four workloads reach each other.' : `\n${failures} ping(s) failed.`);
+    console.log(failures === 0 ? '\nThe four workloads on "calico" reach each other; those on "private" reach only each other.' : `\n${failures} ping(s) went against the policy.`);
     return failures === 0 ? 0 : 1;
   } finally {
     for (const agent of mesos) await agent.cleanup();
