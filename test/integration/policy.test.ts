@@ -121,7 +121,7 @@ test.serial('policy - tasks on one network reach each other, tasks of another ne
   await waitFor('the daemon to drop the endpoints', async () => !(await setup.agent.host.exec(NFT, ['list', 'map', 'inet', 'calico', 'ingress'])).stdout.includes('"cali'), 5000);
 });
 
-test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change moves an endpoint in and out of a selector; a NetworkPolicy stays in its namespace', async (t) => {
+test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change moves an endpoint in and out of a selector; the host reaches its workloads, they reach it as FelixConfiguration says; a NetworkPolicy stays in its namespace', async (t) => {
   const { prefix, ds } = await setup.world.scenario('tcp');
   const daemon = await startDaemon(prefix);
   t.teardown(() => daemon.destroy());
@@ -156,6 +156,15 @@ test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change
   t.true(await settlesTo(setup.agent, b, a, true), 'the label moved a into the selector');
   await relabel({ app: 'db' });
   t.true(await settlesTo(setup.agent, b, a, false), 'and out again');
+
+  // The host reaches its own workloads; what they send to the host follows defaultEndpointToHostAction.
+  const hostIp = (await setup.agent.host.json<{ addr_info: { family: string; local: string }[] }[]>('addr', 'show', 'dev', 'eth0'))[0]!.addr_info.find((a) => a.family === 'inet')!.local;
+  t.true(await setup.agent.host.ping(a.ip), 'the host reaches its workload');
+  t.false(await reaches(setup.agent, a, { id: 'host', ip: hostIp }), 'a workload does not reach its host by default (Drop)');
+  await ds.resources.create({ kind: 'FelixConfiguration', apiVersion: 'projectcalico.org/v3', metadata: { name: 'default' }, spec: { defaultEndpointToHostAction: 'Accept' } });
+  t.true(await settlesTo(setup.agent, a, { id: 'host', ip: hostIp }, true), 'with Accept it does');
+  await ds.resources.delete('FelixConfiguration', 'default');
+  t.true(await settlesTo(setup.agent, a, { id: 'host', ip: hostIp }, false), 'back to Drop');
 
   // A NetworkPolicy denying everything in another namespace leaves these tasks (namespace default) alone.
   await ds.resources.create({ kind: 'NetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'deny-all', namespace: 'libnetwork' }, spec: { selector: 'all()', types: ['Ingress', 'Egress'] } });
