@@ -160,44 +160,30 @@ function sameRules(a: readonly string[], b: readonly string[]): boolean {
 export function planChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): { script: string; commit: () => void } {
   const script = renderChanges(programmed, wanted, touched);
   const rendered = new Ruleset();
-  for (const name of touched.sets) {
-    const set = wanted.sets.get(name);
-    if (set) rendered.sets.set(name, { ...set, elements: new Set(set.elements) });
-  }
-  for (const name of touched.chains) {
-    const rules = wanted.chains.get(name);
-    if (rules) rendered.chains.set(name, rules);
-  }
-  for (const direction of ['ingress', 'egress'] as const) {
-    for (const ifname of touched.maps[direction]) {
-      const chain = wanted.maps[direction].get(ifname);
-      if (chain) rendered.maps[direction].set(ifname, chain);
-    }
-  }
-  rendered.hostAction = wanted.hostAction;
-  return { script, commit: () => recordProgrammed(programmed, rendered, touched) };
+  copyTouched(rendered, wanted, touched);
+  return { script, commit: () => copyTouched(programmed, rendered, touched) };
 }
 
-/** `programmed` takes the state of the touched names from `source`. */
-function recordProgrammed(programmed: Ruleset, source: Ruleset, touched: Touched): void {
+/** `target` takes the state of the touched names from `source` (a name absent there goes). */
+function copyTouched(target: Ruleset, source: Ruleset, touched: Touched): void {
   for (const name of touched.sets) {
     const set = source.sets.get(name);
-    if (set) programmed.sets.set(name, set);
-    else programmed.sets.delete(name);
+    if (set) target.sets.set(name, { ...set, elements: new Set(set.elements) });
+    else target.sets.delete(name);
   }
   for (const name of touched.chains) {
     const rules = source.chains.get(name);
-    if (rules) programmed.chains.set(name, rules);
-    else programmed.chains.delete(name);
+    if (rules) target.chains.set(name, rules);
+    else target.chains.delete(name);
   }
   for (const direction of ['ingress', 'egress'] as const) {
     for (const ifname of touched.maps[direction]) {
       const chain = source.maps[direction].get(ifname);
-      if (chain) programmed.maps[direction].set(ifname, chain);
-      else programmed.maps[direction].delete(ifname);
+      if (chain) target.maps[direction].set(ifname, chain);
+      else target.maps[direction].delete(ifname);
     }
   }
-  programmed.hostAction = source.hostAction;
+  target.hostAction = source.hostAction;
 }
 
 /** A copy of the whole ruleset (what a full programming leaves in the kernel). */

@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { NFT } from '../../shared/dataplane/nftables';
@@ -56,12 +56,19 @@ async function startDaemon(prefix: string): Promise<NodeDaemon> {
   return NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
 }
 
-test.serial('policy - tasks on one network reach each other, tasks of another network do not, both ways; a policy opens exactly what it says; labels forge nothing; garbage in etcd is logged and skipped', async (t) => {
-  const { prefix, ds } = await setup.world.scenario('isolation');
+/** A datastore of the test's own, this agent's daemon on it, and the networks netA and netB. */
+async function policyScenario(t: ExecutionContext, label: string) {
+  const { prefix, ds } = await setup.world.scenario(label);
   const daemon = await startDaemon(prefix);
-  t.teardown(() => daemon.destroy());
-  const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
-  const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const network = (name: string) => setup.world.network(name, prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  // `daemon` may be replaced by a restarted one: the teardown stops whichever runs last.
+  const scenario = { prefix, ds, daemon, netA: network('netA'), netB: network('netB') };
+  t.teardown(() => scenario.daemon.destroy());
+  return scenario;
+}
+
+test.serial('policy - tasks on one network reach each other, tasks of another network do not, both ways; a policy opens exactly what it says; labels forge nothing; garbage in etcd is logged and skipped', async (t) => {
+  const { ds, daemon, netA, netB } = await policyScenario(t, 'isolation');
   const a1 = await launch(setup.agent, netA);
   const a2 = await launch(setup.agent, netA);
   const b1 = await launch(setup.agent, netB);
@@ -122,11 +129,7 @@ test.serial('policy - tasks on one network reach each other, tasks of another ne
 });
 
 test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change moves an endpoint in and out of a selector; the host reaches its workloads, they reach it as FelixConfiguration says; a NetworkPolicy stays in its namespace', async (t) => {
-  const { prefix, ds } = await setup.world.scenario('tcp');
-  const daemon = await startDaemon(prefix);
-  t.teardown(() => daemon.destroy());
-  const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
-  const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const { ds, netA, netB } = await policyScenario(t, 'tcp');
   const a = await launch(setup.agent, netA);
   const a2 = await launch(setup.agent, netA);
   const b = await launch(setup.agent, netB);
@@ -179,11 +182,8 @@ test.serial('policy - TCP 8080 from netB to netA opens 8080 only; a label change
 });
 
 test.serial('policy - fail closed: a cali veth nobody recorded passes nothing; the daemon killed and restarted never lets isolation lapse; etcd out of reach keeps the rules, and changes made meanwhile arrive', async (t) => {
-  const { prefix, ds } = await setup.world.scenario('closed');
-  let daemon = await startDaemon(prefix);
-  t.teardown(() => daemon.destroy());
-  const netA = setup.world.network('netA', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
-  const netB = setup.world.network('netB', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const scenario = await policyScenario(t, 'closed');
+  const { prefix, ds, netA, netB } = scenario;
   const a1 = await launch(setup.agent, netA);
   const a2 = await launch(setup.agent, netA);
   const b1 = await launch(setup.agent, netB);
@@ -212,10 +212,10 @@ test.serial('policy - fail closed: a cali veth nobody recorded passes nothing; t
   const probe = (async () => {
     while (probing) crossAnswered ||= await reaches(setup.agent, b1, a1);
   })();
-  await daemon.stop('SIGKILL');
+  await scenario.daemon.stop('SIGKILL');
   t.true(await reaches(setup.agent, a1, a2), 'with the daemon gone, the table stays in force');
-  daemon = await startDaemon(prefix);
-  await waitFor('the restarted daemon to program', () => daemon.stderr.includes('policy programmed'), 10_000);
+  scenario.daemon = await startDaemon(prefix);
+  await waitFor('the restarted daemon to program', () => scenario.daemon.stderr.includes('policy programmed'), 10_000);
   t.true(await reaches(setup.agent, a1, a2), 'allowed traffic resumes');
   probing = false;
   await probe;
