@@ -79,6 +79,7 @@ const executables = {
   'dist/bin/calico-install': 'cni/install.ts',
   'dist/bin/calico-libnetwork': 'daemon/main.ts',
   'dist/bin/calicoctl': 'ctl/calicoctl.ts',
+  'dist/bin/calico_mesos': 'netmodules/main.ts',
 };
 const cniPlugins = {
   'dist/cni/calico': 'cni/calico.ts',

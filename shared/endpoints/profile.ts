@@ -5,7 +5,7 @@
  * Membership is the label the profile applies, under a reserved prefix that user labels can never
  * carry (labels.ts drops them): only being attached to the network makes an endpoint a member.
  */
-import { AlreadyExistsError, type Datastore, type Resource } from '../datastore';
+import { AlreadyExistsError, ConflictError, type Datastore, type Resource } from '../datastore';
 import { NETWORK_LABEL_PREFIX } from './labels';
 
 /** The label a network's profile applies to its members. */
@@ -41,16 +41,43 @@ export function isLegacyNetworkProfile(profile: Resource<'Profile'>): boolean {
   return JSON.stringify(profile.spec) === JSON.stringify(legacy);
 }
 
+/** The net-modules keyword netgroup: its members are reachable from everyone. */
+export const PUBLIC_PROFILE = 'public';
+
+export function publicProfile(): Resource<'Profile'> {
+  return {
+    kind: 'Profile',
+    apiVersion: 'projectcalico.org/v3',
+    metadata: { name: PUBLIC_PROFILE },
+    spec: { ingress: [{ action: 'Allow', source: {}, destination: {} }], egress: [{ action: 'Allow', source: {}, destination: {} }] },
+  };
+}
+
+/** The `public` profile, created now if it did not exist; never overwritten. */
+export async function ensurePublicProfile(ds: Datastore): Promise<Resource<'Profile'>> {
+  return (await ds.resources.get('Profile', PUBLIC_PROFILE)) ?? createOrTheirs(ds, publicProfile());
+}
+
+async function createOrTheirs(ds: Datastore, profile: Resource<'Profile'>): Promise<Resource<'Profile'>> {
+  try {
+    return await ds.resources.create(profile);
+  } catch (err) {
+    // Another host created it between our read and our write: theirs is as good as ours.
+    if (err instanceof AlreadyExistsError) return (await ds.resources.get('Profile', profile.metadata.name))!;
+    throw err;
+  }
+}
+
 /** The network's profile, created now if it did not exist (or upgraded if an earlier release wrote it). */
 export async function ensureNetworkProfile(ds: Datastore, network: string): Promise<Resource<'Profile'>> {
   const existing = await ds.resources.get('Profile', network);
   if (existing && !isLegacyNetworkProfile(existing)) return existing;
+  if (!existing) return createOrTheirs(ds, networkProfile(network));
   try {
-    if (existing) return await ds.resources.update({ ...existing, spec: networkProfile(network).spec });
-    return await ds.resources.create(networkProfile(network));
+    return await ds.resources.update({ ...existing, spec: networkProfile(network).spec });
   } catch (err) {
-    // Another host wrote it between our read and our write: theirs is as good as ours.
-    if (err instanceof AlreadyExistsError || (err as { code?: string }).code === 'DATASTORE_CONFLICT') return (await ds.resources.get('Profile', network))!;
+    // Another host upgraded it between our read and our write: theirs is as good as ours.
+    if (err instanceof ConflictError) return (await ds.resources.get('Profile', network))!;
     throw err;
   }
 }

@@ -1,0 +1,203 @@
+/**
+ * The five commands of the net-modules protocol on the shared core: IPAM for `allocate`,
+ * `reserve` and `release`, the dataplane and the endpoint record for `isolate` and `cleanup`.
+ * Every command is all or nothing: a failure gives back what the command itself took.
+ *
+ * Owners: the isolator allocates before it knows the container, under a `uid` of its own, so the
+ * addresses' handle is `mesos:<node>:<uid>`; `isolate` checks that every address it wires was
+ * allocated so on this host and records those handles on the endpoint, and `cleanup` releases the
+ * endpoint's addresses only where one of them owns it. The endpoint itself is the container's
+ * (`mesos:<node>:<container id>`), as is its host veth.
+ */
+import type { Datastore } from '../shared/datastore';
+import { requireNetns } from '../shared/dataplane/ip-command';
+import { InterfaceExistsError } from '../shared/dataplane/errors';
+import { unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
+import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
+import { sanitiseLabels } from '../shared/endpoints/labels';
+import { ensureNetworkProfile, ensurePublicProfile, PUBLIC_PROFILE } from '../shared/endpoints/profile';
+import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf } from '../shared/endpoints/workload-endpoint';
+import { CalicoError, messageOf } from '../shared/errors';
+import type { OwnerTest } from '../shared/ipam/block';
+import type { Ipam } from '../shared/ipam/ipam';
+import type { Logger } from '../shared/log';
+import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
+import type { NetmodulesRequest } from './request';
+
+/** A command that cannot be done as asked; its message is the answer's `error`. */
+export class NetmodulesError extends CalicoError {
+  readonly code = 'NETMODULES_REFUSED';
+}
+
+export interface NetmodulesContext {
+  readonly ds: Datastore;
+  readonly ipam: Ipam;
+  /** This host in the datastore (settings, NODENAME, the nodename file), whatever the isolator calls it. */
+  readonly node: string;
+  readonly mtu?: number;
+  readonly log: Logger;
+}
+
+export type NetmodulesAnswer = { readonly ipv4?: string[]; readonly ipv6?: string[] };
+
+/** The endpoint annotation listing the IPAM handles of its addresses (JSON list). */
+export const IPAM_HANDLES_ANNOTATION = 'projectcalico.org/ipam-handles';
+/** The name the isolator gave the agent. */
+export const MESOS_HOSTNAME_ANNOTATION = 'projectcalico.org/mesos-hostname';
+
+const allocationOf = (node: string, uid: string): MesosContainer => ({ orchestrator: 'mesos', node, containerId: uid });
+const texts = (addresses: readonly IpAddress[]) => addresses.map(formatAddress);
+
+/** Addresses of any net-modules container of this host: what `release` by address may free. */
+function netmodulesOwned(node: string): OwnerTest {
+  return (attribute) => {
+    const owner = attribute.handle_id === null ? undefined : parseHandle(attribute.handle_id);
+    return owner?.orchestrator === 'mesos' && owner.node === node;
+  };
+}
+
+export async function runCommand(request: NetmodulesRequest, ctx: NetmodulesContext): Promise<NetmodulesAnswer> {
+  switch (request.command) {
+    case 'allocate':
+      return allocate(request, ctx);
+    case 'reserve':
+      await reserve(ctx, request.uid, request.addresses, request.hostname);
+      return {};
+    case 'release':
+      await release(request, ctx);
+      return {};
+    case 'isolate':
+      await isolate(request, ctx);
+      return {};
+    case 'cleanup':
+      await cleanup(request, ctx);
+      return {};
+  }
+}
+
+async function allocate(request: Extract<NetmodulesRequest, { command: 'allocate' }>, ctx: NetmodulesContext): Promise<NetmodulesAnswer> {
+  const allocation = allocationOf(ctx.node, request.uid);
+  const handle = handleOf(allocation);
+  // Addresses asked for by label come first; the rest of num_ipv4 is chosen by IPAM.
+  await reserve(ctx, request.uid, request.static4, request.hostname);
+  const num4 = Math.max(request.num4 - request.static4.length, 0);
+  let assigned: { ipv4: IpAddress[]; ipv6: IpAddress[] } = { ipv4: [], ipv6: [] };
+  try {
+    assigned = await ctx.ipam.autoAssign({ handle, node: ctx.node, num4, num6: request.num6, attributes: attributesOf(request.uid, request.hostname) });
+    if (assigned.ipv4.length < num4 || assigned.ipv6.length < request.num6) {
+      throw new NetmodulesError(`only ${assigned.ipv4.length} of ${num4} IPv4 and ${assigned.ipv6.length} of ${request.num6} IPv6 addresses were free; none were kept`);
+    }
+  } catch (err) {
+    await ctx.ipam.release([...request.static4, ...assigned.ipv4, ...assigned.ipv6], (a) => a.handle_id === handle).catch((e) => ctx.log.error('could not give back addresses after a failed allocate', { error: messageOf(e) }));
+    throw err;
+  }
+  const answer = { ipv4: texts([...request.static4, ...assigned.ipv4]), ipv6: texts(assigned.ipv6) };
+  ctx.log.info('allocated', { uid: request.uid, ipv4: answer.ipv4.join(','), ipv6: answer.ipv6.join(',') });
+  return answer;
+}
+
+function attributesOf(uid: string, hostname: string): Record<string, string> {
+  return { orchestrator: 'mesos', uid, ...(hostname ? { 'mesos-hostname': hostname } : {}) };
+}
+
+/** Exactly these addresses, all or none. */
+async function reserve(ctx: NetmodulesContext, uid: string, addresses: readonly IpAddress[], hostname: string): Promise<void> {
+  const handle = handleOf(allocationOf(ctx.node, uid));
+  const taken: IpAddress[] = [];
+  try {
+    for (const address of addresses) {
+      await ctx.ipam.assign({ address, handle, node: ctx.node, attributes: attributesOf(uid, hostname) });
+      taken.push(address);
+    }
+  } catch (err) {
+    await ctx.ipam.release(taken, (a) => a.handle_id === handle).catch((e) => ctx.log.error('could not give back addresses after a failed reserve', { error: messageOf(e) }));
+    throw err;
+  }
+  if (addresses.length > 0) ctx.log.info('reserved', { uid, addresses: texts(addresses).join(',') });
+}
+
+async function release(request: Extract<NetmodulesRequest, { command: 'release' }>, ctx: NetmodulesContext): Promise<void> {
+  if ('uid' in request.by) {
+    const released = await ctx.ipam.releaseByHandle(handleOf(allocationOf(ctx.node, request.by.uid)));
+    ctx.log.info('released', { uid: request.by.uid, addresses: released });
+    return;
+  }
+  const outcome = await ctx.ipam.release(request.by.ips, netmodulesOwned(ctx.node));
+  ctx.log.info('released', { addresses: texts(outcome.released).join(','), alreadyFree: texts(outcome.notAllocated).join(',') });
+  if (outcome.notOwned.length > 0) throw new NetmodulesError(`not released: ${texts(outcome.notOwned).join(', ')} belong(s) to a workload that is not a net-modules container of this host`);
+}
+
+async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext): Promise<void> {
+  const container: MesosContainer = { orchestrator: 'mesos', node: ctx.node, containerId: request.containerId };
+  const netns = `/proc/${request.pid}/ns/net`;
+  await requireNetns(netns).catch(() => {
+    throw new NetmodulesError(`process ${request.pid} does not exist (no ${netns}): the executor is gone`);
+  });
+  if (await endpointOf(ctx.ds, container)) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
+  const handles = await ownersOf(ctx, request.addresses);
+  const { labels, refused } = sanitiseLabels(request.labels.map((l) => [l.key, l.value] as const));
+  if (refused.length > 0) ctx.log.warning('labels with reserved keys were dropped: only netgroups make a container a member', { container: request.containerId, labels: refused.join(',') });
+
+  await Promise.all(request.netgroups.map((group) => (group === PUBLIC_PROFILE ? ensurePublicProfile(ctx.ds) : ensureNetworkProfile(ctx.ds, group))));
+
+  const hostIf = hostVethName(container);
+  const ownerTag = linkOwnerTag(container);
+  const wired = await wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, addresses: request.addresses, mtu: ctx.mtu ?? DEFAULT_MTU }).catch((err: unknown) => {
+    if (err instanceof InterfaceExistsError) throw new NetmodulesError(`container ${request.containerId} (pid ${request.pid}) already has an eth0`);
+    throw err;
+  });
+  try {
+    await ctx.ds.resources.create(buildWorkloadEndpoint(container, {
+      containerID: request.containerId,
+      addresses: request.addresses,
+      profiles: request.netgroups,
+      interfaceName: hostIf,
+      mac: wired.containerMac,
+      labels,
+      annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
+    }));
+  } catch (err) {
+    await unwireWorkload({ hostIf, ownerTag }).catch((e) => ctx.log.error('undo: veth removal failed', { error: messageOf(e) }));
+    throw err;
+  }
+  ctx.log.info('isolated', { container: request.containerId, pid: request.pid, hostIf, addresses: texts(request.addresses).join(','), netgroups: request.netgroups.join(',') });
+}
+
+/** The handles owning each address: each must be a net-modules allocation of this host. */
+async function ownersOf(ctx: NetmodulesContext, addresses: readonly IpAddress[]): Promise<string[]> {
+  const handles = new Set<string>();
+  for (const address of addresses) {
+    const owner = await ctx.ipam.ownerOf(address);
+    const parsed = owner?.handle ? parseHandle(owner.handle) : undefined;
+    if (!owner?.handle || parsed?.orchestrator !== 'mesos' || parsed.node !== ctx.node) {
+      throw new NetmodulesError(`${formatAddress(address)} was not allocated to a net-modules container of this host (${ctx.node}): allocate or reserve it first`);
+    }
+    handles.add(owner.handle);
+  }
+  return [...handles];
+}
+
+async function cleanup(request: Extract<NetmodulesRequest, { command: 'cleanup' }>, ctx: NetmodulesContext): Promise<void> {
+  const container: MesosContainer = { orchestrator: 'mesos', node: ctx.node, containerId: request.containerId };
+  const endpoint = await endpointOf(ctx.ds, container);
+  // The isolator may clean up a container whose prepare failed: nothing of it exists, and that is fine.
+  await unwireWorkload({ hostIf: hostVethName(container), ownerTag: linkOwnerTag(container) });
+  if (!endpoint) {
+    ctx.log.info('cleanup of an unknown container', { container: request.containerId });
+    return;
+  }
+  const handles = new Set(recordedHandles(endpoint.metadata.annotations?.[IPAM_HANDLES_ANNOTATION]));
+  const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
+  const released = await ctx.ipam.release(addresses, (a) => a.handle_id !== null && handles.has(a.handle_id));
+  await deleteEndpointOf(ctx.ds, container);
+  ctx.log.info('cleaned up', { container: request.containerId, released: texts(released.released).join(',') });
+}
+
+function recordedHandles(annotation: string | undefined): string[] {
+  try {
+    const list = JSON.parse(annotation ?? '[]') as unknown;
+    return Array.isArray(list) ? list.filter((h): h is string => typeof h === 'string') : [];
+  } catch {
+    return [];
+  }
+}
