@@ -3,6 +3,7 @@
  * (delegates get the whole config) and otherwise ignored, as CNI plugins do.
  */
 import { etcdSettingsFrom, type EtcdSettings } from '../shared/datastore/settings';
+import { NAME_PART } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { InvalidInputError, messageOf } from '../shared/errors';
 import { NODENAME_FILE, defaultNodename } from '../shared/nodename';
@@ -40,6 +41,8 @@ export interface NetConf {
   readonly labels: Readonly<Record<string, string>>;
   /** Orchestrator labels dropped because their key is reserved (network membership, Calico's own). */
   readonly refusedLabels: readonly string[];
+  /** Mesos NetworkInfo groups: profiles the endpoint has besides its network's. */
+  readonly groups: readonly string[];
   readonly prevResult: JsonObject | undefined;
   readonly validAttachments: readonly { containerID: string; ifname: string }[] | undefined;
 }
@@ -103,6 +106,7 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
     requestedIps: requestedIps(raw, env, mesosLabels),
     labels: labels.labels,
     refusedLabels: labels.refused,
+    groups: mesosGroups(mesos),
     prevResult: objectField(raw, 'prevResult'),
     validAttachments: attachmentsOf(raw),
   };
@@ -172,12 +176,28 @@ function ipamOf(value: unknown): IpamConf {
 
 interface MesosNetworkInfo {
   labels?: { labels?: { key?: unknown; value?: unknown }[] };
+  groups?: unknown;
 }
 
 function mesosNetworkInfo(raw: JsonObject): MesosNetworkInfo | undefined {
   const args = raw.args as JsonObject | undefined;
   const mesos = args?.['org.apache.mesos'] as JsonObject | undefined;
   return mesos?.network_info as MesosNetworkInfo | undefined;
+}
+
+/**
+ * Mesos NetworkInfo groups (Marathon's ipAddress.groups): extra profiles, as the net-modules
+ * isolator's netgroups are, so that a task joins those groups besides its network.
+ */
+function mesosGroups(info: MesosNetworkInfo | undefined): string[] {
+  const groups = info?.groups;
+  if (groups === undefined || groups === null) return [];
+  const field = '"args.org.apache.mesos.network_info.groups"';
+  if (!Array.isArray(groups)) throw invalid(field, 'must be a list of group names');
+  for (const [i, group] of groups.entries()) {
+    if (typeof group !== 'string' || !NAME_PART.test(group) || group.length > 253) throw invalid(`${field}[${i}]`, `${JSON.stringify(group)} must be letters, digits, "_", "." and "-", starting with a letter or digit`);
+  }
+  return [...new Set(groups as string[])];
 }
 
 function mesosLabelPairs(info: MesosNetworkInfo): [string, string][] {

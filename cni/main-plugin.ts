@@ -6,7 +6,7 @@ import type { Resource } from '../shared/datastore';
 import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { endpointNameOf, hostEndpointRange, hostVethName, identityKey, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
-import { ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
+import { ensureGroupProfile, ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
 import { withHostLock } from '../shared/host-lock';
 import { PhaseTimer } from '../shared/diagnostics';
@@ -98,7 +98,8 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
   const endpoint = buildWorkloadEndpoint(attachment, {
     containerID: env.containerId,
     addresses,
-    profiles: [conf.name],
+    // The network's profile first (earlier releases read the network from it), then the groups.
+    profiles: [conf.name, ...conf.groups.filter((group) => group !== conf.name)],
     interfaceName: hostIf,
     mac: containerMac,
     labels: conf.labels,
@@ -106,7 +107,10 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
   });
   const [wiring, recording] = await Promise.allSettled([
     timer.measure('dataplane', wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) })),
-    timer.measure('record', (profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? Promise.resolve() : ensureNetworkProfile(ds, conf.name)).then(() => writeEndpoint(ctx, endpoint, existing))),
+    timer.measure('record', Promise.all([
+      profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? undefined : ensureNetworkProfile(ds, conf.name),
+      ...conf.groups.map((group) => ensureGroupProfile(ds, group)),
+    ]).then(() => writeEndpoint(ctx, endpoint, existing))),
   ]);
   timer.lap('wiring');
   if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {

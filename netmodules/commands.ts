@@ -15,7 +15,7 @@ import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
-import { ensureNetworkProfile, ensurePublicProfile, PUBLIC_PROFILE } from '../shared/endpoints/profile';
+import { ensureGroupProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf } from '../shared/endpoints/workload-endpoint';
 import { CalicoError, messageOf } from '../shared/errors';
 import type { OwnerTest } from '../shared/ipam/block';
@@ -138,7 +138,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
   const { labels, refused } = sanitiseLabels(request.labels.map((l) => [l.key, l.value] as const));
   if (refused.length > 0) ctx.log.warning('labels with reserved keys were dropped: only netgroups make a container a member', { container: request.containerId, labels: refused.join(',') });
 
-  await Promise.all(request.netgroups.map((group) => (group === PUBLIC_PROFILE ? ensurePublicProfile(ctx.ds) : ensureNetworkProfile(ctx.ds, group))));
+  await Promise.all(request.netgroups.map((group) => ensureGroupProfile(ctx.ds, group)));
 
   const hostIf = hostVethName(container);
   const ownerTag = linkOwnerTag(container);

@@ -24,6 +24,8 @@ export interface NetworkConfig {
 export interface Attachment {
   readonly network: NetworkConfig;
   readonly labels?: Readonly<Record<string, string>>;
+  /** NetworkInfo groups (Marathon's ipAddress.groups). */
+  readonly groups?: readonly string[];
 }
 
 interface Container {
@@ -130,9 +132,10 @@ export class MesosAgent {
 }
 
 /** The network config as the isolator sends it: args.org.apache.mesos.network_info added. */
-function withNetworkInfo({ network, labels }: Attachment): Record<string, unknown> {
+function withNetworkInfo({ network, labels, groups }: Attachment): Record<string, unknown> {
   const networkInfo = {
     name: network.name,
+    ...(groups?.length ? { groups } : {}),
     ...(labels ? { labels: { labels: Object.entries(labels).map(([key, value]) => ({ key, value })) } } : {}),
   };
   const args = (network.args as Record<string, unknown> | undefined) ?? {};

@@ -81,3 +81,11 @@ export async function ensureNetworkProfile(ds: Datastore, network: string): Prom
     throw err;
   }
 }
+
+/**
+ * The profile of a group a workload joins besides its network (a net-modules netgroup, a Mesos
+ * NetworkInfo group): `public`, or one like a network's.
+ */
+export function ensureGroupProfile(ds: Datastore, group: string): Promise<Resource<'Profile'>> {
+  return group === PUBLIC_PROFILE ? ensurePublicProfile(ds) : ensureNetworkProfile(ds, group);
+}

@@ -234,3 +234,24 @@ test.serial('policy - fail closed: a cali veth nobody recorded passes nothing; t
   for (const task of [a1, a2, b1]) for (const r of await setup.agent.destroy(task.id)) t.is(r.code, 0, r.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);
 });
+
+test.serial('policy - Mesos NetworkInfo groups are extra profiles: tasks of two networks sharing a group reach each other, the rest stays apart', async (t) => {
+  const { ds, netA, netB } = await policyScenario(t, 'groups');
+  const launchIn = async (network: typeof netA, groups: string[]) => {
+    const id = randomUUID();
+    const launched = await setup.agent.launch(id, [{ network, groups }]);
+    if (launched.runs[0]!.code !== 0) throw new Error(launched.runs[0]!.stdout);
+    return { id, ip: launched.ips[0]!.ip4!.split('/')[0]! };
+  };
+  const a = await launchIn(netA, ['g1']);
+  const b = await launchIn(netB, ['g1']);
+  const c = await launchIn(netB, []);
+  t.deepEqual((await ds.resources.list('WorkloadEndpoint')).find((e) => e.spec.containerID === a.id)!.spec.profiles, ['netA', 'g1']);
+  t.truthy(await ds.resources.get('Profile', 'g1'));
+  t.true(await settlesTo(setup.agent, a, b, true), 'a group joins two networks');
+  t.true(await reaches(setup.agent, b, a));
+  t.true(await reaches(setup.agent, c, b), 'c reaches b on their network');
+  t.false(await reaches(setup.agent, c, a), 'but not a, which shares only a group with b');
+  t.false(await reaches(setup.agent, a, c));
+  for (const task of [a, b, c]) for (const r of await setup.agent.destroy(task.id)) t.is(r.code, 0, r.stdout);
+});
