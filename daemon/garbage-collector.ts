@@ -14,7 +14,7 @@ import type { Datastore, Resource } from '../shared/datastore';
 import { localLinks, netnsExists } from '../shared/dataplane/ip-command';
 import { endpointNameOf, hostEndpointRanges, isDockerHandle, parseHandle } from '../shared/endpoints/identity';
 import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
-import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, deleteEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
+import { DOCKER_NETWORK_ANNOTATION, NETNS_ANNOTATION, deleteEndpointOf, recordedIpamHandles, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
 import { ownedBy } from '../shared/ipam/block';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
@@ -28,6 +28,12 @@ export interface GcSettings {
 }
 
 type Endpoint = Resource<'WorkloadEndpoint'>;
+
+/** What this host's endpoints list: by endpoint name, and by the net-modules handles they record. */
+interface Recorded {
+  readonly endpoints: ReadonlyMap<string, ReadonlySet<string>>;
+  readonly netmodules: ReadonlyMap<string, ReadonlySet<string>>;
+}
 
 export class GarbageCollector {
   /** Endpoint -> when it was first seen gone. */
@@ -59,13 +65,17 @@ export class GarbageCollector {
     const present = new Set<string>();
     /** Endpoint name -> the addresses it lists. */
     const recorded = new Map<string, Set<string>>();
+    /** A net-modules allocation handle -> the addresses endpoints list under it. */
+    const netmodules = new Map<string, Set<string>>();
     for (const range of hostEndpointRanges(this.settings.node)) {
       for await (const page of ds.resources.pages('WorkloadEndpoint', range)) {
         for (const endpoint of page) {
           if (endpoint.spec.node !== this.settings.node) continue;
           const key = `${endpoint.metadata.namespace}/${endpoint.metadata.name}`;
           present.add(key);
-          recorded.set(endpoint.metadata.name, new Set(endpoint.spec.ipNetworks.map((n) => formatAddress(parseAddress(n.split('/')[0]!, 'ipNetworks')))));
+          const listed = new Set(endpoint.spec.ipNetworks.map((n) => formatAddress(parseAddress(n.split('/')[0]!, 'ipNetworks'))));
+          recorded.set(endpoint.metadata.name, listed);
+          for (const handle of recordedIpamHandles(endpoint)) netmodules.set(handle, new Set([...(netmodules.get(handle) ?? []), ...listed]));
           if (await this.alive(endpoint, links)) {
             this.suspects.delete(key);
             continue;
@@ -80,7 +90,7 @@ export class GarbageCollector {
       }
     }
     for (const key of this.suspects.keys()) if (!present.has(key)) this.suspects.delete(key);
-    cleaned.push(...(await this.collectUnrecorded(ipam, recorded, now)));
+    cleaned.push(...(await this.collectUnrecorded(ipam, { endpoints: recorded, netmodules }, now)));
     return cleaned;
   }
 
@@ -108,7 +118,7 @@ export class GarbageCollector {
       return;
     }
     const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
-    await releaseWorkloadAddresses(ipam, workload, addresses);
+    await releaseWorkloadAddresses(ipam, workload, addresses, recordedIpamHandles(endpoint));
     await deleteEndpointOf(ds, workload);
     this.log.info('collected the endpoint of a workload that is gone', { endpoint: endpoint.metadata.name, addresses: endpoint.spec.ipNetworks.join(',') });
   }
@@ -118,7 +128,7 @@ export class GarbageCollector {
    * than the grace period: an ADD or a Docker request that crashed half way, or the first try of
    * an ADD that a plugin repeated itself when the daemon died under it.
    */
-  private async collectUnrecorded(ipam: Ipam, recorded: ReadonlyMap<string, ReadonlySet<string>>, now: number): Promise<string[]> {
+  private async collectUnrecorded(ipam: Ipam, recorded: Recorded, now: number): Promise<string[]> {
     const cleaned: string[] = [];
     for (const cidr of await ipam.hostBlocks(this.settings.node)) {
       for (const owner of await ipam.addressesIn(cidr)) {
@@ -137,20 +147,23 @@ export class GarbageCollector {
   }
 
   /** Releases an address of ours that its workload's endpoint does not list; how many were released. */
-  private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: ReadonlyMap<string, ReadonlySet<string>>): Promise<number> {
+  private async releaseUnrecorded(ipam: Ipam, address: IpAddress, handle: string, attributes: Readonly<Record<string, string>>, recorded: Recorded): Promise<number> {
     const node = this.settings.node;
     const text = formatAddress(address);
     if (isDockerHandle(handle)) {
       // Docker ties an address to its endpoint at CreateEndpoint: an address that never joined
       // one, or whose endpoint is gone, is its handle's alone.
       const endpoint = attributes.endpoint ? endpointNameOf({ orchestrator: 'libnetwork', node, endpointId: attributes.endpoint }) : undefined;
-      if (endpoint && recorded.get(endpoint)?.has(text)) return 0;
+      if (endpoint && recorded.endpoints.get(endpoint)?.has(text)) return 0;
       return (await ipam.release([address], ownedBy(handle))).released.length;
     }
     const workload = parseHandle(handle);
     // Not an allocation of ours to judge, or another host's workload borrowing from this host's block.
     if (!workload || workload.orchestrator === 'libnetwork' || workload.node !== node) return 0;
-    const listed = recorded.get(endpointNameOf(workload));
+    // net-modules allocates under the isolator's uid: an address no endpoint lists under its
+    // handle belongs to a container that never got isolated (or whose agent forgot it).
+    if (workload.orchestrator === 'mesos') return recorded.netmodules.get(handle)?.has(text) ? 0 : (await ipam.release([address], ownedBy(handle))).released.length;
+    const listed = recorded.endpoints.get(endpointNameOf(workload));
     if (listed?.has(text)) return 0;
     // No endpoint: everything the workload holds goes. An endpoint without this address (an ADD
     // repeated after a crash): this address alone.

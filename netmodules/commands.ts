@@ -16,7 +16,8 @@ import { unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/w
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { ensureGroupProfile } from '../shared/endpoints/profile';
-import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf } from '../shared/endpoints/workload-endpoint';
+import { IPAM_HANDLES_ANNOTATION, NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, recordedIpamHandles } from '../shared/endpoints/workload-endpoint';
+import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
 import { CalicoError, messageOf } from '../shared/errors';
 import type { OwnerTest } from '../shared/ipam/block';
 import type { Ipam } from '../shared/ipam/ipam';
@@ -40,8 +41,6 @@ export interface NetmodulesContext {
 
 export type NetmodulesAnswer = { readonly ipv4?: string[]; readonly ipv6?: string[] };
 
-/** The endpoint annotation listing the IPAM handles of its addresses (JSON list). */
-export const IPAM_HANDLES_ANNOTATION = 'projectcalico.org/ipam-handles';
 /** The name the isolator gave the agent. */
 export const MESOS_HOSTNAME_ANNOTATION = 'projectcalico.org/mesos-hostname';
 
@@ -186,18 +185,8 @@ async function cleanup(request: Extract<NetmodulesRequest, { command: 'cleanup' 
     ctx.log.info('cleanup of an unknown container', { container: request.containerId });
     return;
   }
-  const handles = new Set(recordedHandles(endpoint.metadata.annotations?.[IPAM_HANDLES_ANNOTATION]));
   const addresses = endpoint.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
-  const released = await ctx.ipam.release(addresses, (a) => a.handle_id !== null && handles.has(a.handle_id));
+  const released = await releaseWorkloadAddresses(ctx.ipam, container, addresses, recordedIpamHandles(endpoint));
   await deleteEndpointOf(ctx.ds, container);
-  ctx.log.info('cleaned up', { container: request.containerId, released: texts(released.released).join(',') });
-}
-
-function recordedHandles(annotation: string | undefined): string[] {
-  try {
-    const list = JSON.parse(annotation ?? '[]') as unknown;
-    return Array.isArray(list) ? list.filter((h): h is string => typeof h === 'string') : [];
-  } catch {
-    return [];
-  }
+  ctx.log.info('cleaned up', { container: request.containerId, released });
 }

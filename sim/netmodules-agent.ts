@@ -111,6 +111,16 @@ export class NetmodulesAgent {
     return calls;
   }
 
+  /** The executor and its namespace gone, and the isolator forgot the container (an agent restart): no release, no cleanup. */
+  async vanish(containerId: string): Promise<void> {
+    const running = this.running.get(containerId);
+    if (!running) return;
+    this.running.delete(containerId);
+    running.executor.kill('SIGKILL');
+    await new Promise((gone) => (running.executor.exitCode !== null || running.executor.signalCode !== null ? gone(undefined) : running.executor.once('exit', gone)));
+    await running.netns.destroy();
+  }
+
   async cleanupAll(): Promise<void> {
     for (const id of [...this.running.keys()]) await this.destroy(id);
   }

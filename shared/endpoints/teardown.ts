@@ -19,12 +19,13 @@ function legacyOwner(attachment: CniAttachment): OwnerTest {
 }
 
 /**
- * Releases the workload's addresses: a CNI attachment's or net-modules container's handle (and
- * what earlier releases gave a CNI attachment under the legacy handle, where its attributes say
- * so), a Docker endpoint's `addresses` where this host's driver gave them to that endpoint.
+ * Releases the workload's addresses: a CNI attachment's handle (and what earlier releases gave a
+ * CNI attachment under the legacy handle, where its attributes say so), a Docker endpoint's
+ * `addresses` where this host's driver gave them to that endpoint, a net-modules container's
+ * `addresses` where one of its recorded `ipamHandles` owns them.
  * Returns how many were released.
  */
-export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, addresses: readonly IpAddress[] = []): Promise<number> {
+export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, addresses: readonly IpAddress[] = [], ipamHandles: readonly string[] = []): Promise<number> {
   switch (workload.orchestrator) {
     case 'cni': {
       // Submitted together, the two are served by one batch: one read, one transaction.
@@ -34,8 +35,12 @@ export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, a
       ]);
       return released[0] + released[1];
     }
-    case 'mesos':
-      return ipam.releaseByHandle(handleOf(workload));
+    case 'mesos': {
+      // A net-modules container's addresses were allocated under the isolator's uid: the handles
+      // its endpoint recorded own them.
+      const owners = new Set(ipamHandles);
+      return (await ipam.release(addresses, (a) => a.handle_id !== null && owners.has(a.handle_id))).released.length;
+    }
     case 'libnetwork': {
       const docker = dockerOwned(workload.node);
       const owns: OwnerTest = (a) => docker(a) && a.secondary?.endpoint === workload.endpointId;

@@ -21,6 +21,11 @@ export interface EndpointFacts {
 export const NETNS_ANNOTATION = 'projectcalico.org/netns';
 /** The Docker network an endpoint belongs to (the driver API names networks by ID only). */
 export const DOCKER_NETWORK_ANNOTATION = 'projectcalico.org/docker-network';
+/**
+ * The IPAM handles of a net-modules container's addresses (a JSON list): the isolator allocates
+ * them under a uid of its own before the container exists.
+ */
+export const IPAM_HANDLES_ANNOTATION = 'projectcalico.org/ipam-handles';
 /** The exact identity of the workload that wrote the record (identity.ts's identityKey). */
 export const OWNER_ANNOTATION = 'projectcalico.org/owner';
 
@@ -99,4 +104,14 @@ export async function deleteEndpointOf(ds: Datastore, workload: Workload): Promi
   if (!isEndpointOf(endpoint, workload)) return 'not ours';
   const deleted = await ds.resources.delete('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace, endpoint.metadata.resourceVersion);
   return deleted ? 'deleted' : 'absent';
+}
+
+/** The handles a net-modules endpoint records for its addresses (none when absent or unreadable). */
+export function recordedIpamHandles(endpoint: Endpoint): string[] {
+  try {
+    const list = JSON.parse(endpoint.metadata.annotations?.[IPAM_HANDLES_ANNOTATION] ?? '[]') as unknown;
+    return Array.isArray(list) ? list.filter((h): h is string => typeof h === 'string') : [];
+  } catch {
+    return [];
+  }
 }

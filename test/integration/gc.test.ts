@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAddress } from '../../shared/net';
 import { NodeDaemon } from '../../sim/daemon';
+import { NetmodulesAgent } from '../../sim/netmodules-agent';
 import { waitFor } from '../../sim/wait';
 import { CniWorld, assertNothingLeft } from '../helpers/cni-world';
 
@@ -67,4 +68,27 @@ test.serial('metrics - the daemon serves Prometheus metrics of its requests, IPA
   t.regex(text, /# TYPE calico_policy_sync_failures_total counter/);
   t.false(/container|[0-9a-f]{8}-[0-9a-f]{4}/.test(text.split('\n').filter((l) => !l.startsWith('#')).join('\n')), 'no per-container labels');
   for (const r of await agent.destroy(id)) t.is(r.code, 0);
+});
+
+test.serial('gc - net-modules: a container its agent forgot (executor gone, no cleanup) and an allocation never isolated are collected after the grace period; a live container keeps everything', async (t) => {
+  const { prefix, ds, ipam } = await world.scenario('gc-nm');
+  const agent = world.agents[0]!;
+  const node = 'agent-gc-nm';
+  const collector = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', node, '--gc-interval', '0.5', '--gc-grace', '1.5', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => collector.destroy());
+  const mesos = new NetmodulesAgent(agent.host, { ETCD_ENDPOINTS: world.fabric.etcd.hostEndpoint, ETCD_PREFIX: prefix, NODENAME: node }, 'agent-host');
+  t.teardown(() => mesos.cleanupAll());
+  const [live, forgotten] = [randomUUID(), randomUUID()];
+  const liveIps = (await mesos.launch(live, { netgroups: ['g'] })).ips;
+  const forgottenIps = (await mesos.launch(forgotten, { netgroups: ['g'], autoIpv4: 2 })).ips;
+  const orphan = await mesos.call('allocate', { hostname: 'agent-host', uid: 'prepared-then-agent-restarted', num_ipv4: 1, num_ipv6: 0 });
+  t.is(orphan.answer?.error, null, orphan.stdout);
+  await mesos.vanish(forgotten);
+
+  const gone = [...forgottenIps, ...orphan.answer!.ipv4!].map((ip) => parseAddress(ip));
+  await waitFor('the forgotten container and the orphan allocation to be collected', async () => (await Promise.all(gone.map((a) => ipam.ownerOf(a)))).every((o) => o === undefined), 15_000);
+  t.deepEqual((await ds.resources.list('WorkloadEndpoint')).map((e) => e.spec.workload), [live], 'only the live container\'s record stays');
+  t.truthy(await ipam.ownerOf(parseAddress(liveIps[0]!)), 'the live container keeps its address past the grace period');
+  for (const call of await mesos.destroy(live)) t.is(call.answer?.error, null, call.stdout);
+  await assertNothingLeft(t, ds, [agent]);
 });
