@@ -2,57 +2,10 @@
  * The process around one CNI invocation: read stdin, have the node daemon run it or run it here,
  * print, exit. Nothing heavy is loaded before it is known to be needed.
  */
-import { fstatSync, read, writeSync } from 'node:fs';
-import type { Invocation, Outcome, PluginKind } from './skel';
-import { daemonSocketOf, forward } from './forward';
-import { rawStreams } from './raw-streams';
+import { DEFAULT_DAEMON_SOCKET, forward, type Invocation, type Outcome } from '../shared/daemon-forward';
+import { print, readStdin } from '../shared/stdio';
+import type { PluginKind } from './skel';
 import { versionAnswer } from './version';
-
-/** A caller that never closes stdin must not hang the plugin: after this, what came is what there is. */
-const STDIN_TIMEOUT_MS = 10_000;
-
-/**
- * Stdin and stdout through their file descriptors, not process.stdin/stdout: those are streams
- * whose modules node would compile first (about 4 ms of a VERSION's start-up, measured). A pipe
- * or socket is read on the raw stream handles where they are verified (no thread pool started).
- * A terminal (or /dev/null) gives no config.
- */
-async function readStdin(): Promise<string> {
-  const stat = fstatSync(0);
-  if (stat.isCharacterDevice()) return '';
-  const streams = stat.isFIFO() || stat.isSocket() ? rawStreams() : undefined;
-  if (streams) return (await streams.readToEnd(0, STDIN_TIMEOUT_MS)).data.toString('utf8');
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const buffer = Buffer.alloc(64 << 10);
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      resolve(Buffer.concat(chunks).toString('utf8'));
-    };
-    const timer = setTimeout(finish, STDIN_TIMEOUT_MS);
-    const next = () =>
-      read(0, buffer, 0, buffer.length, null, (err, n) => {
-        if (err || n === 0) return finish();
-        chunks.push(Buffer.from(buffer.subarray(0, n)));
-        next();
-      });
-    next();
-  });
-}
-
-function print(text: string): void {
-  const bytes = Buffer.from(`${text}\n`);
-  for (let at = 0; at < bytes.length; ) {
-    try {
-      at += writeSync(1, bytes, at);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
-    }
-  }
-}
 
 export async function main(kind: PluginKind): Promise<void> {
   let outcome: Outcome = { stdout: '', exitCode: 1 };
@@ -70,4 +23,15 @@ async function run(kind: PluginKind, invocation: Invocation): Promise<Outcome> {
   const socket = daemonSocketOf(invocation.stdin);
   const forwarded = socket ? await forward(socket, { kind, ...invocation }) : undefined;
   return forwarded ?? (await import('./in-process')).runInProcess(kind, invocation);
+}
+
+/** The socket named by the config's `daemon_socket` ("" turns forwarding off), else the default. */
+function daemonSocketOf(stdin: string): string | undefined {
+  try {
+    const conf = JSON.parse(stdin) as { daemon_socket?: unknown };
+    if (conf.daemon_socket === '') return undefined;
+    return typeof conf.daemon_socket === 'string' ? conf.daemon_socket : DEFAULT_DAEMON_SOCKET;
+  } catch {
+    return DEFAULT_DAEMON_SOCKET;
+  }
 }

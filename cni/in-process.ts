@@ -3,7 +3,8 @@
  * compiling the core and its etcd client is most of a plugin's start-up time.
  */
 import { Connections } from '../shared/connections';
-import { runCni, type Invocation, type Outcome, type PluginKind } from './skel';
+import type { Invocation, Outcome } from '../shared/daemon-forward';
+import { runCni, type PluginKind } from './skel';
 
 export async function runInProcess(kind: PluginKind, invocation: Invocation): Promise<Outcome> {
   const connections = new Connections();

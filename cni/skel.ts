@@ -4,6 +4,7 @@
  */
 import { Logger, fileSink, stderrSink, type Sink } from '../shared/log';
 import type { Connections } from '../shared/connections';
+import type { Invocation, Outcome } from '../shared/daemon-forward';
 import { parseConfig, parseJson, type NetConf } from './config';
 import type { CniContext } from './context';
 import { NeverCreatedError, parseCommand, parseEnv, type Command, type CniEnv } from './env';
@@ -14,16 +15,6 @@ import { formatResult, type CniResult } from './result';
 import { LATEST_VERSION, parseVersion, versionAnswer, type CniVersion } from './version';
 
 export type PluginKind = 'calico' | 'calico-ipam';
-
-export interface Invocation {
-  readonly env: NodeJS.ProcessEnv;
-  readonly stdin: string;
-}
-
-export interface Outcome {
-  readonly stdout: string;
-  readonly exitCode: number;
-}
 
 type Handler = (ctx: CniContext) => Promise<CniResult | void>;
 

@@ -1,15 +1,29 @@
 /**
- * Serves CNI invocations forwarded by the plugin executables (cni/forward.ts): one JSON request
- * line in, one JSON outcome out. The commands run exactly as in-process, with warm connections.
+ * Serves invocations forwarded by our executables (shared/daemon-forward.ts): the CNI plugins'
+ * and calico_mesos'. One JSON request line in, one JSON outcome out; the commands run exactly as
+ * in-process, with warm connections.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Connections } from '../shared/connections';
-import type { ForwardRequest } from '../cni/forward';
-import { runCni } from '../cni/skel';
+import type { ForwardRequest, ForwardedKind } from '../shared/daemon-forward';
+import { runCni, type PluginKind } from '../cni/skel';
+import { COMMANDS } from '../netmodules/request';
+import { runNetmodules } from '../netmodules/run';
 import type { Logger } from '../shared/log';
 import { MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 
+const KINDS: readonly ForwardedKind[] = ['calico', 'calico-ipam', 'calico_mesos'];
+
+/** The net-modules command of a request, for metrics (one of the five, else "unknown"). */
+function netmodulesCommandOf(stdin: string): string {
+  try {
+    const command = (JSON.parse(stdin) as { command?: unknown }).command;
+    return (COMMANDS as readonly unknown[]).includes(command) ? String(command) : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 export class CniService {
   private readonly server: Server;
@@ -56,12 +70,15 @@ export class CniService {
     } catch {
       return { stdout: '', exitCode: 1 };
     }
-    if ((request.kind !== 'calico' && request.kind !== 'calico-ipam') || typeof request.stdin !== 'string' || typeof request.env !== 'object') {
+    if (!KINDS.includes(request.kind) || typeof request.stdin !== 'string' || typeof request.env !== 'object' || request.env === null) {
       return { stdout: '', exitCode: 1 };
     }
     const started = process.hrtime.bigint();
-    const outcome = await runCni(request.kind, { env: request.env, stdin: request.stdin }, this.connections, this.log.sinks);
-    this.served(`${request.kind} ${String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16)}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
+    const invocation = { env: request.env, stdin: request.stdin };
+    const netmodules = request.kind === 'calico_mesos';
+    const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks) : await runCni(request.kind as PluginKind, invocation, this.connections, this.log.sinks);
+    const call = netmodules ? netmodulesCommandOf(request.stdin) : String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16);
+    this.served(`${request.kind} ${call}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
     return outcome;
   }
 

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { parseCommandLine } from '../shared/command-line';
 import { Connections } from '../shared/connections';
-import { DEFAULT_DAEMON_SOCKET } from '../cni/forward';
+import { DEFAULT_DAEMON_SOCKET } from '../shared/daemon-forward';
 import { DockerApi } from '../cnm/docker-api';
 import { IpamDriver } from '../cnm/ipam-driver';
 import { NetworkDriver } from '../cnm/network-driver';

@@ -1,81 +1,50 @@
 /**
  * `calico_mesos`: the executable the net-modules isolator runs as both its `ipam_command` and its
  * `isolator_command`. One JSON request on stdin, exactly one JSON object on stdout whatever
- * happens (the isolator reads only stdout, at most 40 KiB, and ignores the exit code): `"error":
- * null` on success, a message otherwise; the exit code says the same (0 or 1). Log lines go to
- * stderr, which the isolator passes to the agent's.
+ * happens (the isolator reads only stdout, at most 40 KiB, and ignores the exit code); the exit
+ * code says the same (0 or 1). Log lines go to stderr, which the isolator passes to the agent's.
  *
- * Settings come from the agent's environment, as the isolator passes it whole: ETCD_ENDPOINTS (or
- * ETCD_AUTHORITY), the ETCD_*_FILE certificates, ETCD_PREFIX; this host's name from NODENAME, else
- * /var/lib/calico/nodename, else the host name, as for the CNI plugin and the node daemon.
+ * The node daemon runs the command when it listens on CALICO_CNI_SOCKET (its --cni-socket;
+ * /var/run/calico/cni.sock by default; "" never asks it), with its etcd connections warm;
+ * otherwise this process does, and loads the core only then.
  */
-import { readSync, writeSync } from 'node:fs';
-import { Connections } from '../shared/connections';
-import { etcdSettingsFrom } from '../shared/datastore/settings';
-import { messageOf } from '../shared/errors';
-import { Logger, stderrSink, type Level } from '../shared/log';
-import { defaultNodename } from '../shared/nodename';
-import { runCommand } from './commands';
-import { MAX_REQUEST_BYTES, parseRequest } from './request';
+import { DEFAULT_DAEMON_SOCKET, forward, type Outcome } from '../shared/daemon-forward';
+import { print, readStdin } from '../shared/stdio';
 
-/** The isolator reads at most this much of the answer; an error message is cut well within it. */
-const MAX_MESSAGE = 4000;
+const USAGE = `usage: calico_mesos < REQUEST
+  The net-modules isolator's ipam_command and isolator_command: one JSON request
+  {"command": "allocate"|"reserve"|"release"|"isolate"|"cleanup", "args": {...}} on stdin, one
+  JSON answer on stdout ("error": null on success). Environment: ETCD_ENDPOINTS (or
+  ETCD_AUTHORITY), ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, ETCD_PREFIX, NODENAME,
+  CALICO_CNI_SOCKET (the node daemon; "" for none), CALICO_LOG_LEVEL.
+  -h, --help   this text`;
+
 /** Every etcd call has its own deadline; this bounds the whole command, whatever happens. */
 const COMMAND_DEADLINE_MS = 120_000;
-const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
-/** Stdin to its end, or one byte past the largest request (enough to refuse it). */
-function readRequest(): string {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  const buffer = Buffer.alloc(64 << 10);
-  while (total <= MAX_REQUEST_BYTES) {
-    let n: number;
-    try {
-      n = readSync(0, buffer, 0, buffer.length, null);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') continue;
-      if ((err as NodeJS.ErrnoException).code === 'EOF') break;
-      throw err;
-    }
-    if (n === 0) break;
-    chunks.push(Buffer.from(buffer.subarray(0, n)));
-    total += n;
-  }
-  return Buffer.concat(chunks).toString('utf8');
+function finish(outcome: Outcome): never {
+  print(outcome.stdout);
+  process.exit(outcome.exitCode);
 }
 
-function answer(body: Record<string, unknown>, exitCode: number): never {
-  const bytes = Buffer.from(`${JSON.stringify(body)}\n`);
-  for (let at = 0; at < bytes.length; ) {
-    try {
-      at += writeSync(1, bytes, at);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break;
-    }
-  }
-  process.exit(exitCode);
-}
-
+/** Without the core loaded: what a failure before or around the command answers. */
 function fail(err: unknown): never {
-  const message = messageOf(err);
-  answer({ error: message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message }, 1);
+  const message = err instanceof Error ? err.message : String(err);
+  finish({ stdout: JSON.stringify({ error: message.slice(0, 4000) }), exitCode: 1 });
 }
 
 async function main(): Promise<never> {
-  const levelSetting = process.env.CALICO_LOG_LEVEL ?? 'info';
-  const log = new Logger(LEVELS.includes(levelSetting as Level) ? (levelSetting as Level) : 'info', [stderrSink], { plugin: 'calico_mesos' });
-  const request = parseRequest(readRequest());
-  const node = process.env.NODENAME || defaultNodename();
-  const etcd = etcdSettingsFrom({});
-  const connections = new Connections();
-  try {
-    const [ds, ipam] = await Promise.all([connections.datastore(etcd), connections.ipam(etcd)]);
-    const result = await runCommand(request, { ds, ipam, node, log: log.with({ command: request.command }) });
-    answer({ ...result, error: null }, 0);
-  } finally {
-    await connections.close();
+  const args = process.argv.slice(2);
+  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) finish({ stdout: USAGE, exitCode: 0 });
+  if (args.length > 0) {
+    // Whoever runs it reads stdout: the refusal is a JSON answer there too, the usage goes to stderr.
+    process.stderr.write(`${USAGE}\n`);
+    finish({ stdout: JSON.stringify({ error: `calico_mesos takes no arguments (got ${JSON.stringify(args.join(' ').slice(0, 200))}); the request comes on stdin` }), exitCode: 2 });
   }
+  const invocation = { env: process.env, stdin: await readStdin() };
+  const socket = process.env.CALICO_CNI_SOCKET ?? DEFAULT_DAEMON_SOCKET;
+  const forwarded = socket ? await forward(socket, { kind: 'calico_mesos', ...invocation }) : undefined;
+  finish(forwarded ?? (await (await import('./in-process')).runInProcess(invocation)));
 }
 
 setTimeout(() => fail(new Error(`the command did not finish within ${COMMAND_DEADLINE_MS / 1000} s`)), COMMAND_DEADLINE_MS).unref();

@@ -35,17 +35,17 @@ const common = {
 };
 
 /**
- * The CNI plugins start a process per command, and compiling the core with its etcd client costs
- * more than node's own start-up. So the in-process runner is bundled apart, minified, compressed and kept in
- * a comment at the end of the plugin (V8 skips a comment far faster than it scans a 1.5 MB string:
- * measured 2 ms against 19 ms), read back, inflated and compiled only when no node daemon takes
- * the command: forwarding and VERSION stay cheap.
+ * The CNI plugins and calico_mesos start a process per command, and compiling the core with its
+ * etcd client costs more than node's own start-up. So each one's in-process runner (`entry`) is
+ * bundled apart, minified, compressed and kept in a comment at the end of the executable (V8 skips
+ * a comment far faster than it scans a 1.5 MB string: measured 2 ms against 19 ms), read back,
+ * inflated and compiled only when no node daemon takes the command: forwarding stays cheap.
  */
 const RUNNER_MARKER = 'in-process runner, brotli:';
 
-async function embeddedInProcessRunner() {
+async function embeddedInProcessRunner(entry) {
   // keepNames: errors are told apart by their class names (etcd3's, cockatiel's), which minifying would change.
-  const { outputFiles } = await build({ ...common, minify: true, keepNames: true, entryPoints: ['cni/in-process.ts'], write: false, outfile: 'in-process.js' });
+  const { outputFiles } = await build({ ...common, minify: true, keepNames: true, entryPoints: [entry], write: false, outfile: 'in-process.js' });
   const packed = brotliCompressSync(Buffer.from(outputFiles[0].text), { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).toString('base64');
   return {
     footer: `/*${RUNNER_MARKER}${packed}*/`,
@@ -79,21 +79,22 @@ const executables = {
   'dist/bin/calico-install': 'cni/install.ts',
   'dist/bin/calico-libnetwork': 'daemon/main.ts',
   'dist/bin/calicoctl': 'ctl/calicoctl.ts',
-  'dist/bin/calico_mesos': 'netmodules/main.ts',
 };
-const cniPlugins = {
-  'dist/cni/calico': 'cni/calico.ts',
-  'dist/cni/calico-ipam': 'cni/calico-ipam.ts',
+/** Executables that forward to the daemon, with the in-process runner each embeds. */
+const forwarding = {
+  'dist/cni/calico': { entry: 'cni/calico.ts', runner: 'cni/in-process.ts' },
+  'dist/cni/calico-ipam': { entry: 'cni/calico-ipam.ts', runner: 'cni/in-process.ts' },
+  'dist/bin/calico_mesos': { entry: 'netmodules/main.ts', runner: 'netmodules/in-process.ts' },
 };
 
 await mkdir('dist', { recursive: true });
 // The bundles are CommonJS; this keeps node from reading them as ESM under our "type": "module".
 await writeFile('dist/package.json', '{ "type": "commonjs" }\n');
 
-const embed = await embeddedInProcessRunner();
+const runners = Object.fromEntries(await Promise.all([...new Set(Object.values(forwarding).map((f) => f.runner))].map(async (runner) => [runner, await embeddedInProcessRunner(runner)])));
 const outputs = [
   ...Object.entries(executables).map(([outfile, entry]) => ({ outfile, entry, plugins: common.plugins, footer: '' })),
-  ...Object.entries(cniPlugins).map(([outfile, entry]) => ({ outfile, entry, plugins: [embed.plugin], footer: embed.footer })),
+  ...Object.entries(forwarding).map(([outfile, { entry, runner }]) => ({ outfile, entry, plugins: [runners[runner].plugin], footer: runners[runner].footer })),
 ];
 await Promise.all(
   outputs.map(async ({ outfile, entry, plugins, footer }) => {

@@ -2,7 +2,9 @@ import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { formatAddress } from '../../shared/net';
+import { NodeDaemon } from '../../sim/daemon';
 import { NetmodulesAgent } from '../../sim/netmodules-agent';
+import { waitFor } from '../../sim/wait';
 import { Netns } from '../../sim/netns';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
@@ -18,23 +20,31 @@ async function agentFor(t: ExecutionContext, label: string, pools?: { v4?: strin
   return { agent, ds, ipam, prefix };
 }
 
-test.serial('netmodules - prepare, isolate and cleanup as the isolator does them: addresses, a wired container, its endpoint; two of a netgroup ping each other; isolating twice is refused; nothing left', async (t) => {
-  const { agent, ds } = await agentFor(t, 'nm-basic');
-  const [a, b] = [randomUUID(), randomUUID()];
-  const first = await agent.launch(a, { netgroups: ['group_a'], labels: { app: 'web', 'pcn.other': '' } });
+test.serial('netmodules - prepare, isolate and cleanup as the isolator does them, through the node daemon: addresses, a wired container, its endpoint; a netgroup reaches itself, another netgroup does not; isolating twice is refused; nothing left', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('nm-daemon');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', NODE, '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
+  // The daemon's own jobs (policy) follow its prefix; the commands it serves, the agent's environment.
+  const agent = new NetmodulesAgent(setup.agent.host, { ETCD_ENDPOINTS: setup.world.fabric.hostEndpoints, ETCD_PREFIX: prefix, NODENAME: NODE, CALICO_CNI_SOCKET: daemon.cniSocket }, '10.99.0.11');
+  t.teardown(() => agent.cleanupAll());
+  const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+  const first = await agent.launch(a, { netgroups: ['group_a'], labels: { app: 'web', 'pcn.group_b': '' } });
   const second = await agent.launch(b, { netgroups: ['group_a'], autoIpv4: 2 });
-  t.is(first.error, undefined);
-  t.is(second.error, undefined);
+  const third = await agent.launch(c, { netgroups: ['group_b'] });
+  t.deepEqual([first.error, second.error, third.error], [undefined, undefined, undefined]);
   t.is(first.ips.length, 1);
   t.is(second.ips.length, 2);
-  t.true(await agent.container(a).ping(second.ips[1]!), 'a task reaches the other\'s second address');
-  t.true(await agent.container(b).ping(first.ips[0]!));
+  await waitFor('the daemon to program the containers', async () => agent.container(a).ping(second.ips[1]!), 8000);
+  t.true(await agent.container(b).ping(first.ips[0]!), 'one netgroup reaches itself, every address');
+  t.false(await agent.container(c).ping(first.ips[0]!), 'another netgroup does not');
+  t.false(await agent.container(a).ping(third.ips[0]!), 'a forged membership label gains nothing');
+  t.regex(daemon.stderr, /plugin=calico_mesos command=isolate/, 'the daemon served the commands');
 
   const endpoints = await ds.resources.list('WorkloadEndpoint');
   const endpoint = endpoints.find((e) => e.spec.workload === a)!;
   t.like(endpoint.spec, { orchestrator: 'mesos', node: NODE, endpoint: 'eth0', profiles: ['group_a'], ipNetworks: [`${first.ips[0]}/32`] });
   t.is(endpoint.metadata.labels?.app, 'web');
-  t.false('pcn.other' in (endpoint.metadata.labels ?? {}), 'a reserved label key is dropped');
+  t.false('pcn.group_b' in (endpoint.metadata.labels ?? {}), 'a reserved label key is dropped');
   t.is(endpoint.metadata.annotations?.['projectcalico.org/mesos-hostname'], '10.99.0.11');
   t.truthy(await ds.resources.get('Profile', 'group_a'), 'the netgroup has its profile');
   // (Every pid given to isolate is of a process in a namespace the test made: were a check to
@@ -44,7 +54,7 @@ test.serial('netmodules - prepare, isolate and cleanup as the isolator does them
   const again = await agent.call('isolate', { hostname: 'h', container_id: a, pid: stray.pid, ipv4_addrs: first.ips });
   t.regex(String(again.answer?.error), new RegExp(`container ${a} is already isolated`));
 
-  for (const id of [a, b]) for (const call of await agent.destroy(id)) t.is(call.answer?.error, null, call.stdout);
+  for (const id of [a, b, c]) for (const call of await agent.destroy(id)) t.is(call.answer?.error, null, call.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);
 });
 

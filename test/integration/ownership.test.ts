@@ -207,4 +207,10 @@ test('ownership - every executable answers --help with its usage, an unknown fla
     t.is(unknown.code, 2, `${exe} --no-such-flag`);
     t.regex(unknown.stderr, /usage/i);
   }
+  // calico_mesos speaks on stdout to the isolator: a stray argument is refused there as JSON too.
+  for (const flag of ['--help', '-h']) t.regex((await run('dist/bin/calico_mesos', [flag])).stdout, /^usage: calico_mesos/);
+  const stray = await run('dist/bin/calico_mesos', ['--no-such-flag']);
+  t.is(stray.code, 2);
+  t.regex(stray.stderr, /usage/i);
+  t.regex(JSON.parse(stray.stdout).error, /takes no arguments/);
 });

@@ -4,8 +4,8 @@ import { closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync, wri
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { forward } from '../../cni/forward';
-import { rawStreams, type RawStreams } from '../../cni/raw-streams';
+import { forward } from '../../shared/daemon-forward';
+import { rawStreams, type RawStreams } from '../../shared/raw-streams';
 
 const TIMEOUTS = { connectMs: 500, answerMs: 2000 };
 

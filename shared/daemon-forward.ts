@@ -1,10 +1,25 @@
 /**
- * Hands a CNI invocation to the node daemon over its unix socket, when one runs on this host: the
- * daemon holds a warm etcd connection, so the plugin process only starts node and waits. Returns
- * undefined when no daemon answers, and the caller runs the command in-process instead.
+ * Hands an invocation of one of our executables (the CNI plugins, calico_mesos) to the node
+ * daemon over its unix socket, when one runs on this host: the daemon holds a warm etcd
+ * connection, so the executable's process only starts node and waits. Returns undefined when no
+ * daemon answers, and the caller runs the command in-process instead.
  */
 import { rawStreams, type RawStreams } from './raw-streams';
-import type { Invocation, Outcome, PluginKind } from './skel';
+
+/** What an executable was started with. */
+export interface Invocation {
+  readonly env: NodeJS.ProcessEnv;
+  readonly stdin: string;
+}
+
+/** What it prints, and its exit code. */
+export interface Outcome {
+  readonly stdout: string;
+  readonly exitCode: number;
+}
+
+/** The executables whose commands the daemon runs. */
+export type ForwardedKind = 'calico' | 'calico-ipam' | 'calico_mesos';
 
 export const DEFAULT_DAEMON_SOCKET = '/var/run/calico/cni.sock';
 const TIMEOUTS = {
@@ -14,7 +29,7 @@ const TIMEOUTS = {
 };
 
 export interface ForwardRequest extends Invocation {
-  readonly kind: PluginKind;
+  readonly kind: ForwardedKind;
 }
 
 /** Through the raw streams where they are verified, else through node's `net`. */
@@ -54,15 +69,4 @@ async function exchangeThroughNet(socketPath: string, message: string): Promise<
     socket.on('end', () => settle(Buffer.concat(answer)));
     socket.on('error', () => settle(undefined));
   });
-}
-
-/** The socket named by the config's `daemon_socket` ("" turns forwarding off), else the default. */
-export function daemonSocketOf(stdin: string): string | undefined {
-  try {
-    const conf = JSON.parse(stdin) as { daemon_socket?: unknown };
-    if (conf.daemon_socket === '') return undefined;
-    return typeof conf.daemon_socket === 'string' ? conf.daemon_socket : DEFAULT_DAEMON_SOCKET;
-  } catch {
-    return DEFAULT_DAEMON_SOCKET;
-  }
 }
