@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   burst: async () => (await import('./burst')).benchBurst(),
   scale: async () => (await import('./scale')).benchScale(),
   policy: async () => (await import('./policy')).benchPolicy(),
+  netmodules: async () => (await import('./netmodules')).benchNetmodules(),
 };
 
 // Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.

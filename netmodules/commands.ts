@@ -9,10 +9,10 @@
  * endpoint's addresses only where one of them owns it. The endpoint itself is the container's
  * (`mesos:<node>:<container id>`), as is its host veth.
  */
-import type { Datastore } from '../shared/datastore';
+import { AlreadyExistsError, type Datastore } from '../shared/datastore';
 import { requireNetns } from '../shared/dataplane/ip-command';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
-import { unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
+import { randomMac, unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { ensureGroupProfile } from '../shared/endpoints/profile';
@@ -129,34 +129,43 @@ async function release(request: Extract<NetmodulesRequest, { command: 'release' 
 async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext): Promise<void> {
   const container: MesosContainer = { orchestrator: 'mesos', node: ctx.node, containerId: request.containerId };
   const netns = `/proc/${request.pid}/ns/net`;
-  await requireNetns(netns).catch(() => {
-    throw new NetmodulesError(`process ${request.pid} does not exist (no ${netns}): the executor is gone`);
-  });
-  if (await endpointOf(ctx.ds, container)) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
-  const handles = await ownersOf(ctx, request.addresses);
+  // The checks, and the profiles the container joins, at once.
+  const [, existing, handles] = await Promise.all([
+    requireNetns(netns).catch(() => {
+      throw new NetmodulesError(`process ${request.pid} does not exist (no ${netns}): the executor is gone`);
+    }),
+    endpointOf(ctx.ds, container),
+    ownersOf(ctx, request.addresses),
+    ...request.netgroups.map((group) => ensureGroupProfile(ctx.ds, group)),
+  ]);
+  if (existing) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
   const { labels, refused } = sanitiseLabels(request.labels.map((l) => [l.key, l.value] as const));
   if (refused.length > 0) ctx.log.warning('labels with reserved keys were dropped: only netgroups make a container a member', { container: request.containerId, labels: refused.join(',') });
 
-  await Promise.all(request.netgroups.map((group) => ensureGroupProfile(ctx.ds, group)));
-
+  // We choose the container's MAC, so the record need not wait for the wiring: both go at once,
+  // and whichever fails, both are undone (the record's create fails if another isolate won).
   const hostIf = hostVethName(container);
   const ownerTag = linkOwnerTag(container);
-  const wired = await wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, addresses: request.addresses, mtu: ctx.mtu ?? DEFAULT_MTU }).catch((err: unknown) => {
-    if (err instanceof InterfaceExistsError) throw new NetmodulesError(`container ${request.containerId} (pid ${request.pid}) already has an eth0`);
-    throw err;
+  const containerMac = randomMac();
+  const record = buildWorkloadEndpoint(container, {
+    containerID: request.containerId,
+    addresses: request.addresses,
+    profiles: request.netgroups,
+    interfaceName: hostIf,
+    mac: containerMac,
+    labels,
+    annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
   });
-  try {
-    await ctx.ds.resources.create(buildWorkloadEndpoint(container, {
-      containerID: request.containerId,
-      addresses: request.addresses,
-      profiles: request.netgroups,
-      interfaceName: hostIf,
-      mac: wired.containerMac,
-      labels,
-      annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
-    }));
-  } catch (err) {
-    await unwireWorkload({ hostIf, ownerTag }).catch((e) => ctx.log.error('undo: veth removal failed', { error: messageOf(e) }));
+  const [wiring, recording] = await Promise.allSettled([
+    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: ctx.mtu ?? DEFAULT_MTU }),
+    ctx.ds.resources.create(record),
+  ]);
+  if (wiring.status === 'rejected' || recording.status === 'rejected') {
+    if (wiring.status === 'fulfilled') await unwireWorkload({ hostIf, ownerTag }).catch((e) => ctx.log.error('undo: veth removal failed', { error: messageOf(e) }));
+    if (recording.status === 'fulfilled') await deleteEndpointOf(ctx.ds, container).catch((e) => ctx.log.error('undo: record removal failed', { error: messageOf(e) }));
+    const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
+    if (err instanceof InterfaceExistsError) throw new NetmodulesError(`container ${request.containerId} (pid ${request.pid}) already has an eth0`);
+    if (err instanceof AlreadyExistsError) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
     throw err;
   }
   ctx.log.info('isolated', { container: request.containerId, pid: request.pid, hostIf, addresses: texts(request.addresses).join(','), netgroups: request.netgroups.join(',') });
@@ -164,12 +173,12 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
 
 /** The handles owning each address: each must be a net-modules allocation of this host. */
 async function ownersOf(ctx: NetmodulesContext, addresses: readonly IpAddress[]): Promise<string[]> {
+  const owners = await Promise.all(addresses.map((address) => ctx.ipam.ownerOf(address)));
   const handles = new Set<string>();
-  for (const address of addresses) {
-    const owner = await ctx.ipam.ownerOf(address);
+  for (const [i, owner] of owners.entries()) {
     const parsed = owner?.handle ? parseHandle(owner.handle) : undefined;
     if (!owner?.handle || parsed?.orchestrator !== 'mesos' || parsed.node !== ctx.node) {
-      throw new NetmodulesError(`${formatAddress(address)} was not allocated to a net-modules container of this host (${ctx.node}): allocate or reserve it first`);
+      throw new NetmodulesError(`${formatAddress(addresses[i]!)} was not allocated to a net-modules container of this host (${ctx.node}): allocate or reserve it first`);
     }
     handles.add(owner.handle);
   }
