@@ -4,11 +4,12 @@
  * after any change, and a periodic resync repairs anything a lost watch event or a manual edit did.
  * etcd being away is retried with backoff; the daemon's other jobs never wait on it.
  */
-import { decodeAffinity, type Datastore, type WatchHandle } from '../shared/datastore';
+import { decodeAffinity, decodeBlock, type Datastore, type WatchHandle } from '../shared/datastore';
+import { addressAt, formatCidr, type Cidr } from '../shared/net';
 import { detectHostAddresses, enableForwarding, syncRoutes } from '../shared/dataplane/routes';
 import { messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
-import { desiredRoutes, type BlockAffinity, type HostAddresses } from '../shared/routing/desired-routes';
+import { desiredRoutes, type BlockAffinity, type HostAddresses, type LentAddress } from '../shared/routing/desired-routes';
 
 const DEBOUNCE_MS = 100;
 const RESYNC_MS = 30_000;
@@ -27,6 +28,8 @@ export class RouteKeeper {
   private dueAt = Infinity;
   private stopped = false;
   private syncing: Promise<void> = Promise.resolve();
+  /** Blocks affine to this host, as of the last sync: a change to one of them may lend an address. */
+  private ownBlocks = new Set<string>();
 
   constructor(
     private readonly datastore: () => Promise<Datastore>,
@@ -49,6 +52,9 @@ export class RouteKeeper {
       this.watches = [
         await ds.kv.watchPrefix(ds.keys.affinitiesPrefix(), resync),
         await ds.kv.watchPrefix(ds.keys.resourcePrefix('Node'), resync),
+        // Blocks: an address of one of ours taken by another host's workload needs a route to it.
+        await ds.kv.watchPrefix(ds.keys.blockPrefix(4), (event) => this.ownsBlock(ds, event.key) && resync()),
+        await ds.kv.watchPrefix(ds.keys.blockPrefix(6), (event) => this.ownsBlock(ds, event.key) && resync()),
       ];
       if (this.stopped) return void (await this.closeWatches());
       this.schedule(0);
@@ -67,6 +73,11 @@ export class RouteKeeper {
     if (!existing) await ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name: this.settings.node }, spec: { bgp } });
     else if (JSON.stringify(existing.spec.bgp ?? {}) !== JSON.stringify(bgp)) await ds.resources.update({ ...existing, spec: { ...existing.spec, bgp } });
     this.log.info('node registered', { ipv4: bgp.ipv4Address, ipv6: bgp.ipv6Address });
+  }
+
+  private ownsBlock(ds: Datastore, key: string): boolean {
+    const cidr = ds.keys.blockCidrOf(key);
+    return cidr !== undefined && this.ownBlocks.has(formatCidr(cidr));
   }
 
   private schedule(delay: number): void {
@@ -89,7 +100,9 @@ export class RouteKeeper {
         if (named) affinities.push({ host: named.host, cidr: named.cidr, confirmed: decodeAffinity(entry.key, entry.value).state === 'confirmed' });
       }
       const hosts: HostAddresses[] = nodes.map((n) => ({ name: n.metadata.name, ipv4Address: n.spec.bgp?.ipv4Address, ipv6Address: n.spec.bgp?.ipv6Address }));
-      const result = await syncRoutes(desiredRoutes(this.settings.node, affinities, hosts));
+      const own = affinities.filter((a) => a.host === this.settings.node && a.confirmed).map((a) => a.cidr);
+      this.ownBlocks = new Set(own.map(formatCidr));
+      const result = await syncRoutes(desiredRoutes(this.settings.node, affinities, hosts, await this.lentAddresses(ds, own)));
       if (result.added || result.removed) this.log.info('routes updated', { added: result.added, removed: result.removed });
       if (result.failure) this.log.warning('some routes could not be made', { error: result.failure });
     } catch (err) {
@@ -97,6 +110,21 @@ export class RouteKeeper {
     } finally {
       this.schedule(RESYNC_MS);
     }
+  }
+
+  /** Addresses of this host's blocks held by other hosts' workloads (only this host's blocks are read). */
+  private async lentAddresses(ds: Datastore, blocks: readonly Cidr[]): Promise<LentAddress[]> {
+    const lent: LentAddress[] = [];
+    const entries = await ds.kv.readMany(blocks.map((cidr) => ({ key: ds.keys.block(cidr) })));
+    for (const [i, [entry]] of entries.entries()) {
+      if (!entry) continue;
+      const block = decodeBlock(entry.key, entry.value, blocks[i]);
+      block.allocations.forEach((attribute, ordinal) => {
+        const host = attribute === null ? undefined : block.attributes[attribute]?.secondary?.node;
+        if (host && host !== this.settings.node) lent.push({ address: addressAt(blocks[i]!, BigInt(ordinal)), host });
+      });
+    }
+    return lent;
   }
 
   private async closeWatches(): Promise<void> {

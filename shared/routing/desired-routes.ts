@@ -3,10 +3,12 @@
  * overlay: the hosts share a link): each other host's confirmed blocks via that host's address,
  * and an unreachable route for each of its own blocks, so that a packet to a free address of a
  * local block is dropped here rather than sent towards a default route. The workloads' own /32 and
- * /128 routes are more specific and win.
+ * /128 routes are more specific and win. An address of one of its blocks that a workload on another
+ * host holds (asked for by name, or borrowed from a full pool) gets a /32 or /128 route to that
+ * host: other hosts send it here with the block, and this host passes it on.
  */
 import { cidrContains, formatCidr, parseCidr, type Cidr } from '../net/cidr';
-import { parseAddress, formatAddress, type IpAddress } from '../net/address';
+import { ADDRESS_BITS, parseAddress, formatAddress, type IpAddress } from '../net/address';
 
 export interface BlockAffinity {
   readonly host: string;
@@ -21,6 +23,12 @@ export interface HostAddresses {
   readonly ipv6Address?: string;
 }
 
+/** An address of this host's blocks that a workload of another host holds. */
+export interface LentAddress {
+  readonly address: IpAddress;
+  readonly host: string;
+}
+
 export type DesiredRoute =
   | { readonly kind: 'via'; readonly dst: Cidr; readonly via: IpAddress }
   | { readonly kind: 'unreachable'; readonly dst: Cidr };
@@ -29,7 +37,7 @@ export function routeKey(route: DesiredRoute): string {
   return route.kind === 'via' ? `${formatCidr(route.dst)} via ${formatAddress(route.via)}` : `unreachable ${formatCidr(route.dst)}`;
 }
 
-export function desiredRoutes(self: string, affinities: readonly BlockAffinity[], hosts: readonly HostAddresses[]): DesiredRoute[] {
+export function desiredRoutes(self: string, affinities: readonly BlockAffinity[], hosts: readonly HostAddresses[], lent: readonly LentAddress[] = []): DesiredRoute[] {
   const selfHost = hosts.find((h) => h.name === self);
   const nextHops = new Map<string, { v4?: IpAddress; v6?: IpAddress }>();
   for (const host of hosts) nextHops.set(host.name, { v4: hostAddress(host.ipv4Address), v6: hostAddress(host.ipv6Address) });
@@ -43,14 +51,25 @@ export function desiredRoutes(self: string, affinities: readonly BlockAffinity[]
       routes.set(routeKey(route), route);
       continue;
     }
-    const hops = nextHops.get(affinity.host);
-    const via = affinity.cidr.version === 4 ? hops?.v4 : hops?.v6;
-    // Only a neighbour on a shared link can be a next hop without a routing protocol.
-    if (!via || !localNets.some((net) => cidrContains(net, via))) continue;
+    const via = neighbourOf(affinity.host, affinity.cidr.version);
+    if (!via) continue;
     const route: DesiredRoute = { kind: 'via', dst: affinity.cidr, via };
     routes.set(routeKey(route), route);
   }
+  for (const { address, host } of lent) {
+    const via = host === self ? undefined : neighbourOf(host, address.version);
+    if (!via) continue;
+    const route: DesiredRoute = { kind: 'via', dst: { version: address.version, network: address.value, prefix: ADDRESS_BITS[address.version] }, via };
+    routes.set(routeKey(route), route);
+  }
   return [...routes.values()];
+
+  /** A host's address, when it is a neighbour on a shared link: only such can be a next hop without a routing protocol. */
+  function neighbourOf(host: string, version: 4 | 6): IpAddress | undefined {
+    const hops = nextHops.get(host);
+    const via = version === 4 ? hops?.v4 : hops?.v6;
+    return via && localNets.some((net) => cidrContains(net, via)) ? via : undefined;
+  }
 }
 
 function hostAddress(text: string | undefined): IpAddress | undefined {

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
 import { desiredRoutes, routeKey } from '../../shared/routing/desired-routes';
 
@@ -23,4 +24,15 @@ test('routing - other hosts\' confirmed blocks via them, unreachable for our own
 
 test('routing - a host without an address of its own routes only to itself', (t) => {
   t.deepEqual(desiredRoutes('x', [affinity('b', '10.1.0.64/26'), affinity('x', '10.1.0.0/26')], hosts).map(routeKey), ['unreachable 10.1.0.0/26']);
+});
+
+test('routing - an address of our block held by another host\'s workload is routed to that host; one of ours or of an unknown host is not', (t) => {
+  const lent = [
+    { address: parseAddress('10.1.0.34'), host: 'b' },
+    { address: parseAddress('fd00:1::5'), host: 'b' },
+    { address: parseAddress('10.1.0.35'), host: 'a' },
+    { address: parseAddress('10.1.0.36'), host: 'far' },
+  ];
+  const routes = desiredRoutes('a', [affinity('a', '10.1.0.0/26')], hosts, lent);
+  t.deepEqual(routes.map(routeKey).sort(), ['10.1.0.34/32 via 10.99.0.12', 'fd00:1::5/128 via fd99::12', 'unreachable 10.1.0.0/26']);
 });
