@@ -42,7 +42,7 @@ export interface NetmodulesContext {
 export type NetmodulesAnswer = { readonly ipv4?: string[]; readonly ipv6?: string[] };
 
 /** The name the isolator gave the agent. */
-export const MESOS_HOSTNAME_ANNOTATION = 'projectcalico.org/mesos-hostname';
+const MESOS_HOSTNAME_ANNOTATION = 'projectcalico.org/mesos-hostname';
 
 const allocationOf = (node: string, uid: string): MesosContainer => ({ orchestrator: 'mesos', node, containerId: uid });
 const texts = (addresses: readonly IpAddress[]) => addresses.map(formatAddress);

@@ -30,7 +30,7 @@ export type NetmodulesRequest =
 
 export const COMMANDS = ['allocate', 'reserve', 'release', 'isolate', 'cleanup'] as const;
 /** The isolator reads at most 40 KiB of answer; a request is far smaller than this. */
-export const MAX_REQUEST_BYTES = 256 << 10;
+const MAX_REQUEST_BYTES = 256 << 10;
 /** The most addresses of one family a container may ask for. */
 const MAX_ADDRESSES = 256;
 /** Linux's largest pid (pid_max may be set up to 2^22). */

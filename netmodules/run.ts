@@ -21,7 +21,7 @@ const MAX_MESSAGE = 4000;
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
 /** The answer for a failure: its message, cut to fit. */
-export function failure(err: unknown): Outcome {
+function failure(err: unknown): Outcome {
   const message = messageOf(err);
   return { stdout: JSON.stringify({ error: message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message }), exitCode: 1 };
 }

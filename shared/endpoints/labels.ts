@@ -30,7 +30,7 @@ export function sanitiseLabelValue(value: string): string {
   return clean(value, /[^A-Za-z0-9_.-]/g, MAX_VALUE);
 }
 
-export function isReservedLabelKey(key: string): boolean {
+function isReservedLabelKey(key: string): boolean {
   return RESERVED_PREFIXES.some((prefix) => key.startsWith(prefix));
 }
 

@@ -44,7 +44,7 @@ export function isLegacyNetworkProfile(profile: Resource<'Profile'>): boolean {
 /** The net-modules keyword netgroup: its members are reachable from everyone. */
 export const PUBLIC_PROFILE = 'public';
 
-export function publicProfile(): Resource<'Profile'> {
+function publicProfile(): Resource<'Profile'> {
   return {
     kind: 'Profile',
     apiVersion: 'projectcalico.org/v3',
@@ -54,7 +54,7 @@ export function publicProfile(): Resource<'Profile'> {
 }
 
 /** The `public` profile, created now if it did not exist; never overwritten. */
-export async function ensurePublicProfile(ds: Datastore): Promise<Resource<'Profile'>> {
+async function ensurePublicProfile(ds: Datastore): Promise<Resource<'Profile'>> {
   return (await ds.resources.get('Profile', PUBLIC_PROFILE)) ?? createOrTheirs(ds, publicProfile());
 }
 

@@ -30,7 +30,7 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
 const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every(isString);
 const isStringMap = (v: unknown): v is Record<string, string> => isObject(v) && Object.values(v).every(isString);
 
-export function endpointRecord(key: string, namespace: string, document: Json): EndpointRecord {
+function endpointRecord(key: string, namespace: string, document: Json): EndpointRecord {
   const metadata = field(key, document, 'metadata', isObject, 'an object');
   const spec = field(key, document, 'spec', isObject, 'an object');
   const interfaceName = field(key, spec, 'interfaceName', isString, 'a string');
