@@ -95,6 +95,8 @@ export class PolicyKeeper {
         this.log.warning('the policy watch ended; resyncing', { reason: why });
         this.scheduleResync(0, 'watch lost');
       });
+      // Stopped while this resync ran: the watch it just made goes too.
+      if (this.stopped) return void (await this.closeWatch());
       const seconds = (performance.now() - started) / 1000;
       this.report({ kind: 'full', ok: true, seconds, rules: ruleCount(calculator.ruleset) });
       this.log.info('policy programmed', { reason, endpoints: calculator.localEndpointCount, rules: ruleCount(calculator.ruleset), skipped, ms: Math.round(seconds * 1000) });
