@@ -1,8 +1,9 @@
 /**
  * The framework's datacenter: a fabric with etcd and three agents, each with its node daemon
  * (routes between the agents, policy, GC), and the paths a task can take onto Calico on them:
- * the net-modules isolator (calico_mesos) and the Mesos CNI isolator (our CNI plugin). A task is
- * described once; each path expresses what it can of it.
+ * the net-modules isolator (calico_mesos) and the Mesos CNI isolator (our CNI plugin); and three
+ * Docker agents for the Docker path (docker-path.ts). A task is described once; each path
+ * expresses what it can of it.
  */
 import { randomUUID } from 'node:crypto';
 import type { Datastore } from '../shared/datastore';
@@ -11,6 +12,7 @@ import { MesosAgent } from '../sim/mesos-agent';
 import { NetmodulesAgent } from '../sim/netmodules-agent';
 import type { Netns } from '../sim/netns';
 import { CniWorld } from '../sim/world';
+import { DockerPath } from './docker-path';
 
 export const AGENTS = 3;
 /** The pool the scenarios' static addresses (192.168.27.x, 192.168.28.x) come from. */
@@ -33,7 +35,7 @@ export interface Task {
 }
 
 export interface TaskPath {
-  readonly name: 'net-modules' | 'mesos-cni';
+  readonly name: 'net-modules' | 'mesos-cni' | 'docker';
   /** Why this path cannot express the task, or undefined when it can. */
   cannot(task: TaskSpec): string | undefined;
   /** The task started, or the error the path reported. */
@@ -47,9 +49,16 @@ export class Datacenter {
     readonly world: CniWorld,
     readonly prefix: string,
     readonly ds: Datastore,
+    /** The Mesos agents (net-modules and CNI paths). */
     readonly hosts: readonly Netns[],
     private readonly daemons: readonly NodeDaemon[],
+    private readonly docker: DockerPath,
   ) {}
+
+  /** Every agent's host, the Docker agents' too. */
+  get allHosts(): readonly Netns[] {
+    return [...this.hosts, ...this.docker.hosts];
+  }
 
   static async create(): Promise<Datacenter> {
     const world = await CniWorld.create();
@@ -63,11 +72,11 @@ export class Datacenter {
       hosts.push(agent.host);
       daemons.push(await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', nodeName(i), '--metrics-address', '']));
     }
-    return new Datacenter(world, prefix, ds, hosts, daemons);
+    return new Datacenter(world, prefix, ds, hosts, daemons, await DockerPath.create(world, prefix));
   }
 
   paths(): TaskPath[] {
-    return [this.netmodulesPath(), this.cniPath()];
+    return [this.netmodulesPath(), this.cniPath(), this.docker];
   }
 
   private netmodulesPath(): TaskPath {
@@ -130,6 +139,7 @@ export class Datacenter {
   }
 
   async destroy(): Promise<void> {
+    await this.docker.destroy();
     for (const daemon of this.daemons) await daemon.destroy();
     await this.world.destroy();
   }

@@ -43,7 +43,7 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   { name: 'Multiple IPs Can Ping', sleepers: [task(0, ['A'], { autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { autoIpv4: 3 }), can: [0] }], ipCounts: [2, 3] },
   { name: 'Static IPs', sleepers: [task(0, ['A'], { staticIps: ['192.168.28.23'], autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { staticIps: ['192.168.28.34'], autoIpv4: 1 }), can: [0] }], ipCounts: [3, 2] },
-  { name: 'Static IP, one per task', sleepers: [task(0, ['A'], { staticIps: ['192.168.28.23'] })], pingers: [{ task: task(1, ['A', 'D'], { staticIps: ['192.168.28.34'] }), can: [0] }], ipCounts: [1, 1] },
+  { name: 'Static IP, one per task', sleepers: [task(0, ['A'], { staticIps: ['192.168.28.23'] })], pingers: [{ task: task(1, ['A'], { staticIps: ['192.168.28.34'] }), can: [0] }], ipCounts: [1, 1] },
   { name: 'Mix static and assigned IPs', sleepers: [task(0, ['A'], { staticIps: ['192.168.27.23', '192.168.27.34'], autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { autoIpv4: 1 }), can: [0] }], ipCounts: [4, 1] },
 ];
 
@@ -145,7 +145,7 @@ async function leftovers(dc: Datacenter): Promise<string[]> {
   if (state.allocated.size > 0) problems.push(`addresses left allocated: ${[...state.allocated.keys()].join(', ')}`);
   const endpoints = await dc.ds.resources.list('WorkloadEndpoint');
   if (endpoints.length > 0) problems.push(`endpoint records left: ${endpoints.map((e) => e.metadata.name).join(', ')}`);
-  for (const [i, host] of dc.hosts.entries()) {
+  for (const [i, host] of dc.allHosts.entries()) {
     const links = (await host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
     if (links.length > 0) problems.push(`veths left on agent ${i}: ${links.join(', ')}`);
   }

@@ -1,6 +1,7 @@
 /**
  * `npm run framework`: the net-modules test framework's scenarios, with isolation asserted, on a
- * simulated datacenter of three agents, over each path a task can take (framework/). One line per
+ * simulated datacenter of three Mesos agents and three Docker agents, over each path a task can
+ * take (net-modules, Mesos CNI, Docker; framework/). One line per
  * scenario and path (PASS, FAIL with what failed, SKIP when the path cannot express it), then the
  * totals; exit 1 when any failed.
  */

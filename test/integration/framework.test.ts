@@ -15,7 +15,7 @@ test.after.always(async () => {
   await dc?.destroy();
 });
 
-for (const pathName of ['net-modules', 'mesos-cni']) {
+for (const pathName of ['net-modules', 'mesos-cni', 'docker']) {
   for (const name of SCENARIO_NAMES) {
     test.serial(`framework - ${pathName} - ${name}`, async (t) => {
       const outcome = await runNamed(dc, paths.get(pathName)!, name);
