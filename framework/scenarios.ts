@@ -127,10 +127,15 @@ export async function runOptOut(dc: Datacenter, path: TaskPath, name: string): P
   try {
     let received = '';
     listener.stdout!.on('data', (d: Buffer) => (received += d.toString()));
-    await sleep(200);
-    await dc.hosts[1]!.exec('busybox', ['nc', '-w', '2', '10.99.0.11', port], { input: 'hi\n', timeout: 10_000 }).catch((err: Error) => problems.push(`the sender could not connect: ${err.message}`));
-    for (let i = 0; i < 20 && !received.includes('hi'); i++) await sleep(100);
-    if (!received.includes('hi')) problems.push('the listener received nothing');
+    // The listener takes a moment to bind: the sender tries again until it connects.
+    let connected = false;
+    for (let i = 0; i < 25 && !connected; i++) {
+      connected = await dc.hosts[1]!.exec('busybox', ['nc', '-w', '2', '10.99.0.11', port], { input: 'hi\n', timeout: 10_000 }).then(() => true, () => false);
+      if (!connected) await sleep(200);
+    }
+    if (!connected) problems.push('the sender could not connect');
+    for (let i = 0; i < 50 && !received.includes('hi'); i++) await sleep(100);
+    if (connected && !received.includes('hi')) problems.push('the listener received nothing');
   } finally {
     listener.kill('SIGKILL');
   }
@@ -146,7 +151,11 @@ async function leftovers(dc: Datacenter): Promise<string[]> {
   const endpoints = await dc.ds.resources.list('WorkloadEndpoint');
   if (endpoints.length > 0) problems.push(`endpoint records left: ${endpoints.map((e) => e.metadata.name).join(', ')}`);
   for (const [i, host] of dc.allHosts.entries()) {
-    const links = (await host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
+    // The kernel frees a deleted container namespace (and its veth) a moment later: only a veth
+    // still there after a few seconds is left behind.
+    const caliLinks = async () => (await host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
+    for (let tries = 0; tries < 50 && (await caliLinks()).length > 0; tries++) await sleep(100);
+    const links = await caliLinks();
     if (links.length > 0) problems.push(`veths left on agent ${i}: ${links.join(', ')}`);
   }
   return problems;

@@ -15,8 +15,11 @@ export async function assertNothingLeft(t: ExecutionContext, ds: Datastore, agen
   t.deepEqual(state.problems, []);
   t.deepEqual((await ds.resources.list('WorkloadEndpoint')).map((w) => w.metadata.name), [], 'no endpoint record left');
   for (const agent of agents) {
-    const links = await agent.host.json<{ ifname: string }[]>('link', 'show');
-    t.deepEqual(links.map((l) => l.ifname).filter((n) => n !== 'lo' && n !== 'eth0'), [], 'no veth left on the host');
+    // A container's namespace is freed by the kernel a moment after it is deleted, taking the
+    // veth with it: a veth still there after a few seconds is a leak.
+    const leftLinks = async () => (await agent.host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n !== 'lo' && n !== 'eth0');
+    for (let i = 0; i < 50 && (await leftLinks()).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    t.deepEqual(await leftLinks(), [], 'no veth left on the host');
     // Routes through a workload's veth; the node daemon's block routes (proto 80) are the host's own.
     const routes = await agent.host.json<{ dst: string; dev?: string; protocol?: string }[]>('route', 'show');
     t.deepEqual(routes.filter((r) => r.protocol !== '80').map((r) => r.dst), ['10.99.0.0/24'], 'no workload route left on the host');

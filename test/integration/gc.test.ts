@@ -35,6 +35,8 @@ test.serial('gc - a task that vanished without DEL is cleaned up after the grace
   for (let i = 0; i < 100 && (await ipam.ownerOf(goneIp!)); i++) await sleep(100);
   t.is(await ipam.ownerOf(goneIp!), undefined, 'the vanished task\'s address is released');
   t.log(`collected ${Date.now() - vanishedAt} ms after it vanished`);
+  // The addresses go first, the record right after.
+  await waitFor('the vanished task\'s record to go', async () => (await ds.resources.list('WorkloadEndpoint')).length === 1, 5000).catch(() => undefined);
   const endpoints = await ds.resources.list('WorkloadEndpoint');
   t.deepEqual(endpoints.map((e) => e.spec.containerID), [live], 'its record is gone, the live one stays');
   t.truthy(await ipam.ownerOf(liveIp!), 'the live task keeps its address');
