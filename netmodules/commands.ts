@@ -35,7 +35,6 @@ export interface NetmodulesContext {
   readonly ipam: Ipam;
   /** This host in the datastore (settings, NODENAME, the nodename file), whatever the isolator calls it. */
   readonly node: string;
-  readonly mtu?: number;
   readonly log: Logger;
 }
 
@@ -157,7 +156,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
     annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
   });
   const [wiring, recording] = await Promise.allSettled([
-    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: ctx.mtu ?? DEFAULT_MTU }),
+    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: DEFAULT_MTU }),
     ctx.ds.resources.create(record),
   ]);
   if (wiring.status === 'rejected' || recording.status === 'rejected') {

@@ -13,7 +13,9 @@
  * - Docker: an address is requested before Docker names its endpoint, so each gets a handle of
  *   its own, `libnetwork:<uuid>`, tied to its endpoint by the `endpoint` attribute at
  *   CreateEndpoint. The endpoint itself is `libnetwork:endpoint:<host>:<endpoint ID>`.
- * - net-modules (Mesos): `mesos:<host>:<container ID>`.
+ * - net-modules (Mesos): the isolator allocates before the container exists, under a uid of its
+ *   own: the addresses' handle is `mesos:<host>:<uid>`, and the container (its endpoint record and
+ *   veth) is `mesos:<host>:<container ID>`, whose record lists the handles of its addresses.
  * Host veths are `cali` + 11 hex digits of a SHA-1 of the identity key, as Calico names
  * Kubernetes pods' veths, and carry the key's SHA-256 as their link alias: a link is removed only
  * when its alias says it is ours.
@@ -78,7 +80,7 @@ export function identityKey(workload: Workload): string {
   }
 }
 
-/** The IPAM handle of a CNI attachment or a net-modules container. */
+/** The IPAM handle of a CNI attachment, or of a net-modules allocation (its containerId is the isolator's uid). */
 export function handleOf(workload: CniAttachment | MesosContainer): string {
   return identityKey(workload);
 }
@@ -135,12 +137,9 @@ export function ownsLegacyAllocation(attachment: CniAttachment, handle: string, 
   return handle.split('.').length === 2;
 }
 
-/** The facts recorded with each of a workload's addresses, for checks, GC and operators. */
-export function allocationAttributes(workload: CniAttachment | MesosContainer): Record<string, string> {
-  if (workload.orchestrator === 'cni') {
-    return { orchestrator: 'cni', network: workload.network, container: workload.containerId, interface: workload.ifname };
-  }
-  return { orchestrator: 'mesos', container: workload.containerId };
+/** The facts recorded with each of a CNI attachment's addresses, for checks, GC and operators. */
+export function allocationAttributes(workload: CniAttachment): Record<string, string> {
+  return { orchestrator: 'cni', network: workload.network, container: workload.containerId, interface: workload.ifname };
 }
 
 export function endpointIdentity(workload: Workload): EndpointIdentity {
