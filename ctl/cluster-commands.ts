@@ -28,6 +28,12 @@ export async function datastoreInit(ds: Datastore, ipam: Ipam, defaultPool: stri
     await ds.resources.update({ ...existing, spec: { ...existing.spec, datastoreReady: true } });
     lines.push('ClusterInformation "default" marked datastoreReady.');
   } else lines.push('ClusterInformation "default" is already initialised.');
+  // On Mesos the executor runs in its task's network namespace and talks to its agent: workloads
+  // must reach their host. Written if absent, as an operator-visible resource, never overwritten.
+  if (!(await ds.resources.get('FelixConfiguration', 'default'))) {
+    await ds.resources.create({ kind: 'FelixConfiguration', apiVersion: 'projectcalico.org/v3', metadata: { name: 'default' }, spec: { defaultEndpointToHostAction: 'Accept' } });
+    lines.push('FelixConfiguration "default" written (defaultEndpointToHostAction: Accept: executors reach their agents).');
+  }
   if (defaultPool) {
     const cidr = parsePoolCidr(defaultPool);
     const name = `default-ipv${cidr.version}-ippool`;

@@ -92,6 +92,10 @@ test('calicoctl - ipam show, --show-blocks, --ip; configure; datastore init; nod
   const ctl = await ctlFor('ipam');
   t.regex((await ctl(['datastore', 'init', '--default-pool', '10.90.0.0/24'])).stdout, /datastoreReady: true[\s\S]*default-ipv4-ippool \(10\.90\.0\.0\/24\) created/);
   t.regex((await ctl(['get', 'clusterinformation', 'default', '-o', 'yaml'])).stdout, /datastoreReady: true/);
+  t.regex((await ctl(['get', 'felixconfiguration', '-o', 'wide'])).stdout, /default\s+Accept/, 'executors reach their agents');
+  await ctl.ds.resources.update({ ...(await ctl.ds.resources.get('FelixConfiguration', 'default'))!, spec: { defaultEndpointToHostAction: 'Drop' } });
+  t.notRegex((await ctl(['datastore', 'init'])).stdout, /FelixConfiguration/, 'an operator\'s own setting is never overwritten');
+  t.is((await ctl.ds.resources.get('FelixConfiguration', 'default'))!.spec.defaultEndpointToHostAction, 'Drop');
   const { ipv4 } = await ctl.ipam.autoAssign({ handle: 'net.c1', node: 'host-a', num4: 3, num6: 0, attributes: { container: 'c1' } });
   const show = (await ctl(['ipam', 'show'])).stdout;
   t.regex(show, /IP Pool\s+10\.90\.0\.0\/24\s+256\s+3 \(1%\)\s+253 \(99%\)/);
