@@ -5,10 +5,10 @@
 import type { Resource } from '../shared/datastore';
 import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
-import { endpointNameOf, hostEndpointRange, hostVethName, identityKey, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
+import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureGroupProfile, ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
-import { withHostLock } from '../shared/host-lock';
+import { exclusively } from '../shared/endpoints/workload-lock';
 import { PhaseTimer } from '../shared/diagnostics';
 import { messageOf } from '../shared/errors';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
@@ -34,18 +34,6 @@ function resultFor(addresses: readonly IpAddress[], env: CniEnv, mac: string, mt
 /** The host end of the attachment's veth and the tag that says it is this attachment's. */
 function interfacesOf(attachment: CniAttachment) {
   return { hostIf: hostVethName(attachment), ownerTag: linkOwnerTag(attachment) };
-}
-
-/** Longer than an ADD takes with its etcd calls slow; then the runtime is told to try again. */
-const ATTACHMENT_LOCK_WAIT_MS = 30_000;
-
-/**
- * One operation at a time per attachment on this host. The spec forbids a runtime to overlap them,
- * but one that does must not get two wirings: an ADD replaces a host link of its own left by a
- * crashed attempt, and without the lock that could be a concurrent attempt's live link.
- */
-function exclusively<T>(attachment: CniAttachment, work: () => Promise<T>): Promise<T> {
-  return withHostLock(identityKey(attachment), `container ${attachment.containerId} interface ${attachment.ifname}`, ATTACHMENT_LOCK_WAIT_MS, work);
 }
 
 export async function add(ctx: CniContext): Promise<CniResult> {

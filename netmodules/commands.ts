@@ -15,6 +15,7 @@ import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { randomMac, unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
+import { exclusively } from '../shared/endpoints/workload-lock';
 import { ensureGroupProfile } from '../shared/endpoints/profile';
 import { IPAM_HANDLES_ANNOTATION, NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, recordedIpamHandles } from '../shared/endpoints/workload-endpoint';
 import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
@@ -43,7 +44,8 @@ export type NetmodulesAnswer = { readonly ipv4?: string[]; readonly ipv6?: strin
 /** The name the isolator gave the agent. */
 const MESOS_HOSTNAME_ANNOTATION = 'projectcalico.org/mesos-hostname';
 
-const allocationOf = (node: string, uid: string): MesosContainer => ({ orchestrator: 'mesos', node, containerId: uid });
+/** A net-modules workload: a container by its Mesos container ID, or an allocation by the isolator's uid. */
+const mesosWorkload = (node: string, id: string): MesosContainer => ({ orchestrator: 'mesos', node, containerId: id });
 const texts = (addresses: readonly IpAddress[]) => addresses.map(formatAddress);
 
 /** Addresses of any net-modules container of this host: what `release` by address may free. */
@@ -65,16 +67,16 @@ export async function runCommand(request: NetmodulesRequest, ctx: NetmodulesCont
       await release(request, ctx);
       return {};
     case 'isolate':
-      await isolate(request, ctx);
+      await exclusively(mesosWorkload(ctx.node, request.containerId), () => isolate(request, ctx));
       return {};
     case 'cleanup':
-      await cleanup(request, ctx);
+      await exclusively(mesosWorkload(ctx.node, request.containerId), () => cleanup(request, ctx));
       return {};
   }
 }
 
 async function allocate(request: Extract<NetmodulesRequest, { command: 'allocate' }>, ctx: NetmodulesContext): Promise<NetmodulesAnswer> {
-  const allocation = allocationOf(ctx.node, request.uid);
+  const allocation = mesosWorkload(ctx.node, request.uid);
   const handle = handleOf(allocation);
   // Addresses asked for by label come first; the rest of num_ipv4 is chosen by IPAM.
   await reserve(ctx, request.uid, request.static4, request.hostname);
@@ -100,7 +102,7 @@ function attributesOf(uid: string, hostname: string): Record<string, string> {
 
 /** Exactly these addresses, all or none. */
 async function reserve(ctx: NetmodulesContext, uid: string, addresses: readonly IpAddress[], hostname: string): Promise<void> {
-  const handle = handleOf(allocationOf(ctx.node, uid));
+  const handle = handleOf(mesosWorkload(ctx.node, uid));
   const taken: IpAddress[] = [];
   try {
     for (const address of addresses) {
@@ -116,7 +118,7 @@ async function reserve(ctx: NetmodulesContext, uid: string, addresses: readonly 
 
 async function release(request: Extract<NetmodulesRequest, { command: 'release' }>, ctx: NetmodulesContext): Promise<void> {
   if ('uid' in request.by) {
-    const released = await ctx.ipam.releaseByHandle(handleOf(allocationOf(ctx.node, request.by.uid)));
+    const released = await ctx.ipam.releaseByHandle(handleOf(mesosWorkload(ctx.node, request.by.uid)));
     ctx.log.info('released', { uid: request.by.uid, addresses: released });
     return;
   }
@@ -126,7 +128,7 @@ async function release(request: Extract<NetmodulesRequest, { command: 'release' 
 }
 
 async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext): Promise<void> {
-  const container: MesosContainer = { orchestrator: 'mesos', node: ctx.node, containerId: request.containerId };
+  const container = mesosWorkload(ctx.node, request.containerId);
   const netns = `/proc/${request.pid}/ns/net`;
   // The checks, and the profiles the container joins, at once.
   const [, existing, handles] = await Promise.all([
@@ -185,7 +187,7 @@ async function ownersOf(ctx: NetmodulesContext, addresses: readonly IpAddress[])
 }
 
 async function cleanup(request: Extract<NetmodulesRequest, { command: 'cleanup' }>, ctx: NetmodulesContext): Promise<void> {
-  const container: MesosContainer = { orchestrator: 'mesos', node: ctx.node, containerId: request.containerId };
+  const container = mesosWorkload(ctx.node, request.containerId);
   const endpoint = await endpointOf(ctx.ds, container);
   // The isolator may clean up a container whose prepare failed: nothing of it exists, and that is fine.
   await unwireWorkload({ hostIf: hostVethName(container), ownerTag: linkOwnerTag(container) });
