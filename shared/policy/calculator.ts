@@ -11,9 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Cidr, IpVersion } from '../net';
-import { DEFAULT_FELIX_SETTINGS, NAMESPACE_LABEL, comparePolicies, type FelixSettings, type Policy, type Profile } from './model';
+import { DEFAULT_FELIX_SETTINGS, NAMESPACE_LABEL, comparePolicies, type Direction, type FelixSettings, type Policy, type Profile } from './model';
 import { CLEAR_MARK, MARK, hex, netsKey, ruleLines, type SetNamer } from './nft-rules';
-import { Ruleset, Touched, type Direction } from './ruleset';
+import { Ruleset, Touched } from './ruleset';
 import { matches, printSelector, type Labels, type Selector } from './selector';
 
 /** A WorkloadEndpoint as policy sees it. */
@@ -130,7 +130,7 @@ export class PolicyCalculator {
       const labels = this.endpoints.get(key)!.labels;
       let changed = false;
       for (const direction of DIRECTIONS) {
-        const applies = policy !== undefined && policy.types.includes(direction) && matches(policy.selector, labels);
+        const applies = policy !== undefined && appliesTo(policy, direction, labels);
         const had = local.applies[direction].has(id);
         if (applies && !had) local.applies[direction].add(id);
         if (!applies && had) local.applies[direction].delete(id);
@@ -181,7 +181,7 @@ export class PolicyCalculator {
     const local: LocalEndpoint = this.local.get(key) ?? { interfaceName: endpoint.record.interfaceName, applies: { ingress: new Set(), egress: new Set() }, chains: {} };
     for (const direction of DIRECTIONS) {
       local.applies[direction].clear();
-      for (const [id, policy] of this.policies) if (policy.types.includes(direction) && matches(policy.selector, endpoint.labels)) local.applies[direction].add(id);
+      for (const [id, policy] of this.policies) if (appliesTo(policy, direction, endpoint.labels)) local.applies[direction].add(id);
     }
     this.local.set(key, local);
     this.placeEndpoint(key, local);
@@ -344,6 +344,11 @@ export class PolicyCalculator {
     else this.ruleset.maps[direction].delete(ifname);
     this.touched.maps[direction].add(ifname);
   }
+}
+
+/** Whether a policy governs one direction of an endpoint with these labels. */
+function appliesTo(policy: Policy, direction: Direction, labels: Labels): boolean {
+  return policy.types.includes(direction) && matches(policy.selector, labels);
 }
 
 function addressesOf(record: EndpointRecord, version: IpVersion): readonly string[] {

@@ -10,7 +10,7 @@
  *   output:  nothing (the host reaches its own workloads, as in Calico).
  * An interface missing from a map (a workload whose endpoint is not programmed yet) is dropped.
  */
-import type { EndpointToHostAction } from './model';
+import type { Direction, EndpointToHostAction } from './model';
 import { CLEAR_MARK, MARK, hex } from './nft-rules';
 
 export const TABLE = 'inet calico';
@@ -21,8 +21,6 @@ export interface NftSet {
   readonly interval: boolean;
   readonly elements: Set<string>;
 }
-
-export type Direction = 'ingress' | 'egress';
 
 export class Ruleset {
   readonly sets = new Map<string, NftSet>();
@@ -188,10 +186,11 @@ function copyTouched(target: Ruleset, source: Ruleset, touched: Touched): void {
 
 /** A copy of the whole ruleset (what a full programming leaves in the kernel). */
 export function copyRuleset(ruleset: Ruleset): Ruleset {
+  const everything = new Touched();
+  for (const name of ruleset.sets.keys()) everything.sets.add(name);
+  for (const name of ruleset.chains.keys()) everything.chains.add(name);
+  for (const direction of ['ingress', 'egress'] as const) for (const ifname of ruleset.maps[direction].keys()) everything.maps[direction].add(ifname);
   const copy = new Ruleset();
-  for (const [name, set] of ruleset.sets) copy.sets.set(name, { ...set, elements: new Set(set.elements) });
-  for (const [name, rules] of ruleset.chains) copy.chains.set(name, rules);
-  for (const direction of ['ingress', 'egress'] as const) for (const [k, v] of ruleset.maps[direction]) copy.maps[direction].set(k, v);
-  copy.hostAction = ruleset.hostAction;
+  copyTouched(copy, ruleset, everything);
   return copy;
 }
