@@ -123,7 +123,9 @@ export async function runSameIpTwice(dc: Datacenter, path: TaskPath): Promise<Ou
 export async function runOptOut(dc: Datacenter, path: TaskPath, name: string): Promise<Outcome> {
   const problems: string[] = [];
   const port = String(20000 + Math.floor(Math.random() * 10000));
-  const listener = spawn('nsenter', [`--net=${dc.hosts[0]!.path}`, 'busybox', 'nc', '-l', '-p', port], { stdio: ['ignore', 'pipe', 'ignore'] });
+  // The listener's stdin stays open: at its end busybox nc half-closes the connection, and a sender
+  // that sees that before it has read its own input exits successfully having sent nothing.
+  const listener = spawn('nsenter', [`--net=${dc.hosts[0]!.path}`, 'busybox', 'nc', '-l', '-p', port], { stdio: ['pipe', 'pipe', 'ignore'] });
   try {
     let received = '';
     listener.stdout!.on('data', (d: Buffer) => (received += d.toString()));
