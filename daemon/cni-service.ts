@@ -1,19 +1,17 @@
 /**
  * Serves invocations forwarded by our executables (shared/daemon-forward.ts): the CNI plugins'
- * and calico_mesos'. One JSON request line in, one JSON outcome out; the commands run exactly as
- * in-process, with warm connections.
+ * and calico_mesos'. One request in, one answer out (framed as daemon/forward-framing.ts says);
+ * the commands run exactly as in-process, with warm connections.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Connections } from '../shared/connections';
-import type { ForwardRequest, ForwardedKind } from '../shared/daemon-forward';
 import { runCni, type PluginKind } from '../cni/skel';
 import { COMMANDS } from '../netmodules/request';
 import { runNetmodules } from '../netmodules/run';
 import type { Logger } from '../shared/log';
 import { MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
-
-const KINDS: readonly ForwardedKind[] = ['calico', 'calico-ipam', 'calico_mesos'];
+import { decodeForwarded } from './forward-framing';
 
 /** The net-modules command of a request, for metrics (one of the five, else "unknown"). */
 function netmodulesCommandOf(stdin: string): string {
@@ -57,29 +55,22 @@ export class CniService {
     });
     socket.on('end', () => {
       clearTimeout(deadline);
-      const work = this.answer(request).then((outcome) => socket.end(`${JSON.stringify(outcome)}\n`));
+      const work = this.answer(request).then((answer) => socket.end(answer));
       this.inFlight.add(work);
       void work.finally(() => this.inFlight.delete(work));
     });
   }
 
-  private async answer(text: string) {
-    let request: ForwardRequest;
-    try {
-      request = JSON.parse(text) as ForwardRequest;
-    } catch {
-      return { stdout: '', exitCode: 1 };
-    }
-    if (!KINDS.includes(request.kind) || typeof request.stdin !== 'string' || typeof request.env !== 'object' || request.env === null) {
-      return { stdout: '', exitCode: 1 };
-    }
+  private async answer(text: string): Promise<string> {
+    const { request, encode, refusal } = decodeForwarded(text);
+    if (!request) return refusal;
     const started = process.hrtime.bigint();
     const invocation = { env: request.env, stdin: request.stdin };
     const netmodules = request.kind === 'calico_mesos';
     const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks) : await runCni(request.kind as PluginKind, invocation, this.connections, this.log.sinks);
     const call = netmodules ? netmodulesCommandOf(request.stdin) : String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16);
     this.served(`${request.kind} ${call}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
-    return outcome;
+    return encode(outcome);
   }
 
   /** Stops taking requests, lets those in flight finish, removes the socket. */

@@ -84,8 +84,10 @@ const executables = {
 const forwarding = {
   'dist/cni/calico': { entry: 'cni/calico.ts', runner: 'cni/in-process.ts' },
   'dist/cni/calico-ipam': { entry: 'cni/calico-ipam.ts', runner: 'cni/in-process.ts' },
-  'dist/bin/calico_mesos': { entry: 'netmodules/main.ts', runner: 'netmodules/in-process.ts' },
+  // Also a shell script that forwards without starting node (netmodules/front.sh says how).
+  'dist/bin/calico_mesos': { entry: 'netmodules/main.ts', runner: 'netmodules/in-process.ts', front: 'netmodules/front.sh' },
 };
+const NODE_SHEBANG = '#!/usr/bin/env node';
 
 await mkdir('dist', { recursive: true });
 // The bundles are CommonJS; this keeps node from reading them as ESM under our "type": "module".
@@ -93,13 +95,18 @@ await writeFile('dist/package.json', '{ "type": "commonjs" }\n');
 
 const runners = Object.fromEntries(await Promise.all([...new Set(Object.values(forwarding).map((f) => f.runner))].map(async (runner) => [runner, await embeddedInProcessRunner(runner)])));
 const outputs = [
-  ...Object.entries(executables).map(([outfile, entry]) => ({ outfile, entry, plugins: common.plugins, footer: '' })),
-  ...Object.entries(forwarding).map(([outfile, { entry, runner }]) => ({ outfile, entry, plugins: [runners[runner].plugin], footer: runners[runner].footer })),
+  ...Object.entries(executables).map(([outfile, entry]) => ({ outfile, entry, plugins: common.plugins, banner: NODE_SHEBANG, footer: '' })),
+  ...(await Promise.all(
+    Object.entries(forwarding).map(async ([outfile, { entry, runner, front }]) => {
+      const banner = front ? (await readFile(front, 'utf8')).trimEnd() : NODE_SHEBANG;
+      return { outfile, entry, plugins: [runners[runner].plugin], banner, footer: runners[runner].footer };
+    }),
+  )),
 ];
 await Promise.all(
-  outputs.map(async ({ outfile, entry, plugins, footer }) => {
+  outputs.map(async ({ outfile, entry, plugins, banner, footer }) => {
     await mkdir(dirname(outfile), { recursive: true });
-    await build({ ...common, plugins, entryPoints: [entry], outfile, banner: { js: '#!/usr/bin/env node' }, footer: { js: footer } });
+    await build({ ...common, plugins, entryPoints: [entry], outfile, banner: { js: banner }, footer: { js: footer } });
     await chmod(outfile, 0o755);
   }),
 );
