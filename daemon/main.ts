@@ -28,6 +28,7 @@ import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
 import { PolicyKeeper } from './policy-keeper';
 import { RouteKeeper } from './route-keeper';
+import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
@@ -50,7 +51,10 @@ const USAGE = `usage: calico-libnetwork [options]
   --container-if-prefix P      interface name prefix inside Docker containers (cali)
   --docker-host URL            Docker's API (unix:///var/run/docker.sock)
   --node-address A             auto, none or A.B.C.D/LEN: this host's Node address (auto)
-  --no-routes                  leave routes to something else
+  --backend B                  how workloads on other hosts are reached: bird (BGP), vxlan,
+                               static (same-link routes), none (CALICO_NETWORKING_BACKEND; static);
+                               each pool's ipipMode/vxlanMode encapsulates in every backend
+  --no-routes                  leave routes and tunnels to something else
   --no-policy                  enforce no policy (and remove our nftables table, inet calico)
   --policy-resync S            reprogram the whole policy table every S seconds (300)
   --gc-interval S, --gc-grace S      garbage collection every S seconds (60), after S seconds gone (300)
@@ -78,6 +82,7 @@ async function main(): Promise<void> {
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
       'no-routes': { type: 'boolean', default: false },
+      backend: { type: 'string', default: process.env.CALICO_NETWORKING_BACKEND ?? 'static' },
       'no-policy': { type: 'boolean', default: false },
       'policy-resync': { type: 'string', default: '300' },
       'gc-interval': { type: 'string', default: '60' },
@@ -121,7 +126,9 @@ async function main(): Promise<void> {
   };
   const collector = new GarbageCollector(datastore, docker, { node, intervalMs: seconds('gc-interval'), graceMs: seconds('gc-grace') }, log.with({ job: 'gc' }));
   const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
-  const routes = values['no-routes'] ? undefined : new RouteKeeper(async () => (await datastore()).ds, { node, nodeAddress: values['node-address']! }, log.with({ job: 'routes' }));
+  const backend = values.backend as RoutingBackend;
+  if (!ROUTING_BACKENDS.includes(backend)) throw new Error(`--backend must be one of ${ROUTING_BACKENDS.join(', ')}`);
+  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);

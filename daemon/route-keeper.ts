@@ -1,15 +1,21 @@
 /**
  * Registers this host as a Node (with the address other hosts reach it on) and keeps its routes to
- * every host's blocks in step with etcd: a watch on affinities and nodes triggers a resync soon
- * after any change, and a periodic resync repairs anything a lost watch event or a manual edit did.
- * etcd being away is retried with backoff; the daemon's other jobs never wait on it.
+ * every host's blocks, and its tunnel devices, in step with etcd (shared/routing/desired-routes.ts
+ * says which): a watch on affinities, nodes and pools triggers a resync soon after any change, and
+ * a periodic resync repairs anything a lost watch event or a manual edit did. etcd being away is
+ * retried with backoff; the daemon's other jobs never wait on it.
  */
-import { decodeAffinity, decodeBlock, type Datastore, type WatchHandle } from '../shared/datastore';
-import { addressAt, formatCidr, type Cidr } from '../shared/net';
+import { decodeAffinity, decodeBlock, decodeResource, type Datastore, type Entry, type WatchHandle } from '../shared/datastore';
+import { addressAt, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
+import { TunnelUnsupportedError } from '../shared/dataplane/errors';
 import { detectHostAddresses, enableForwarding, syncRoutes } from '../shared/dataplane/routes';
+import { ENCAPSULATION_OVERHEAD, linkHolding, syncIpipDevice, syncVxlanDevice } from '../shared/dataplane/tunnels';
 import { messageOf } from '../shared/errors';
+import type { Ipam } from '../shared/ipam/ipam';
+import { encapsulationOf } from '../shared/ipam/pool';
 import type { Logger } from '../shared/log';
-import { desiredRoutes, type BlockAffinity, type HostAddresses, type LentAddress } from '../shared/routing/desired-routes';
+import { routingPlan, type BlockAffinity, type DesiredRoute, type HostAddresses, type LentAddress, type RoutingBackend, type RoutingPlan } from '../shared/routing/desired-routes';
+import { keepTunnelEnds, type EncapsulatedPool, type TunnelEnds } from './tunnel-ends';
 
 const DEBOUNCE_MS = 100;
 const RESYNC_MS = 30_000;
@@ -19,6 +25,7 @@ export interface RouteKeeperSettings {
   readonly node: string;
   /** "auto" (detect), "none" (do not register), or "a.b.c.d/len". */
   readonly nodeAddress: string;
+  readonly backend: RoutingBackend;
 }
 
 export class RouteKeeper {
@@ -30,9 +37,13 @@ export class RouteKeeper {
   private syncing: Promise<void> = Promise.resolve();
   /** Blocks affine to this host, as of the last sync: a change to one of them may lend an address. */
   private ownBlocks = new Set<string>();
+  /** Pools found malformed, by key and revision: each is reported once. */
+  private readonly reported = new Set<string>();
+  /** The IPIP tunnel address this host last had, to take off tunl0 when no pool needs it. */
+  private ipipAddress: IpAddress | undefined;
 
   constructor(
-    private readonly datastore: () => Promise<Datastore>,
+    private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
     private readonly settings: RouteKeeperSettings,
     private readonly log: Logger,
   ) {}
@@ -46,12 +57,14 @@ export class RouteKeeper {
     if (this.stopped) return;
     try {
       await enableForwarding();
-      const ds = await this.datastore();
+      const { ds } = await this.datastore();
       await this.register(ds);
       const resync = () => this.schedule(DEBOUNCE_MS);
       this.watches = [
         await ds.kv.watchPrefix(ds.keys.affinitiesPrefix(), resync),
         await ds.kv.watchPrefix(ds.keys.resourcePrefix('Node'), resync),
+        // A pool's encapsulation decides how its blocks are routed.
+        await ds.kv.watchPrefix(ds.keys.resourcePrefix('IPPool'), resync),
         // Blocks: an address of one of ours taken by another host's workload needs a route to it.
         await ds.kv.watchPrefix(ds.keys.blockPrefix(4), (event) => this.ownsBlock(ds, event.key) && resync()),
         await ds.kv.watchPrefix(ds.keys.blockPrefix(6), (event) => this.ownsBlock(ds, event.key) && resync()),
@@ -71,7 +84,11 @@ export class RouteKeeper {
     const bgp = { ...(detected.ipv4 ? { ipv4Address: detected.ipv4 } : {}), ...(detected.ipv6 ? { ipv6Address: detected.ipv6 } : {}) };
     const existing = await ds.resources.get('Node', this.settings.node);
     if (!existing) await ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name: this.settings.node }, spec: { bgp } });
-    else if (JSON.stringify(existing.spec.bgp ?? {}) !== JSON.stringify(bgp)) await ds.resources.update({ ...existing, spec: { ...existing.spec, bgp } });
+    else if (existing.spec.bgp?.ipv4Address !== bgp.ipv4Address || existing.spec.bgp?.ipv6Address !== bgp.ipv6Address) {
+      // The rest of bgp (AS number, route reflector, tunnel address) is the operator's or the tunnels'.
+      const { ipv4Address: _v4, ipv6Address: _v6, ...kept } = existing.spec.bgp ?? {};
+      await ds.resources.update({ ...existing, spec: { ...existing.spec, bgp: { ...kept, ...bgp } } });
+    }
     this.log.info('node registered', { ipv4: bgp.ipv4Address, ipv6: bgp.ipv6Address });
   }
 
@@ -92,17 +109,33 @@ export class RouteKeeper {
 
   private async sync(): Promise<void> {
     try {
-      const ds = await this.datastore();
-      const [affinityEntries, nodes] = await Promise.all([ds.kv.list(ds.keys.affinitiesPrefix()), ds.resources.list('Node')]);
+      const { ds, ipam } = await this.datastore();
+      const [affinityEntries, nodes, poolEntries] = await Promise.all([ds.kv.list(ds.keys.affinitiesPrefix()), ds.resources.list('Node'), ds.kv.list(ds.keys.resourcePrefix('IPPool'))]);
       const affinities: BlockAffinity[] = [];
       for (const entry of affinityEntries) {
         const named = ds.keys.affinityOf(entry.key);
         if (named) affinities.push({ host: named.host, cidr: named.cidr, confirmed: decodeAffinity(entry.key, entry.value).state === 'confirmed' });
       }
-      const hosts: HostAddresses[] = nodes.map((n) => ({ name: n.metadata.name, ipv4Address: n.spec.bgp?.ipv4Address, ipv6Address: n.spec.bgp?.ipv6Address }));
+      const hosts: HostAddresses[] = nodes.map((n) => ({
+        name: n.metadata.name,
+        ipv4Address: n.spec.bgp?.ipv4Address,
+        ipv6Address: n.spec.bgp?.ipv6Address,
+        vxlanTunnelAddress: n.spec.ipv4VXLANTunnelAddr,
+        vxlanTunnelMac: n.spec.vxlanTunnelMACAddr,
+      }));
       const own = affinities.filter((a) => a.host === this.settings.node && a.confirmed).map((a) => a.cidr);
       this.ownBlocks = new Set(own.map(formatCidr));
-      const result = await syncRoutes(desiredRoutes(this.settings.node, affinities, hosts, await this.lentAddresses(ds, own)));
+      const pools = this.pools(poolEntries);
+      const plan = routingPlan({ self: this.settings.node, backend: this.settings.backend, affinities, hosts, pools, lent: await this.lentAddresses(ds, own) });
+      // Without a tunnel end (a pool full, say) its tunnel's routes wait; the others go ahead.
+      const ends = await keepTunnelEnds(ds, ipam, this.settings.node, pools, plan.tunnels).catch((err: unknown): TunnelEnds => {
+        this.log.warning('cannot keep this host\'s tunnel addresses; will retry', { error: messageOf(err) });
+        return {};
+      });
+      const self = hosts.find((h) => h.name === this.settings.node);
+      const unusable = await this.syncTunnels(plan, ends, self?.ipv4Address);
+      const routes = plan.routes.filter((r: DesiredRoute) => !unusable.has(r.kind));
+      const result = await syncRoutes(routes);
       if (result.added || result.removed) this.log.info('routes updated', { added: result.added, removed: result.removed });
       if (result.failure) this.log.warning('some routes could not be made', { error: result.failure });
     } catch (err) {
@@ -110,6 +143,56 @@ export class RouteKeeper {
     } finally {
       this.schedule(RESYNC_MS);
     }
+  }
+
+  /** The pools' encapsulation; a malformed pool (written past calicoctl) is reported once and skipped. */
+  private pools(entries: readonly Entry[]): EncapsulatedPool[] {
+    const pools: EncapsulatedPool[] = [];
+    for (const entry of entries) {
+      try {
+        const pool = decodeResource('IPPool', entry);
+        pools.push({ ...encapsulationOf(parseCidr(pool.spec.cidr, 'spec.cidr'), pool.spec), disabled: pool.spec.disabled === true });
+      } catch (err) {
+        const seen = `${entry.key}@${entry.modRevision}`;
+        if (!this.reported.has(seen)) this.log.error('IP pool skipped: it is malformed', { key: entry.key, error: messageOf(err) });
+        this.reported.add(seen);
+      }
+    }
+    return pools;
+  }
+
+  /**
+   * The tunnel devices the plan needs, set up (each with MTU below its outer link's by its
+   * overhead), and those it does not, removed. Returns the route kinds that cannot be made here: a
+   * tunnel without its end (yet) is left as it is, and its routes wait.
+   */
+  private async syncTunnels(plan: RoutingPlan, ends: TunnelEnds, ownAddress: string | undefined): Promise<Set<DesiredRoute['kind']>> {
+    const unusable = new Set<DesiredRoute['kind']>();
+    const local = ownAddress ? parseAddress(ownAddress.split('/')[0]!) : undefined;
+    const outer = local ? await linkHolding(local) : undefined;
+    const tunnel = async (kind: 'vxlan' | 'ipip', ready: boolean, apply: (mtu: number | undefined) => Promise<number>) => {
+      if (plan.tunnels[kind] && (!ready || !outer)) {
+        if (!outer) this.log.warning(`no ${kind} tunnel: this host has no registered IPv4 address on a link`, { address: ownAddress });
+        unusable.add(kind);
+        return;
+      }
+      try {
+        const changed = await apply(plan.tunnels[kind] ? outer!.mtu - ENCAPSULATION_OVERHEAD[kind] : undefined);
+        if (changed) this.log.info(`${kind} tunnel updated`, { changes: changed });
+      } catch (err) {
+        unusable.add(kind);
+        if (err instanceof TunnelUnsupportedError) this.log.error(`${kind} routes left out`, { error: err.message });
+        else throw err;
+      }
+    };
+    await tunnel('vxlan', ends.vxlan !== undefined, (mtu) =>
+      syncVxlanDevice(mtu !== undefined ? { local: local!, tunnelAddress: ends.vxlan!.address, mac: ends.vxlan!.mac, mtu } : undefined, plan.vxlanPeers));
+    await tunnel('ipip', ends.ipip !== undefined, async (mtu) => {
+      const changed = await syncIpipDevice(mtu !== undefined ? { tunnelAddress: ends.ipip!, mtu } : undefined, this.ipipAddress);
+      this.ipipAddress = ends.ipip;
+      return changed;
+    });
+    return unusable;
   }
 
   /** Addresses of this host's blocks held by other hosts' workloads (only this host's blocks are read). */

@@ -1,6 +1,9 @@
 /**
  * A simulated datacenter made of network namespaces: a fabric namespace with a bridge and etcd,
- * and host namespaces ("agents") joined to the bridge by one veth each. No namespace gets a
+ * and host namespaces ("agents") joined to the bridge by one veth each: the first rack, on
+ * 10.99.0.0/24. More racks sit behind a router each (a namespace with forwarding on, on the
+ * fabric's bridge and on a bridge of its own), on 10.98.0.0/24, 10.97.0.0/24...: their hosts reach
+ * the others only through it, and it knows nothing of workload addresses. No namespace gets a
  * route to the outside; everything is removed by destroy(), or when the test process exits.
  */
 import { EtcdServer } from './etcd';
@@ -8,8 +11,34 @@ import { Netns } from './netns';
 
 export const FABRIC_ADDRESS = '10.99.0.1';
 
+/** A rack behind a router: its subnet, and its hosts. */
+export class Rack {
+  readonly hosts: Netns[] = [];
+
+  constructor(
+    /** 1 for 10.98.0.0/24, 2 for 10.97.0.0/24... */
+    readonly index: number,
+    readonly router: Netns,
+  ) {}
+
+  get subnet(): string {
+    return `10.${99 - this.index}.0.0/24`;
+  }
+
+  /** The router's address on the first rack's link. */
+  get uplink(): string {
+    return `10.99.0.${255 - this.index}`;
+  }
+
+  /** The router's address in this rack: its hosts' gateway to every other rack. */
+  get gateway(): string {
+    return `10.${99 - this.index}.0.1`;
+  }
+}
+
 export class Fabric {
   readonly hosts: Netns[] = [];
+  readonly racks: Rack[] = [];
 
   private constructor(
     readonly fabric: Netns,
@@ -44,23 +73,53 @@ export class Fabric {
     }
   }
 
-  /** A new host namespace on the fabric, with address 10.99.0.(10+n)/24 on its eth0. */
-  async addHost(label: string): Promise<Netns> {
-    const n = this.hosts.length + 1;
+  /**
+   * A new host namespace with address .(10+n)/24 on its eth0: on the fabric (10.99.0.0/24), or in
+   * `rack`, with routes to the other racks through their routers.
+   */
+  async addHost(label: string, rack?: Rack): Promise<Netns> {
     const host = await Netns.create(label);
-    this.hosts.push(host);
-    const fabricEnd = `h${n}`;
-    await this.fabric.ip('link', 'add', fabricEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.name);
-    await this.fabric.ip('link', 'set', fabricEnd, 'master', 'br0');
-    await this.fabric.ip('link', 'set', fabricEnd, 'up');
-    await host.ip('addr', 'add', `10.99.0.${10 + n}/24`, 'dev', 'eth0');
+    const hosts = rack ? rack.hosts : this.hosts;
+    hosts.push(host);
+    const [bridgeNs, bridge, subnet] = rack ? [rack.router, 'br1', rack.subnet] : [this.fabric, 'br0', '10.99.0.0/24'];
+    const fabricEnd = `h${hosts.length}`;
+    await bridgeNs.ip('link', 'add', fabricEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.name);
+    await bridgeNs.ip('link', 'set', fabricEnd, 'master', bridge);
+    await bridgeNs.ip('link', 'set', fabricEnd, 'up');
+    await host.ip('addr', 'add', `${subnet.replace(/0\.0\/24$/, `0.${10 + hosts.length}`)}/24`, 'dev', 'eth0');
     await host.ip('link', 'set', 'eth0', 'up');
+    for (const other of this.racks) {
+      if (other === rack) continue;
+      await host.ip('route', 'add', other.subnet, 'via', rack ? rack.gateway : other.uplink);
+    }
+    if (rack) await host.ip('route', 'add', '10.99.0.0/24', 'via', rack.gateway);
     return host;
+  }
+
+  /** A new rack behind a router of its own on the fabric's link; the hosts already there get a route to it. */
+  async addRack(): Promise<Rack> {
+    const rack = new Rack(this.racks.length + 1, await Netns.create('rtr'));
+    this.racks.push(rack);
+    const { router } = rack;
+    await router.ip('link', 'add', 'br1', 'type', 'bridge');
+    await router.ip('addr', 'add', `${rack.gateway}/24`, 'dev', 'br1');
+    await router.ip('link', 'set', 'br1', 'up');
+    await this.fabric.ip('link', 'add', `r${rack.index}`, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', router.name);
+    await this.fabric.ip('link', 'set', `r${rack.index}`, 'master', 'br0');
+    await this.fabric.ip('link', 'set', `r${rack.index}`, 'up');
+    await router.ip('addr', 'add', `${rack.uplink}/24`, 'dev', 'uplink');
+    await router.ip('link', 'set', 'uplink', 'up');
+    await router.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    for (const other of this.racks) if (other !== rack) await router.ip('route', 'add', other.subnet, 'via', other.uplink);
+    for (const ns of [this.fabric, ...this.hosts]) await ns.ip('route', 'add', rack.subnet, 'via', rack.uplink);
+    for (const other of this.racks) for (const host of other === rack ? [] : other.hosts) await host.ip('route', 'add', rack.subnet, 'via', other.gateway);
+    return rack;
   }
 
   async destroy(): Promise<void> {
     for (const member of this.members) await member.destroy();
-    for (const host of this.hosts) await host.destroy();
+    for (const host of [...this.hosts, ...this.racks.flatMap((r) => r.hosts)]) await host.destroy();
+    for (const rack of this.racks) await rack.router.destroy();
     await this.fabric.destroy();
   }
 }

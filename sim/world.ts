@@ -10,7 +10,7 @@ import { Datastore, etcdSettingsFrom } from '../shared/datastore';
 import { Ipam } from '../shared/ipam/ipam';
 import { installPlugins } from './cni-exec';
 import { uniquePrefix } from './etcd';
-import { Fabric } from './fabric';
+import { Fabric, type Rack } from './fabric';
 import { MesosAgent, type NetworkConfig } from './mesos-agent';
 
 export class CniWorld {
@@ -27,8 +27,9 @@ export class CniWorld {
     return new CniWorld(await Fabric.create(options), installPlugins());
   }
 
-  async addAgent(): Promise<MesosAgent> {
-    const agent = new MesosAgent(await this.fabric.addHost('agent'), this.pluginsDir);
+  /** An agent on the fabric's link, or in `rack` (Fabric.addRack). */
+  async addAgent(rack?: Rack): Promise<MesosAgent> {
+    const agent = new MesosAgent(await this.fabric.addHost('agent', rack), this.pluginsDir);
     this.agents.push(agent);
     return agent;
   }

@@ -41,3 +41,12 @@ export class NetnsNotFoundError extends CalicoError {
     super(`network namespace "${path}" does not exist`);
   }
 }
+
+/** The kernel cannot make a tunnel device a pool's encapsulation needs (no ipip or vxlan support). */
+export class TunnelUnsupportedError extends CalicoError {
+  readonly code = 'DATAPLANE_TUNNEL_UNSUPPORTED';
+
+  constructor(readonly kind: 'ipip' | 'vxlan', detail: string) {
+    super(`this kernel cannot carry ${kind === 'ipip' ? 'IPIP' : 'VXLAN'} traffic: ${detail}`);
+  }
+}

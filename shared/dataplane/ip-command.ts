@@ -1,7 +1,8 @@
 /**
- * The only code that runs `ip`: in this network namespace, or inside another through
- * `nsenter --net=PATH` (a Mesos netns is a bind mount anywhere, not only under /run/netns).
- * Several steps go in one `ip -batch` process: each spawn costs milliseconds on the CNI hot path.
+ * The only code that runs `ip` (and iproute2's `bridge`, for VXLAN forwarding entries): in this
+ * network namespace, or inside another through `nsenter --net=PATH` (a Mesos netns is a bind
+ * mount anywhere, not only under /run/netns). Several steps go in one `-batch` process: each
+ * spawn costs milliseconds on the CNI hot path.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -19,10 +20,24 @@ const COMMAND_TIMEOUT_MS = 10_000;
 export function ipBatch(
   what: string,
   lines: readonly string[],
-  options: { netns?: string; json?: boolean; family?: 4 | 6; force?: boolean } = {},
+  options: { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean } = {},
 ): Promise<IpRun> {
-  const ipArgs = [...(options.json ? ['-j'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
-  const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, 'ip', ...ipArgs]] : ['ip', ipArgs];
+  return iproute2Batch('ip', what, lines, options);
+}
+
+/** Runs `bridge [-j] -batch -` with the given lines, in this network namespace. */
+export function bridgeBatch(what: string, lines: readonly string[], options: { json?: boolean; force?: boolean } = {}): Promise<IpRun> {
+  return iproute2Batch('bridge', what, lines, options);
+}
+
+function iproute2Batch(
+  program: 'ip' | 'bridge',
+  what: string,
+  lines: readonly string[],
+  options: { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean },
+): Promise<IpRun> {
+  const ipArgs = [...(options.json ? ['-j'] : []), ...(options.details ? ['-d'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
+  const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, program, ...ipArgs]] : [program, ipArgs];
   return new Promise((resolve, reject) => {
     const child = execFile(file, args, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new DataplaneCommandError(what, stderr || err.message));

@@ -5,7 +5,7 @@
  */
 import { formatCidr, parseCidr } from '../net/cidr';
 import { formatAddress, parseAddress } from '../net/address';
-import { routeKey, type DesiredRoute } from '../routing/desired-routes';
+import { IPIP_DEVICE, VXLAN_DEVICE, routeKey, type DesiredRoute } from '../routing/desired-routes';
 import { ipBatch, parseJsonLines, setSysctl } from './ip-command';
 
 /** The `proto` of the routes we own (iproute2 shows an unnamed number as is). */
@@ -14,8 +14,12 @@ export const ROUTE_PROTO = 80;
 interface IpRoute {
   dst: string;
   gateway?: string;
+  dev?: string;
   type?: string;
 }
+
+/** The device a kind of route is on-link on (a direct route finds its own). */
+const TUNNEL_DEVICES: Readonly<Record<'vxlan' | 'ipip', string>> = { vxlan: VXLAN_DEVICE, ipip: IPIP_DEVICE };
 
 /** Our routes now in the kernel, by the same keys as routeKey(). */
 async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string; unreachable: boolean }>> {
@@ -26,7 +30,8 @@ async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string
       const dst = route.dst.includes('/') ? route.dst : `${route.dst}/${family === 4 ? 32 : 128}`;
       const cidr = formatCidr(parseCidr(dst, 'route', true));
       const unreachable = route.type === 'unreachable';
-      const key = unreachable ? `unreachable ${cidr}` : `${cidr} via ${formatAddress(parseAddress(route.gateway ?? '', 'gateway'))}`;
+      const tunnel = route.dev === VXLAN_DEVICE || route.dev === IPIP_DEVICE ? ` dev ${route.dev}` : '';
+      const key = unreachable ? `unreachable ${cidr}` : `${cidr} via ${formatAddress(parseAddress(route.gateway ?? '', 'gateway'))}${tunnel}`;
       out.set(key, { family, dst: cidr, unreachable });
     }
   }
@@ -48,9 +53,9 @@ export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ ad
   for (const [key, route] of wanted) {
     if (current.has(key)) continue;
     const dst = formatCidr(route.dst);
-    lines[route.dst.version].push(route.kind === 'via'
-      ? `route replace ${dst} via ${formatAddress(route.via)} proto ${ROUTE_PROTO}`
-      : `route replace unreachable ${dst} proto ${ROUTE_PROTO}`);
+    lines[route.dst.version].push(route.kind === 'unreachable'
+      ? `route replace unreachable ${dst} proto ${ROUTE_PROTO}`
+      : `route replace ${dst} via ${formatAddress(route.via)}${route.kind === 'via' ? '' : ` dev ${TUNNEL_DEVICES[route.kind]} onlink`} proto ${ROUTE_PROTO}`);
     added++;
   }
   let failure: string | undefined;

@@ -72,7 +72,17 @@ export interface ProfileSpec {
 }
 
 export interface NodeSpec {
-  bgp?: { ipv4Address?: string; ipv6Address?: string };
+  bgp?: {
+    ipv4Address?: string;
+    ipv6Address?: string;
+    /** This host's AS, else BGPConfiguration's. */
+    asNumber?: number;
+    /** Set on a host that is a route reflector: its cluster ID. */
+    routeReflectorClusterID?: string;
+    ipv4IPIPTunnelAddr?: string;
+  };
+  ipv4VXLANTunnelAddr?: string;
+  vxlanTunnelMACAddr?: string;
 }
 
 export interface ClusterInformationSpec {

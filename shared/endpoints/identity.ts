@@ -85,6 +85,14 @@ export function handleOf(workload: CniAttachment | MesosContainer): string {
   return identityKey(workload);
 }
 
+/**
+ * The handle of a host's tunnel address, as Calico names it (`vxlan-tunnel-addr-<node>`,
+ * `ipip-tunnel-addr-<node>`): no workload's handle starts so, and the garbage collector leaves it.
+ */
+export function tunnelHandle(kind: 'vxlan' | 'ipip', node: string): string {
+  return `${kind}-tunnel-addr-${node}`;
+}
+
 /** A new handle for one address Docker asks for (RequestAddress names no endpoint). */
 export function newDockerHandle(): string {
   return ['libnetwork', randomUUID()].join(HANDLE_SEPARATOR);

@@ -6,6 +6,7 @@ import { messageOf } from '../errors';
 import { BLOCK_SIZE_RANGE } from './block';
 import { InvalidPoolError } from './errors';
 
+
 export interface Pool {
   readonly name: string;
   readonly cidr: Cidr;
@@ -14,6 +15,16 @@ export interface Pool {
   /** The etcd key and revision, so an allocation can be guarded against a pool that changed. */
   readonly key: string;
   readonly modRevision: string;
+}
+
+export const ENCAPSULATION_MODES = ['Never', 'Always', 'CrossSubnet'] as const;
+export type EncapsulationMode = (typeof ENCAPSULATION_MODES)[number];
+
+/** How traffic to the pool's blocks on other hosts is carried (shared/routing/desired-routes.ts). */
+export interface PoolEncapsulation {
+  readonly cidr: Cidr;
+  readonly ipipMode: EncapsulationMode;
+  readonly vxlanMode: EncapsulationMode;
 }
 
 /** Networks no workload address may come from (parsed on first use: start-up time counts for CNI). */
@@ -51,10 +62,34 @@ export function validatePoolSpec(name: string, spec: IPPoolSpec): { cidr: Cidr; 
   if (spec.disabled !== undefined && typeof spec.disabled !== 'boolean') {
     throw new InvalidPoolError(`pool ${name}: disabled must be true or false`);
   }
+  try {
+    encapsulationOf(cidr, spec);
+  } catch (err) {
+    throw new InvalidPoolError(`pool ${name}: ${messageOf(err)}`);
+  }
   return {
     cidr,
     spec: { nodeSelector: 'all()', ipipMode: 'Never', vxlanMode: 'Never', natOutgoing: false, ...spec, cidr: formatCidr(cidr), blockSize },
   };
+}
+
+/**
+ * A pool's encapsulation, checked as Calico checks it: each mode one of Never, Always and
+ * CrossSubnet; not IPIP and VXLAN at once; none for IPv6 (IPIP carries IPv4 only; VXLAN for IPv6
+ * is not supported here). Throws a plain Error naming the field.
+ */
+export function encapsulationOf(cidr: Cidr, spec: Pick<IPPoolSpec, 'ipipMode' | 'vxlanMode'>): PoolEncapsulation {
+  const modeOf = (field: 'ipipMode' | 'vxlanMode'): EncapsulationMode => {
+    const mode: unknown = spec[field] ?? 'Never';
+    if (!(ENCAPSULATION_MODES as readonly unknown[]).includes(mode)) throw new Error(`spec.${field} ${JSON.stringify(mode)} is not one of ${ENCAPSULATION_MODES.join(', ')}`);
+    return mode as EncapsulationMode;
+  };
+  const ipipMode = modeOf('ipipMode');
+  const vxlanMode = modeOf('vxlanMode');
+  if (ipipMode !== 'Never' && vxlanMode !== 'Never') throw new Error('spec.ipipMode and spec.vxlanMode cannot both be enabled');
+  if (cidr.version === 6 && ipipMode !== 'Never') throw new Error('spec.ipipMode must be Never for an IPv6 pool (IPIP carries IPv4 only)');
+  if (cidr.version === 6 && vxlanMode !== 'Never') throw new Error('spec.vxlanMode must be Never for an IPv6 pool (VXLAN for IPv6 is not supported)');
+  return { cidr, ipipMode, vxlanMode };
 }
 
 export function rejectOverlap(name: string, cidr: Cidr, existing: readonly Pool[]): void {

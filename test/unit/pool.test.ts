@@ -30,6 +30,19 @@ test('pool - bad specs are refused with a reason', (t) => {
   for (const [name, spec, message] of cases) t.regex(t.throws(() => validatePoolSpec(name, spec as never))!.message, message);
 });
 
+test('pool - encapsulation as Calico checks it: known modes, not both at once, none on IPv6', (t) => {
+  t.like(validatePoolSpec('v', { cidr: '10.1.0.0/16', vxlanMode: 'CrossSubnet' }).spec, { vxlanMode: 'CrossSubnet', ipipMode: 'Never' });
+  t.like(validatePoolSpec('i', { cidr: '10.1.0.0/16', ipipMode: 'Always' }).spec, { ipipMode: 'Always', vxlanMode: 'Never' });
+  const refusals: [object, RegExp][] = [
+    [{ cidr: '10.1.0.0/16', vxlanMode: 'Sometimes' }, /spec\.vxlanMode "Sometimes" is not one of Never, Always, CrossSubnet/],
+    [{ cidr: '10.1.0.0/16', ipipMode: 7 }, /spec\.ipipMode 7 is not one of/],
+    [{ cidr: '10.1.0.0/16', ipipMode: 'Always', vxlanMode: 'CrossSubnet' }, /cannot both be enabled/],
+    [{ cidr: 'fd00::/64', ipipMode: 'Always' }, /ipipMode must be Never for an IPv6 pool/],
+    [{ cidr: 'fd00::/64', vxlanMode: 'Always' }, /vxlanMode must be Never for an IPv6 pool/],
+  ];
+  for (const [spec, reason] of refusals) t.throws(() => validatePoolSpec('p', spec as never), { message: reason });
+});
+
 test('pool - overlapping pools are refused, naming the other pool', (t) => {
   const existing = [pool('a', '10.1.0.0/16')];
   t.regex(t.throws(() => rejectOverlap('b', parseCidr('10.0.0.0/8'), existing))!.message, /overlaps pool a \(10\.1\.0\.0\/16\)/);

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
-import { desiredRoutes, routeKey } from '../../shared/routing/desired-routes';
+import type { EncapsulationMode } from '../../shared/ipam/pool';
+import { routeKey, routingPlan, type RoutingBackend } from '../../shared/routing/desired-routes';
 
 const hosts = [
   { name: 'a', ipv4Address: '10.99.0.11/24', ipv6Address: 'fd99::11/64' },
@@ -9,6 +10,8 @@ const hosts = [
   { name: 'far', ipv4Address: '192.168.7.1/24' },
 ];
 const affinity = (host: string, cidr: string, confirmed = true) => ({ host, cidr: parseCidr(cidr), confirmed });
+const desiredRoutes = (self: string, affinities: ReturnType<typeof affinity>[], hostList: typeof hosts, lent: { address: ReturnType<typeof parseAddress>; host: string }[] = []) =>
+  routingPlan({ self, backend: 'static', affinities, hosts: hostList, pools: [], lent }).routes;
 
 test('routing - other hosts\' confirmed blocks via them, unreachable for our own', (t) => {
   const routes = desiredRoutes('a', [
@@ -35,4 +38,35 @@ test('routing - an address of our block held by another host\'s workload is rout
   ];
   const routes = desiredRoutes('a', [affinity('a', '10.1.0.0/26')], hosts, lent);
   t.deepEqual(routes.map(routeKey).sort(), ['10.1.0.34/32 via 10.99.0.12', 'fd00:1::5/128 via fd99::12', 'unreachable 10.1.0.0/26']);
+});
+
+// Two racks: a and b in 10.99.0.0/24, c and d in 10.98.0.0/24; every host has its VXLAN end.
+const racks = [
+  { name: 'a', ipv4Address: '10.99.0.11/24', ipv6Address: 'fd99::11/64', vxlanTunnelAddress: '10.1.9.1', vxlanTunnelMac: '66:00:00:00:00:0a' },
+  { name: 'b', ipv4Address: '10.99.0.12/24', ipv6Address: 'fd99::12/64', vxlanTunnelAddress: '10.1.9.2', vxlanTunnelMac: '66:00:00:00:00:0b' },
+  { name: 'c', ipv4Address: '10.98.0.11/24', vxlanTunnelAddress: '10.1.9.3', vxlanTunnelMac: '66:00:00:00:00:0c' },
+  { name: 'd', ipv4Address: '10.98.0.12/24' },
+];
+const blocks = [affinity('a', '10.1.0.0/26'), affinity('b', '10.1.0.64/26'), affinity('c', '10.1.0.128/26'), affinity('d', '10.1.0.192/26'), affinity('b', 'fd00:1::40/122')];
+const pool = (ipipMode: EncapsulationMode, vxlanMode: EncapsulationMode) => ({ cidr: parseCidr('10.1.0.0/16'), ipipMode, vxlanMode });
+const planFor = (backend: RoutingBackend, ipip: EncapsulationMode, vxlan: EncapsulationMode) => routingPlan({ self: 'a', backend, affinities: blocks, hosts: racks, pools: [pool(ipip, vxlan)] });
+
+test('routing - VXLAN Always: every other host\'s blocks via its tunnel address on the VXLAN device, with its MAC and host address; a host without its tunnel end yet is left out', (t) => {
+  const plan = planFor('vxlan', 'Never', 'Always');
+  t.deepEqual(plan.routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.1.9.3 dev vxlan.calico', '10.1.0.64/26 via 10.1.9.2 dev vxlan.calico', 'fd00:1::40/122 via fd99::12', 'unreachable 10.1.0.0/26']);
+  t.deepEqual(plan.vxlanPeers.map((p) => `${p.mac} ${p.tunnelAddress.value === parseAddress('10.1.9.2').value ? 'b' : 'c'} at ${p.hostAddress.value === parseAddress('10.99.0.12').value ? '10.99.0.12' : '10.98.0.11'}`).sort(), ['66:00:00:00:00:0b b at 10.99.0.12', '66:00:00:00:00:0c c at 10.98.0.11']);
+  t.deepEqual(plan.tunnels, { vxlan: true, ipip: false });
+});
+
+test('routing - CrossSubnet: the same rack directly, the other rack encapsulated (VXLAN before IPIP); IPv6 never encapsulated', (t) => {
+  t.deepEqual(planFor('static', 'Never', 'CrossSubnet').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.1.9.3 dev vxlan.calico', '10.1.0.64/26 via 10.99.0.12', 'fd00:1::40/122 via fd99::12', 'unreachable 10.1.0.0/26']);
+  t.deepEqual(planFor('static', 'CrossSubnet', 'Never').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.98.0.11 dev tunl0', '10.1.0.192/26 via 10.98.0.12 dev tunl0', '10.1.0.64/26 via 10.99.0.12', 'fd00:1::40/122 via fd99::12', 'unreachable 10.1.0.0/26']);
+  t.deepEqual(planFor('static', 'Always', 'Never').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.98.0.11 dev tunl0', '10.1.0.192/26 via 10.98.0.12 dev tunl0', '10.1.0.64/26 via 10.99.0.12 dev tunl0', 'fd00:1::40/122 via fd99::12', 'unreachable 10.1.0.0/26']);
+  t.deepEqual(planFor('static', 'Always', 'Never').tunnels, { vxlan: false, ipip: true });
+});
+
+test('routing - with BIRD, pools that never encapsulate are left to BIRD; encapsulated ones (and CrossSubnet\'s own rack) are ours; none routes nothing', (t) => {
+  t.deepEqual(planFor('bird', 'Never', 'Never').routes.map(routeKey), ['unreachable 10.1.0.0/26']);
+  t.deepEqual(planFor('bird', 'CrossSubnet', 'Never').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.98.0.11 dev tunl0', '10.1.0.192/26 via 10.98.0.12 dev tunl0', '10.1.0.64/26 via 10.99.0.12', 'unreachable 10.1.0.0/26']);
+  t.deepEqual(planFor('none', 'Always', 'Always'), { routes: [], vxlanPeers: [], tunnels: { vxlan: false, ipip: false } });
 });
