@@ -54,6 +54,7 @@ const USAGE = `usage: calico-libnetwork [options]
   --backend B                  how workloads on other hosts are reached: bird (BGP), vxlan,
                                static (same-link routes), none (CALICO_NETWORKING_BACKEND; static);
                                each pool's ipipMode/vxlanMode encapsulates in every backend
+  --bird-dir DIR               BIRD's configuration and control socket (/var/run/calico/bird)
   --no-routes                  leave routes and tunnels to something else
   --no-policy                  enforce no policy (and remove our nftables table, inet calico)
   --policy-resync S            reprogram the whole policy table every S seconds (300)
@@ -83,6 +84,7 @@ async function main(): Promise<void> {
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
       'no-routes': { type: 'boolean', default: false },
       backend: { type: 'string', default: process.env.CALICO_NETWORKING_BACKEND ?? 'static' },
+      'bird-dir': { type: 'string', default: '/var/run/calico/bird' },
       'no-policy': { type: 'boolean', default: false },
       'policy-resync': { type: 'string', default: '300' },
       'gc-interval': { type: 'string', default: '60' },
@@ -128,7 +130,7 @@ async function main(): Promise<void> {
   const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
   const backend = values.backend as RoutingBackend;
   if (!ROUTING_BACKENDS.includes(backend)) throw new Error(`--backend must be one of ${ROUTING_BACKENDS.join(', ')}`);
-  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend }, log.with({ job: 'routes' }));
+  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']! }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);

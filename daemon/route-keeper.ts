@@ -15,6 +15,7 @@ import type { Ipam } from '../shared/ipam/ipam';
 import { encapsulationOf } from '../shared/ipam/pool';
 import type { Logger } from '../shared/log';
 import { routingPlan, type BlockAffinity, type DesiredRoute, type HostAddresses, type LentAddress, type RoutingBackend, type RoutingPlan } from '../shared/routing/desired-routes';
+import { BirdKeeper } from './bird-keeper';
 import { keepTunnelEnds, type EncapsulatedPool, type TunnelEnds } from './tunnel-ends';
 
 const DEBOUNCE_MS = 100;
@@ -26,6 +27,8 @@ export interface RouteKeeperSettings {
   /** "auto" (detect), "none" (do not register), or "a.b.c.d/len". */
   readonly nodeAddress: string;
   readonly backend: RoutingBackend;
+  /** Where BIRD's configuration and control socket go (the bird backend). */
+  readonly birdDir: string;
 }
 
 export class RouteKeeper {
@@ -41,12 +44,15 @@ export class RouteKeeper {
   private readonly reported = new Set<string>();
   /** The IPIP tunnel address this host last had, to take off tunl0 when no pool needs it. */
   private ipipAddress: IpAddress | undefined;
+  private readonly bird: BirdKeeper | undefined;
 
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
     private readonly settings: RouteKeeperSettings,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.bird = settings.backend === 'bird' ? new BirdKeeper(settings.node, settings.birdDir, log.with({ backend: 'bird' })) : undefined;
+  }
 
   /** Starts in the background; failures are logged and retried. */
   start(): void {
@@ -65,6 +71,7 @@ export class RouteKeeper {
         await ds.kv.watchPrefix(ds.keys.resourcePrefix('Node'), resync),
         // A pool's encapsulation decides how its blocks are routed.
         await ds.kv.watchPrefix(ds.keys.resourcePrefix('IPPool'), resync),
+        ...(this.bird ? await Promise.all(BirdKeeper.watchedPrefixes(ds).map((prefix) => ds.kv.watchPrefix(prefix, resync))) : []),
         // Blocks: an address of one of ours taken by another host's workload needs a route to it.
         await ds.kv.watchPrefix(ds.keys.blockPrefix(4), (event) => this.ownsBlock(ds, event.key) && resync()),
         await ds.kv.watchPrefix(ds.keys.blockPrefix(6), (event) => this.ownsBlock(ds, event.key) && resync()),
@@ -138,6 +145,7 @@ export class RouteKeeper {
       const result = await syncRoutes(routes);
       if (result.added || result.removed) this.log.info('routes updated', { added: result.added, removed: result.removed });
       if (result.failure) this.log.warning('some routes could not be made', { error: result.failure });
+      await this.bird?.sync(ds, { nodes, pools, ownBlocks: own });
     } catch (err) {
       this.log.warning('route sync failed; will retry', { error: messageOf(err) });
     } finally {
@@ -221,5 +229,11 @@ export class RouteKeeper {
     clearTimeout(this.timer);
     await this.closeWatches();
     await this.syncing;
+    await this.bird?.stop();
+  }
+
+  /** BIRD's control socket, with the bird backend. */
+  get birdSocket(): string | undefined {
+    return this.bird?.socket;
   }
 }

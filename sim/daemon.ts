@@ -1,6 +1,6 @@
 /** The node daemon started inside a simulated host, on a socket of its own, stopped by pid. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,7 +15,10 @@ export class NodeDaemon {
     readonly dir: string,
   ) {
     child.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-20000)));
-    const killOnExit = () => child.kill('SIGKILL');
+    const killOnExit = () => {
+      child.kill('SIGKILL');
+      killBird(join(dir, 'bird'));
+    };
     process.once('exit', killOnExit);
     this.exited = new Promise((done) => child.once('exit', () => {
       process.off('exit', killOnExit);
@@ -34,7 +37,7 @@ export class NodeDaemon {
 
   static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
     const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
-    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), ...args], {
+    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--bird-dir', join(dir, 'bird'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const daemon = new NodeDaemon(child, dir);
@@ -59,6 +62,28 @@ export class NodeDaemon {
 
   async destroy(): Promise<void> {
     await this.stop('SIGKILL');
+    killBird(join(this.dir, 'bird'));
     rmSync(this.dir, { recursive: true, force: true });
   }
+
+  /** The pid of the BIRD this daemon started (--backend bird), while it runs. */
+  birdPid(): number | undefined {
+    return runningBird(join(this.dir, 'bird'));
+  }
+}
+
+/** The BIRD whose pid file is in `dir`, if that pid is still a BIRD (not a pid reused since). */
+function runningBird(dir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(join(dir, 'bird.pid'), 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('bird') ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A daemon killed outright leaves the BIRD it started running: it is stopped by its pid. */
+function killBird(dir: string): void {
+  const pid = runningBird(dir);
+  if (pid !== undefined) process.kill(pid, 'SIGKILL');
 }

@@ -89,3 +89,12 @@ export async function enableForwarding(): Promise<void> {
   await setSysctl('net/ipv4/ip_forward', '1');
   await setSysctl('net/ipv6/conf/all/forwarding', '1').catch(() => undefined); // IPv6 may be off on this host
 }
+
+/** Whether the host has routes BIRD put in the kernel (left by a BIRD that stopped: there is something to recover). */
+export async function hasBirdRoutes(): Promise<boolean> {
+  for (const family of [4, 6] as const) {
+    const { stdout } = await ipBatch('list BIRD\'s routes', ['route show proto bird'], { json: true, family });
+    if ((parseJsonLines<unknown[]>(stdout)[0] ?? []).length > 0) return true;
+  }
+  return false;
+}

@@ -13,6 +13,9 @@ export const RESOURCE_PLURALS = {
   GlobalNetworkPolicy: 'globalnetworkpolicies',
   NetworkPolicy: 'networkpolicies',
   FelixConfiguration: 'felixconfigurations',
+  BGPConfiguration: 'bgpconfigurations',
+  BGPPeer: 'bgppeers',
+  CalicoNodeStatus: 'caliconodestatuses',
 } as const;
 
 export type ResourceKind = keyof typeof RESOURCE_PLURALS;

@@ -99,6 +99,10 @@ export interface SpecOf {
   GlobalNetworkPolicy: PolicySpec;
   NetworkPolicy: PolicySpec;
   FelixConfiguration: PolicySpec;
+  /** BGP kinds are checked by shared/routing/bgp-resources.ts, which reads them as plain JSON. */
+  BGPConfiguration: JsonObject;
+  BGPPeer: JsonObject;
+  CalicoNodeStatus: JsonObject;
   IPPool: IPPoolSpec;
   WorkloadEndpoint: WorkloadEndpointSpec;
   Profile: ProfileSpec;

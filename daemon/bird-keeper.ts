@@ -1,0 +1,139 @@
+/**
+ * The `bird` backend's half of the route keeper: from what the keeper read of etcd (nodes, pools,
+ * this host's blocks) and the BGP resources, BIRD's configuration, checked and put in place, and
+ * BIRD kept running on it. A BGPPeer or BGPConfiguration that does not check out is logged once
+ * and skipped (the configuration then counts as Calico's defaults); a configuration BIRD refuses
+ * is logged, and the last good one stays in force.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Datastore, Entry, Resource } from '../shared/datastore';
+import { decodeResource } from '../shared/datastore';
+import { BirdError, BirdProcess, bgpSessions, installBirdConfig, type BgpSession, type BirdPaths } from '../shared/dataplane/bird';
+import { messageOf } from '../shared/errors';
+import type { PoolEncapsulation } from '../shared/ipam/pool';
+import type { Logger } from '../shared/log';
+import { parseAddress, type Cidr } from '../shared/net';
+import { bgpPlan, type BgpNode } from '../shared/routing/bgp-peers';
+import { DEFAULT_BGP_SETTINGS, validateBgpConfiguration, validateBgpPeer, parseAsNumber, type BgpPeerRule, type BgpSettings } from '../shared/routing/bgp-resources';
+import { renderBirdConfig } from '../shared/routing/bird-config';
+
+export interface BirdInputs {
+  readonly nodes: readonly Resource<'Node'>[];
+  readonly pools: readonly PoolEncapsulation[];
+  readonly ownBlocks: readonly Cidr[];
+}
+
+export class BirdKeeper {
+  private readonly paths: BirdPaths;
+  private readonly process: BirdProcess;
+  /** The configuration in force (installed and accepted). */
+  private installed: string | undefined;
+  /** Malformed resources already reported (by key and revision), so each is logged once. */
+  private readonly reported = new Set<string>();
+  /** The last configuration BIRD refused, reported once. */
+  private refused: string | undefined;
+
+  constructor(
+    private readonly node: string,
+    dir: string,
+    private readonly log: Logger,
+  ) {
+    mkdirSync(dir, { recursive: true });
+    this.paths = { config: join(dir, 'bird.conf'), socket: join(dir, 'bird.ctl'), pidFile: join(dir, 'bird.pid') };
+    const birdLog = log.with({ bird: 'bird' });
+    this.process = new BirdProcess(this.paths, {
+      line: (text) => birdLog.info(text),
+      exited: (detail) => birdLog.error('BIRD stopped; starting it again', { detail }),
+    });
+  }
+
+  get socket(): string {
+    return this.paths.socket;
+  }
+
+  /** The etcd prefixes whose changes change BIRD's configuration (beyond the route keeper's own). */
+  static watchedPrefixes(ds: Datastore): string[] {
+    return [ds.keys.resourcePrefix('BGPConfiguration'), ds.keys.resourcePrefix('BGPPeer')];
+  }
+
+  async sync(ds: Datastore, inputs: BirdInputs): Promise<void> {
+    const [configEntry, peerEntries] = await Promise.all([ds.kv.get(ds.keys.resource('BGPConfiguration', 'default')), ds.kv.list(ds.keys.resourcePrefix('BGPPeer'))]);
+    const settings = configEntry ? this.checked(configEntry, (e) => validateBgpConfiguration(decodeResource('BGPConfiguration', e))) ?? DEFAULT_BGP_SETTINGS : DEFAULT_BGP_SETTINGS;
+    const rules = peerEntries.map((e) => this.checked(e, (entry) => validateBgpPeer(decodeResource('BGPPeer', entry)))).filter((r): r is BgpPeerRule => r !== undefined);
+    const plan = bgpPlan(this.node, inputs.nodes.map((n) => this.bgpNode(n, settings)), rules, settings);
+    if (!plan) {
+      this.once('no-address', () => this.log.warning('BGP waits: this node has no IPv4 address in its Node record (BIRD\'s router ID)'));
+      return;
+    }
+    const text = renderBirdConfig({ node: this.node, plan, ownBlocks: inputs.ownBlocks, pools: inputs.pools, logSeverity: settings.logSeverityScreen });
+    let changed = false;
+    if (text !== this.installed) {
+      try {
+        await installBirdConfig(this.paths, text);
+        this.installed = text;
+        changed = true;
+      } catch (err) {
+        if (!(err instanceof BirdError)) throw err;
+        // The last good configuration stays in force.
+        if (this.refused !== text) this.log.error('BIRD configuration refused; the last good one stays', { error: err.message });
+        this.refused = text;
+        if (this.installed === undefined) return;
+      }
+    }
+    const started = await this.process.ensureRunning();
+    if (changed && !started) await this.process.configure();
+    if (changed) this.log.info('BIRD configured', { peers: plan.peerings.length, blocks: inputs.ownBlocks.length });
+  }
+
+  /** BIRD's BGP sessions now; empty when it does not answer. */
+  async sessions(): Promise<BgpSession[]> {
+    return bgpSessions(this.paths.socket).catch(() => []);
+  }
+
+  async stop(): Promise<void> {
+    await this.process.stop();
+  }
+
+  /** A node as BGP needs it; an AS number or cluster ID that does not check out is reported and left out. */
+  private bgpNode(node: Resource<'Node'>, settings: BgpSettings): BgpNode {
+    const bgp = node.spec.bgp ?? {};
+    const field = (name: string, value: unknown, check: (v: unknown) => unknown) => {
+      if (value === undefined) return undefined;
+      try {
+        return check(value);
+      } catch (err) {
+        this.once(`${node.metadata.name} ${name} ${JSON.stringify(value)}`, () => this.log.error(`Node ${node.metadata.name}: spec.bgp.${name} skipped`, { error: messageOf(err) }));
+        return undefined;
+      }
+    };
+    const asNumber = field('asNumber', bgp.asNumber, (v) => parseAsNumber(v, 'spec.bgp.asNumber')) as number | undefined;
+    const clusterId = field('routeReflectorClusterID', bgp.routeReflectorClusterID, (v) => {
+      if (typeof v !== 'string' || parseAddress(v).version !== 4) throw new Error(`${JSON.stringify(v)} is not an IPv4-formatted cluster ID`);
+      return v;
+    }) as string | undefined;
+    return {
+      name: node.metadata.name,
+      labels: node.metadata.labels ?? {},
+      ipv4Address: bgp.ipv4Address,
+      ipv6Address: bgp.ipv6Address,
+      asNumber: asNumber ?? settings.asNumber,
+      ...(clusterId ? { routeReflectorClusterId: clusterId } : {}),
+    };
+  }
+
+  private checked<T>(entry: Entry, check: (entry: Entry) => T): T | undefined {
+    try {
+      return check(entry);
+    } catch (err) {
+      this.once(`${entry.key}@${entry.modRevision}`, () => this.log.error('BGP resource skipped: it does not check out', { key: entry.key, error: messageOf(err) }));
+      return undefined;
+    }
+  }
+
+  private once(key: string, report: () => void): void {
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    report();
+  }
+}

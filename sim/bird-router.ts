@@ -1,0 +1,68 @@
+/**
+ * A top-of-rack router for tests: BIRD 2 run inside a router namespace of the simulated fabric,
+ * with a configuration the test writes (its AS, its neighbours), programming the router's kernel
+ * with what it learns. Stopped by its pid.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Netns } from './netns';
+import { waitFor } from './wait';
+
+const run = promisify(execFile);
+
+export interface TorNeighbour {
+  readonly address: string;
+  readonly asNumber: number;
+}
+
+export class BirdRouter {
+  private readonly exited: Promise<void>;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly dir: string,
+  ) {
+    const kill = () => child.kill('SIGKILL');
+    process.once('exit', kill);
+    this.exited = new Promise((done) => child.once('exit', () => {
+      process.off('exit', kill);
+      done();
+    }));
+  }
+
+  get socket(): string {
+    return join(this.dir, 'bird.ctl');
+  }
+
+  /** BIRD as the router's BGP speaker: AS `asNumber`, a session with each neighbour, learned routes into its kernel. */
+  static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[]): Promise<BirdRouter> {
+    const dir = mkdtempSync(join(tmpdir(), 'tor-bird-'));
+    const config = [
+      `router id ${routerId};`,
+      'log stderr all;',
+      'protocol device { scan time 10; }',
+      'protocol kernel { ipv4 { import none; export all; }; }',
+      ...neighbours.map((n, i) => `protocol bgp host${i} { local as ${asNumber}; neighbor ${n.address} as ${n.asNumber}; connect delay time 1; connect retry time 2; error wait time 1, 10; graceful restart on; ipv4 { import all; export all; }; }`),
+    ].join('\n');
+    writeFileSync(join(dir, 'bird.conf'), `${config}\n`);
+    const child = spawn('nsenter', [`--net=${router.path}`, '/usr/sbin/bird', '-f', '-c', join(dir, 'bird.conf'), '-s', join(dir, 'bird.ctl')], { stdio: 'ignore' });
+    const tor = new BirdRouter(child, dir);
+    await waitFor('the router\'s BIRD', async () => tor.routes().then(() => true, () => false), 5000);
+    return tor;
+  }
+
+  /** The prefixes in the router's BIRD table. */
+  async routes(): Promise<string[]> {
+    const { stdout } = await run('/usr/sbin/birdc', ['-s', this.socket, 'show route']);
+    return stdout.split('\n').map((line) => /^(\d+\.\d+\.\d+\.\d+\/\d+)/.exec(line)?.[1]).filter((p): p is string => p !== undefined);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,158 @@
+import test, { type ExecutionContext } from 'ava';
+import { randomUUID } from 'node:crypto';
+import { CniWorld } from '../helpers/cni-world';
+import { NodeDaemon } from '../../sim/daemon';
+import type { MesosAgent } from '../../sim/mesos-agent';
+import { waitFor } from '../../sim/wait';
+import type { Datastore } from '../../shared/datastore';
+import type { JsonObject } from '../../shared/datastore/codec';
+import { enclosingCidr, formatCidr } from '../../shared/net';
+import type { Ipam } from '../../shared/ipam/ipam';
+import { join } from 'node:path';
+import { BirdRouter } from '../../sim/bird-router';
+import { bgpSessions } from '../../shared/dataplane/bird';
+import type { Rack } from '../../sim/fabric';
+
+// Three agents on one link and a fourth in a rack behind a router; daemons with --backend bird:
+// every route to another host's block comes from BIRD (the kernel shows it with protocol bird).
+let world: CniWorld;
+let agents: MesosAgent[];
+let rack: Rack;
+
+test.before(async () => {
+  world = await CniWorld.create();
+  rack = await world.fabric.addRack();
+  agents = [await world.addAgent(), await world.addAgent(), await world.addAgent(), await world.addAgent(rack)];
+});
+test.after.always(async () => {
+  await world?.destroy();
+});
+
+interface Cluster {
+  readonly ds: Datastore;
+  readonly ipam: Ipam;
+  readonly prefix: string;
+  readonly daemons: NodeDaemon[];
+  readonly start: (i: number) => Promise<NodeDaemon>;
+}
+
+/**
+ * A pool and a daemon with --backend bird on each of `hosts` (agent indexes), named `<label>-<i>`;
+ * `before` runs first (Nodes with labels and AS numbers, BGP resources).
+ */
+async function cluster(t: ExecutionContext, label: string, hosts: readonly number[], before?: (ds: Datastore) => Promise<void>): Promise<Cluster> {
+  const prefix = `/${label}-${randomUUID().slice(0, 8)}`;
+  const { ds, ipam } = await world.datastore(prefix);
+  await ipam.createPool('pool4', { cidr: '10.170.0.0/16' });
+  await before?.(ds);
+  const daemons: NodeDaemon[] = [];
+  const start = async (i: number) => {
+    const daemon = await NodeDaemon.start(agents[i]!.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', `${label}-${i}`, '--backend', 'bird', '--gc-interval', '0', '--no-policy', '--metrics-address', '']);
+    daemons[i] = daemon;
+    return daemon;
+  };
+  t.teardown(async () => {
+    if (!t.passed) for (const daemon of daemons) if (daemon) t.log(daemon.stderr.split('\n').slice(-12).join('\n'));
+    for (const daemon of daemons) await daemon?.destroy();
+  });
+  for (const i of hosts) await start(i);
+  return { ds, ipam, prefix, daemons, start };
+}
+
+/** A Node made before its daemon starts: the daemon adds its address and keeps the rest. */
+const node = (name: string, labels: Record<string, string>, bgp: Record<string, unknown> = {}) => ({ kind: 'Node' as const, apiVersion: 'projectcalico.org/v3' as const, metadata: { name, labels }, spec: { bgp } });
+const resource = (kind: 'BGPPeer' | 'BGPConfiguration', name: string, spec: JsonObject) => ({ kind, apiVersion: 'projectcalico.org/v3' as const, metadata: { name }, spec });
+
+/** A block for `node`, claimed by an allocation the test releases afterwards. */
+async function blockOf(t: ExecutionContext, ipam: Ipam, node: string): Promise<string> {
+  const handle = `test-${node}-${randomUUID().slice(0, 6)}`;
+  const { ipv4 } = await ipam.autoAssign({ handle, node, num4: 1, num6: 0 });
+  t.teardown(() => ipam.releaseByHandle(handle));
+  return formatCidr(enclosingCidr(ipv4[0]!, 26));
+}
+
+/** The host's routes to workload blocks: BIRD's (protocol bird) and the daemon's (80), as "dst via gw (proto)". */
+const routesOf = async (agent: MesosAgent) =>
+  (await agent.host.json<{ dst: string; gateway?: string; protocol?: string; type?: string }[]>('route', 'show')).filter((r) => r.protocol === 'bird' || r.protocol === '80').map((r) => `${r.type === 'unreachable' || r.type === 'blackhole' ? `${r.type} ` : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} (${r.protocol})`);
+
+test.serial('bgp - a full mesh of three hosts on one link: routes to each other\'s blocks from BIRD only, within 5 s; a block claimed later is routed everywhere within 2 s; a removed host is withdrawn everywhere', async (t) => {
+  const cl = await cluster(t, 'mesh', [0, 1, 2]);
+  const { ds, ipam } = cl;
+  t.teardown(() => Promise.all([0, 1, 2, 'later'].map((i) => ipam.releaseByHandle(`test-${i}`))));
+  const blocks: string[] = [];
+  let started = Date.now();
+  for (let i = 0; i < 3; i++) {
+    const { ipv4 } = await ipam.autoAssign({ handle: `test-${i}`, node: `mesh-${i}`, num4: 1, num6: 0 });
+    blocks.push(formatCidr(enclosingCidr(ipv4[0]!, 26)));
+  }
+  const learned = async (i: number, j: number) => (await routesOf(agents[i]!)).includes(`${blocks[j]} via 10.99.0.${11 + j} (bird)`);
+  const seen = new Map<string, number>();
+  await waitFor('every host to learn every other host\'s block', async () => {
+    for (const [i, j] of [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]] as const) if (!seen.has(`${i}<-${j}`) && (await learned(i, j))) seen.set(`${i}<-${j}`, Date.now() - started);
+    return seen.size === 6;
+  }, 15_000);
+  t.log(JSON.stringify([...seen]));
+  t.log(`mesh converged ${Date.now() - started} ms after the blocks were claimed (sessions starting)`);
+  for (const agent of agents) t.false((await routesOf(agent)).some((r) => r.includes('via') && r.endsWith('(80)')), 'no route to another host from the daemon');
+
+  // A block claimed later: routed on every other host within 2 s.
+  started = Date.now();
+  const later = await ipam.autoAssign({ handle: 'test-later', node: 'mesh-1', num4: 1, num6: 0 });
+  const laterBlock = formatCidr(enclosingCidr(later.ipv4[0]!, 26));
+  await waitFor('the new block routed on hosts 0 and 2', async () => (await routesOf(agents[0]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`) && (await routesOf(agents[2]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`), 2000);
+  t.log(`a new block routed everywhere after ${Date.now() - started} ms`);
+
+  // A host removed (its daemon gone, its Node deleted): its routes are withdrawn everywhere.
+  await cl.daemons[2]!.destroy();
+  await ds.resources.delete('Node', 'mesh-2');
+  await waitFor('host 2\'s routes withdrawn', async () => !(await routesOf(agents[0]!)).some((r) => r.includes('via 10.99.0.13')) && !(await routesOf(agents[1]!)).some((r) => r.includes('via 10.99.0.13')), 5000);
+  t.pass();
+});
+
+test.serial('bgp - hosts peer with their top-of-rack router (AS per rack, mesh off): cross-rack traffic unencapsulated through it; the router learns exactly the hosts\' blocks', async (t) => {
+  // Rack 1: agents 0 and 1 (AS 65001), peering with the router's uplink and, within the rack, with
+  // each other; rack 2: agent 3 (AS 65002), peering with the router's rack address.
+  const tor = await BirdRouter.start(rack.router, rack.uplink, 65100, [
+    { address: '10.99.0.11', asNumber: 65001 },
+    { address: '10.99.0.12', asNumber: 65001 },
+    { address: '10.98.0.11', asNumber: 65002 },
+  ]);
+  t.teardown(() => tor.destroy());
+  const { ipam, daemons, prefix } = await cluster(t, 'tor', [0, 1, 3], async (ds) => {
+    await ds.resources.create(node('tor-0', { rack: 'r1' }, { asNumber: 65001 }));
+    await ds.resources.create(node('tor-1', { rack: 'r1' }, { asNumber: 65001 }));
+    await ds.resources.create(node('tor-3', { rack: 'r2' }, { asNumber: 65002 }));
+    await ds.resources.create(resource('BGPConfiguration', 'default', { nodeToNodeMeshEnabled: false }));
+    await ds.resources.create(resource('BGPPeer', 'rack1-tor', { nodeSelector: "rack == 'r1'", peerIP: rack.uplink, asNumber: 65100 }));
+    await ds.resources.create(resource('BGPPeer', 'rack2-tor', { nodeSelector: "rack == 'r2'", peerIP: rack.gateway, asNumber: 65100 }));
+    await ds.resources.create(resource('BGPPeer', 'rack1-mesh', { nodeSelector: "rack == 'r1'", peerSelector: "rack == 'r1'" }));
+  });
+  const tasks = [];
+  for (const i of [0, 1, 3]) {
+    const id = randomUUID();
+    const launched = await agents[i]!.launch(id, [{ network: world.network('net', prefix, `tor-${i}`, { daemon_socket: daemons[i]!.cniSocket }) }]);
+    t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
+    tasks.push({ agent: agents[i]!, id, ip: launched.ips[0]!.ip4!.split('/')[0]! });
+    t.teardown(() => agents[i]!.destroy(id));
+  }
+  const [a, b, c] = tasks as [typeof tasks[number], typeof tasks[number], typeof tasks[number]];
+  await waitFor('cross-rack reachability through the router', async () => a.agent.container(a.id).ping(c.ip), 20_000);
+  t.true(await c.agent.container(c.id).ping(a.ip), 'and back');
+  await waitFor('the same rack through the rack\'s own peering', async () => a.agent.container(a.id).ping(b.ip), 10_000);
+  t.false((await agents[0]!.host.ip('link', 'show')).includes('vxlan.calico'), 'no encapsulation');
+  const blocks = (await ipam.hostBlocks('tor-0')).concat(await ipam.hostBlocks('tor-1'), await ipam.hostBlocks('tor-3')).map(formatCidr).sort();
+  await waitFor('the router to know every block', async () => JSON.stringify((await tor.routes()).filter((r) => r.startsWith('10.170.')).sort()) === JSON.stringify(blocks), 5000);
+  t.deepEqual((await tor.routes()).sort(), blocks, 'the router learns exactly the hosts\' blocks, nothing else');
+});
+
+test.serial('bgp - a route reflector with the mesh off: its clients learn each other\'s blocks through it alone', async (t) => {
+  const { ipam, daemons } = await cluster(t, 'rr', [0, 1, 2], async (ds) => {
+    await ds.resources.create(node('rr-0', { 'route-reflector': 'true' }, { routeReflectorClusterID: '224.0.0.1' }));
+    await ds.resources.create(resource('BGPConfiguration', 'default', { nodeToNodeMeshEnabled: false }));
+    await ds.resources.create(resource('BGPPeer', 'to-reflectors', { nodeSelector: 'all()', peerSelector: 'has(route-reflector)' }));
+  });
+  const [one, two] = [await blockOf(t, ipam, 'rr-1'), await blockOf(t, ipam, 'rr-2')];
+  await waitFor('clients to learn each other\'s blocks via the reflector', async () => (await routesOf(agents[1]!)).includes(`${two} via 10.99.0.13 (bird)`) && (await routesOf(agents[2]!)).includes(`${one} via 10.99.0.12 (bird)`), 20_000);
+  const sessions = (await bgpSessions(join(daemons[1]!.dir, 'bird', 'bird.ctl'))).map((s) => `${s.protocol} ${s.info}`);
+  t.deepEqual(sessions, ['Node_10_99_0_11 Established'], 'a client peers with the reflector only');
+});
