@@ -127,7 +127,7 @@ test.serial('bgp - hosts peer with their top-of-rack router (AS per rack, mesh o
     await ds.resources.create(resource('BGPPeer', 'rack2-tor', { nodeSelector: "rack == 'r2'", peerIP: rack.gateway, asNumber: 65100 }));
     await ds.resources.create(resource('BGPPeer', 'rack1-mesh', { nodeSelector: "rack == 'r1'", peerSelector: "rack == 'r1'" }));
   });
-  const tasks = [];
+  const tasks: { agent: MesosAgent; id: string; ip: string }[] = [];
   for (const i of [0, 1, 3]) {
     const id = randomUUID();
     const launched = await agents[i]!.launch(id, [{ network: world.network('net', prefix, `tor-${i}`, { daemon_socket: daemons[i]!.cniSocket }) }]);
@@ -155,4 +155,70 @@ test.serial('bgp - a route reflector with the mesh off: its clients learn each o
   await waitFor('clients to learn each other\'s blocks via the reflector', async () => (await routesOf(agents[1]!)).includes(`${two} via 10.99.0.13 (bird)`) && (await routesOf(agents[2]!)).includes(`${one} via 10.99.0.12 (bird)`), 20_000);
   const sessions = (await bgpSessions(join(daemons[1]!.dir, 'bird', 'bird.ctl'))).map((s) => `${s.protocol} ${s.info}`);
   t.deepEqual(sessions, ['Node_10_99_0_11 Established'], 'a client peers with the reflector only');
+});
+
+test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never stops (graceful restart); the daemon restarted: sessions come back and routes never went', async (t) => {
+  const { prefix, daemons, start } = await cluster(t, 'gr', [0, 1]);
+  const tasks: { agent: MesosAgent; id: string; ip: string }[] = [];
+  for (const i of [0, 1]) {
+    const id = randomUUID();
+    const launched = await agents[i]!.launch(id, [{ network: world.network('net', prefix, `gr-${i}`, { daemon_socket: daemons[i]!.cniSocket }) }]);
+    t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
+    tasks.push({ agent: agents[i]!, id, ip: launched.ips[0]!.ip4!.split('/')[0]! });
+  }
+  t.teardown(async () => {
+    for (const task of tasks) await task.agent.destroy(task.id);
+  });
+  const [a, b] = tasks as [typeof tasks[number], typeof tasks[number]];
+  await waitFor('the two tasks to reach each other', async () => a.agent.container(a.id).ping(b.ip), 20_000);
+  const established = async (i: number) => bgpSessions(join(daemons[i]!.dir, 'bird', 'bird.ctl')).then((sessions) => sessions.length > 0 && sessions.every((s) => s.info === 'Established'), () => false);
+
+  /** Pings from a to b every 100 ms while `disturb` runs and until it has settled; the ones lost. */
+  const lostWhile = async (disturb: () => Promise<void>): Promise<number> => {
+    let lost = 0;
+    let done = false;
+    const pinging = (async () => {
+      while (!done) if (!(await a.agent.container(a.id).exec('ping', ['-c', '1', '-W', '1', b.ip], { timeout: 3000 }).then(() => true, () => false))) lost++;
+    })();
+    try {
+      await disturb();
+    } finally {
+      done = true;
+      await pinging;
+    }
+    return lost;
+  };
+
+  const lostToKill = await lostWhile(async () => {
+    const first = daemons[0]!.birdPid()!;
+    process.kill(first, 'SIGKILL');
+    await waitFor('a new BIRD on host 0', async () => (daemons[0]!.birdPid() ?? first) !== first, 10_000);
+    await waitFor('its sessions back', async () => (await established(0)) && (await established(1)), 20_000);
+  });
+  t.is(lostToKill, 0, 'no ping lost while BIRD was killed and started again');
+  t.regex(daemons[0]!.stderr, /BIRD stopped; starting it again/);
+
+  const lostToRestart = await lostWhile(async () => {
+    await daemons[0]!.stop('SIGTERM');
+    const again = await start(0);
+    await waitFor('sessions back after the daemon\'s restart', async () => (await established(0)) && (await established(1)), 20_000);
+    t.truthy(again.birdPid());
+  });
+  t.is(lostToRestart, 0, 'no ping lost while the daemon restarted');
+});
+
+test.serial('bgp - bad input: a BGPPeer or BGPConfiguration written straight to etcd is logged and skipped; a configuration BIRD refuses leaves the last good one running', async (t) => {
+  const { ds, ipam, daemons } = await cluster(t, 'bad', [0, 1]);
+  const [zero, one] = [await blockOf(t, ipam, 'bad-0'), await blockOf(t, ipam, 'bad-1')];
+  await waitFor('the mesh to route', async () => (await routesOf(agents[0]!)).includes(`${one} via 10.99.0.12 (bird)`) && (await routesOf(agents[1]!)).includes(`${zero} via 10.99.0.11 (bird)`), 20_000);
+  const raw = async (kind: 'BGPPeer' | 'BGPConfiguration', name: string, spec: JsonObject) => ds.kv.txn([{ key: ds.keys.resource(kind, name), put: JSON.stringify({ kind, apiVersion: 'projectcalico.org/v3', metadata: { name }, spec }) }]);
+  await raw('BGPPeer', 'bad-ip', { peerIP: '10.99.0.300', asNumber: 65000 });
+  await raw('BGPPeer', 'bad-as', { peerIP: '10.99.0.250', asNumber: 'sixty' });
+  await raw('BGPConfiguration', 'default', { asNumber: 0 });
+  await waitFor('the bad resources to be reported', async () => /bad-ip.*not an IP address/s.test(daemons[0]!.stderr) && /bad-as.*not an AS number/s.test(daemons[0]!.stderr) && /bgpconfigurations\/default.*not an AS number/s.test(daemons[0]!.stderr), 5000);
+  // A peer BIRD itself refuses (a link-local address needs an interface): the configuration is refused, the last good one stays.
+  await raw('BGPPeer', 'link-local', { peerIP: 'fe80::1', asNumber: 65000 });
+  await waitFor('BIRD to refuse the configuration', async () => /BIRD configuration refused; the last good one stays/.test(daemons[0]!.stderr), 5000);
+  t.true((await bgpSessions(join(daemons[0]!.dir, 'bird', 'bird.ctl'))).some((s) => s.protocol === 'Mesh_10_99_0_12' && s.info === 'Established'), 'the last good configuration still runs');
+  t.true((await routesOf(agents[0]!)).includes(`${one} via 10.99.0.12 (bird)`));
 });
