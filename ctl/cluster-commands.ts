@@ -6,6 +6,7 @@ import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
 import { nodeOfEndpointName } from '../shared/endpoints/identity';
 import { messageOf } from '../shared/errors';
+import type { RoutingStatus } from '../shared/routing/status';
 import { CtlError } from './errors';
 import { parsePoolCidr } from './ipam-commands';
 import { table } from './output';
@@ -97,9 +98,32 @@ export async function nodeStatus(ds: Datastore, ipam: Ipam): Promise<string> {
       if (node !== undefined) row(node).endpoints++;
     }
   }
+  const routing = new Map<string, RoutingStatus>();
+  for await (const page of ds.resources.pages('CalicoNodeStatus')) {
+    for (const record of page) routing.set(record.metadata.name, routingStatusOf(record.status));
+  }
   const rows = [...hosts.keys()].sort().map((name) => {
     const r = hosts.get(name)!;
-    return [name, r.address ?? (r.registered ? '' : '(no Node record)'), String(r.blocks), String(r.inUse), String(r.endpoints), r.cidrs.join(',')];
+    const status = routing.get(name);
+    const bgp = status?.birdRunning === false ? 'BIRD not running' : status?.backend === 'bird' ? `${status.peers.filter((p) => p.info === 'Established').length}/${status.peers.length} established` : '';
+    return [name, r.address ?? (r.registered ? '' : '(no Node record)'), status?.backend ?? '', bgp, String(r.blocks), String(r.inUse), String(r.endpoints), r.cidrs.join(',')];
   });
-  return table(['NODE', 'ADDRESS', 'BLOCKS', 'IPS IN USE', 'ENDPOINTS', 'BLOCK CIDRS'], rows);
+  const sessions = [...routing.entries()].sort(([a], [b]) => a.localeCompare(b)).flatMap(([name, status]) =>
+    status.peers.map((p) => [name, p.peerIP, p.type, p.state, p.since, p.info]));
+  const hostsTable = table(['NODE', 'ADDRESS', 'BACKEND', 'BGP', 'BLOCKS', 'IPS IN USE', 'ENDPOINTS', 'BLOCK CIDRS'], rows);
+  if (sessions.length === 0) return hostsTable;
+  // As Calico's `node status` shows its own host's, for every host (each daemon reports its BIRD's every 10 s).
+  return `${hostsTable}\n\nBGP sessions\n${table(['NODE', 'PEER ADDRESS', 'PEER TYPE', 'STATE', 'SINCE', 'INFO'], sessions)}`;
+}
+
+/** A host's published routing status, read defensively: whatever is not as written becomes blank. */
+function routingStatusOf(status: unknown): RoutingStatus {
+  const record = (typeof status === 'object' && status !== null ? status : {}) as Record<string, unknown>;
+  const text = (value: unknown) => (typeof value === 'string' ? value : '');
+  const peers = Array.isArray(record.peers) ? (record.peers as Record<string, unknown>[]) : [];
+  return {
+    backend: text(record.backend) as RoutingStatus['backend'],
+    ...(typeof record.birdRunning === 'boolean' ? { birdRunning: record.birdRunning } : {}),
+    peers: peers.map((p) => ({ peerIP: text(p?.peerIP), type: text(p?.type) as RoutingStatus['peers'][number]['type'], state: text(p?.state), since: text(p?.since), info: text(p?.info) })),
+  };
 }

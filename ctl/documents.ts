@@ -8,7 +8,7 @@ import { API_VERSION } from '../shared/datastore/resources';
 import { messageOf } from '../shared/errors';
 import { CtlError } from './errors';
 
-export const KINDS = ['IPPool', 'Profile', 'WorkloadEndpoint', 'Node', 'ClusterInformation', 'IPAMConfiguration', 'GlobalNetworkPolicy', 'NetworkPolicy', 'FelixConfiguration'] as const;
+export const KINDS = ['IPPool', 'Profile', 'WorkloadEndpoint', 'Node', 'ClusterInformation', 'IPAMConfiguration', 'GlobalNetworkPolicy', 'NetworkPolicy', 'FelixConfiguration', 'BGPConfiguration', 'BGPPeer'] as const;
 export type CtlKind = (typeof KINDS)[number];
 
 const ALIASES: Record<string, CtlKind> = {
@@ -21,6 +21,8 @@ const ALIASES: Record<string, CtlKind> = {
   globalnetworkpolicy: 'GlobalNetworkPolicy', globalnetworkpolicies: 'GlobalNetworkPolicy', gnp: 'GlobalNetworkPolicy', gnps: 'GlobalNetworkPolicy',
   networkpolicy: 'NetworkPolicy', networkpolicies: 'NetworkPolicy', policy: 'NetworkPolicy', policies: 'NetworkPolicy', pol: 'NetworkPolicy', np: 'NetworkPolicy', netpol: 'NetworkPolicy',
   felixconfiguration: 'FelixConfiguration', felixconfigurations: 'FelixConfiguration', felixconfig: 'FelixConfiguration', felixconfigs: 'FelixConfiguration',
+  bgpconfiguration: 'BGPConfiguration', bgpconfigurations: 'BGPConfiguration', bgpconfig: 'BGPConfiguration', bgpconfigs: 'BGPConfiguration',
+  bgppeer: 'BGPPeer', bgppeers: 'BGPPeer', bgpp: 'BGPPeer', bgpps: 'BGPPeer', bp: 'BGPPeer', bps: 'BGPPeer',
 };
 
 export function kindOf(text: string): CtlKind {

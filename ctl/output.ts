@@ -19,6 +19,8 @@ export function table(header: readonly string[], rows: readonly (readonly string
 
 type Columns = { header: string[]; row: (r: CtlResource) => string[] };
 
+const sameWide = (columns: Columns) => ({ table: columns, wide: columns });
+
 const s = (v: unknown) => (v === undefined || v === null ? '' : Array.isArray(v) ? v.join(',') : String(v));
 
 const COLUMNS: Record<string, { table: Columns; wide: Columns }> = {
@@ -54,6 +56,9 @@ const COLUMNS: Record<string, { table: Columns; wide: Columns }> = {
     table: { header: ['NAME'], row: (r) => [r.metadata.name] },
     wide: { header: ['NAME', 'DEFAULTENDPOINTTOHOSTACTION'], row: (r) => [r.metadata.name, s(r.spec.defaultEndpointToHostAction ?? 'Drop')] },
   },
+  // Calico's calicoctl prints the same columns for these in both forms.
+  BGPConfiguration: sameWide({ header: ['NAME', 'LOGSEVERITY', 'MESHENABLED', 'ASNUMBER'], row: (r) => [r.metadata.name, s(r.spec.logSeverityScreen ?? 'Info'), s(r.spec.nodeToNodeMeshEnabled ?? true), s(r.spec.asNumber ?? (r.metadata.name === 'default' ? 64512 : ''))] }),
+  BGPPeer: sameWide({ header: ['NAME', 'PEERIP', 'NODE', 'ASN'], row: (r) => [r.metadata.name, s(r.spec.peerIP ?? r.spec.peerSelector), s(r.spec.node ?? r.spec.nodeSelector ?? '(global)'), s(r.spec.asNumber)] }),
   IPAMConfiguration: {
     table: { header: ['NAME', 'STRICTAFFINITY', 'MAXBLOCKSPERHOST'], row: (r) => [r.metadata.name, s(r.spec.strictAffinity), s(r.spec.maxBlocksPerHost)] },
     wide: { header: ['NAME', 'STRICTAFFINITY', 'MAXBLOCKSPERHOST', 'AUTOALLOCATEBLOCKS'], row: (r) => [r.metadata.name, s(r.spec.strictAffinity), s(r.spec.maxBlocksPerHost), s(r.spec.autoAllocateBlocks)] },

@@ -7,6 +7,7 @@ import type { Datastore, Resource } from '../shared/datastore';
 import { isNamespaced } from '../shared/datastore/keys';
 import { API_VERSION } from '../shared/datastore/resources';
 import { PolicyValidationError, validateFelixConfiguration, validatePolicy, validateProfile } from '../shared/policy/validate';
+import { BgpValidationError, validateBgpConfiguration, validateBgpPeer } from '../shared/routing/bgp-resources';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds, validatePoolSpec } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
@@ -23,17 +24,20 @@ export interface CtlResource {
 const IPAM_CONFIG_NAME = 'default';
 
 /**
- * Policies, profiles and the Felix configuration are checked as the daemon will read them: a bad
- * selector or rule is refused with its field (and position), and nothing is written.
+ * Policies, profiles, the Felix configuration and the BGP kinds are checked as the daemon will
+ * read them: a bad selector, rule, address or AS number is refused with its field (and position),
+ * and nothing is written.
  */
-function checkPolicyKind(doc: Document): void {
+function checkKind(doc: Document): void {
   const resource = { kind: doc.kind, metadata: doc.metadata, spec: doc.spec };
   try {
     if (doc.kind === 'GlobalNetworkPolicy' || doc.kind === 'NetworkPolicy') validatePolicy(resource);
     if (doc.kind === 'Profile') validateProfile(resource);
     if (doc.kind === 'FelixConfiguration') validateFelixConfiguration(resource);
+    if (doc.kind === 'BGPConfiguration') validateBgpConfiguration(resource);
+    if (doc.kind === 'BGPPeer') validateBgpPeer(resource);
   } catch (err) {
-    if (err instanceof PolicyValidationError) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}": ${err.message}`);
+    if (err instanceof PolicyValidationError || err instanceof BgpValidationError) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}": ${err.message}`);
     throw err;
   }
 }
@@ -61,7 +65,7 @@ export class ResourceClient {
       });
       return;
     }
-    checkPolicyKind(doc);
+    checkKind(doc);
     const existing = await this.ds.resources.get(doc.kind, doc.metadata.name, this.namespaceOf(doc));
     if (existing) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}" already exists (use apply or replace)`);
     await this.ds.resources.create(this.resourceOf(doc));
@@ -100,7 +104,7 @@ export class ResourceClient {
       });
       spec = full as unknown as Record<string, unknown>;
     }
-    checkPolicyKind(doc);
+    checkKind(doc);
     const resourceVersion = doc.metadata.resourceVersion ?? existing.metadata.resourceVersion;
     const updated = { ...existing, metadata: { ...existing.metadata, ...doc.metadata, resourceVersion }, spec } as Resource;
     await this.ds.resources.update(updated).catch((err: Error & { code?: string }) => {

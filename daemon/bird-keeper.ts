@@ -9,12 +9,13 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Datastore, Entry, Resource } from '../shared/datastore';
 import { decodeResource } from '../shared/datastore';
-import { BirdError, BirdProcess, bgpSessions, installBirdConfig, type BgpSession, type BirdPaths } from '../shared/dataplane/bird';
+import { BirdError, BirdProcess, bgpSessions, installBirdConfig, type BirdPaths } from '../shared/dataplane/bird';
 import { messageOf } from '../shared/errors';
 import type { PoolEncapsulation } from '../shared/ipam/pool';
 import type { Logger } from '../shared/log';
-import { parseAddress, type Cidr } from '../shared/net';
-import { bgpPlan, type BgpNode } from '../shared/routing/bgp-peers';
+import { formatAddress, parseAddress, type Cidr } from '../shared/net';
+import { bgpPlan, type BgpNode, type Peering } from '../shared/routing/bgp-peers';
+import type { PeerStatus } from '../shared/routing/status';
 import { DEFAULT_BGP_SETTINGS, validateBgpConfiguration, validateBgpPeer, parseAsNumber, type BgpPeerRule, type BgpSettings } from '../shared/routing/bgp-resources';
 import { renderBirdConfig } from '../shared/routing/bird-config';
 
@@ -33,6 +34,8 @@ export class BirdKeeper {
   private readonly reported = new Set<string>();
   /** The last configuration BIRD refused, reported once. */
   private refused: string | undefined;
+  /** The peerings of the configuration in force, by BIRD protocol name. */
+  private peerings = new Map<string, Peering>();
 
   constructor(
     private readonly node: string,
@@ -46,10 +49,6 @@ export class BirdKeeper {
       line: (text) => birdLog.info(text),
       exited: (detail) => birdLog.error('BIRD stopped; starting it again', { detail }),
     });
-  }
-
-  get socket(): string {
-    return this.paths.socket;
   }
 
   /** The etcd prefixes whose changes change BIRD's configuration (beyond the route keeper's own). */
@@ -72,6 +71,7 @@ export class BirdKeeper {
       try {
         await installBirdConfig(this.paths, text);
         this.installed = text;
+        this.peerings = new Map(plan.peerings.map((p) => [p.protocol, p]));
         changed = true;
       } catch (err) {
         if (!(err instanceof BirdError)) throw err;
@@ -86,9 +86,13 @@ export class BirdKeeper {
     if (changed) this.log.info('BIRD configured', { peers: plan.peerings.length, blocks: inputs.ownBlocks.length });
   }
 
-  /** BIRD's BGP sessions now; empty when it does not answer. */
-  async sessions(): Promise<BgpSession[]> {
-    return bgpSessions(this.paths.socket).catch(() => []);
+  /** Each peer's session as BIRD reports it now; undefined when BIRD does not answer. */
+  async peers(): Promise<PeerStatus[] | undefined> {
+    const sessions = await bgpSessions(this.paths.socket).catch(() => undefined);
+    return sessions?.flatMap((session) => {
+      const peering = this.peerings.get(session.protocol);
+      return peering ? [{ peerIP: formatAddress(peering.address), type: peering.type, state: session.state, since: session.since, info: session.info }] : [];
+    });
   }
 
   async stop(): Promise<void> {

@@ -16,6 +16,7 @@ import { encapsulationOf } from '../shared/ipam/pool';
 import type { Logger } from '../shared/log';
 import { routingPlan, type BlockAffinity, type DesiredRoute, type HostAddresses, type LentAddress, type RoutingBackend, type RoutingPlan } from '../shared/routing/desired-routes';
 import { BirdKeeper } from './bird-keeper';
+import { RoutingStatusReporter } from './routing-status';
 import { keepTunnelEnds, type EncapsulatedPool, type TunnelEnds } from './tunnel-ends';
 
 const DEBOUNCE_MS = 100;
@@ -45,6 +46,7 @@ export class RouteKeeper {
   /** The IPIP tunnel address this host last had, to take off tunl0 when no pool needs it. */
   private ipipAddress: IpAddress | undefined;
   private readonly bird: BirdKeeper | undefined;
+  private readonly status: RoutingStatusReporter;
 
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
@@ -52,11 +54,13 @@ export class RouteKeeper {
     private readonly log: Logger,
   ) {
     this.bird = settings.backend === 'bird' ? new BirdKeeper(settings.node, settings.birdDir, log.with({ backend: 'bird' })) : undefined;
+    this.status = new RoutingStatusReporter(async () => (await datastore()).ds, settings.node, settings.backend, this.bird, log);
   }
 
   /** Starts in the background; failures are logged and retried. */
   start(): void {
     void this.run(RETRY_MS.first);
+    this.status.start();
   }
 
   private async run(retryIn: number): Promise<void> {
@@ -227,13 +231,9 @@ export class RouteKeeper {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.status.stop();
     await this.closeWatches();
     await this.syncing;
     await this.bird?.stop();
-  }
-
-  /** BIRD's control socket, with the bird backend. */
-  get birdSocket(): string | undefined {
-    return this.bird?.socket;
   }
 }

@@ -10,6 +10,7 @@ import { enclosingCidr, formatCidr } from '../../shared/net';
 import type { Ipam } from '../../shared/ipam/ipam';
 import { join } from 'node:path';
 import { BirdRouter } from '../../sim/bird-router';
+import { runCalicoctl } from '../../sim/calicoctl';
 import { bgpSessions } from '../../shared/dataplane/bird';
 import type { Rack } from '../../sim/fabric';
 
@@ -75,7 +76,7 @@ async function blockOf(t: ExecutionContext, ipam: Ipam, node: string): Promise<s
 const routesOf = async (agent: MesosAgent) =>
   (await agent.host.json<{ dst: string; gateway?: string; protocol?: string; type?: string }[]>('route', 'show')).filter((r) => r.protocol === 'bird' || r.protocol === '80').map((r) => `${r.type === 'unreachable' || r.type === 'blackhole' ? `${r.type} ` : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} (${r.protocol})`);
 
-test.serial('bgp - a full mesh of three hosts on one link: routes to each other\'s blocks from BIRD only, within 5 s; a block claimed later is routed everywhere within 2 s; a removed host is withdrawn everywhere', async (t) => {
+test.serial('bgp - a full mesh of three hosts on one link: routes to each other\'s blocks from BIRD only, within 5 s; a block claimed later is routed everywhere within 2 s; calicoctl node status shows every host\'s sessions; a removed host is withdrawn everywhere', async (t) => {
   const cl = await cluster(t, 'mesh', [0, 1, 2]);
   const { ds, ipam } = cl;
   t.teardown(() => Promise.all([0, 1, 2, 'later'].map((i) => ipam.releaseByHandle(`test-${i}`))));
@@ -101,6 +102,12 @@ test.serial('bgp - a full mesh of three hosts on one link: routes to each other\
   const laterBlock = formatCidr(enclosingCidr(later.ipv4[0]!, 26));
   await waitFor('the new block routed on hosts 0 and 2', async () => (await routesOf(agents[0]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`) && (await routesOf(agents[2]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`), 2000);
   t.log(`a new block routed everywhere after ${Date.now() - started} ms`);
+
+  // calicoctl node status shows every host's backend and sessions, as each daemon reported them.
+  await waitFor('node status to show every session established', async () => {
+    const status = await runCalicoctl(['node', 'status'], { ETCD_ENDPOINTS: world.fabric.etcd.endpoint, ETCD_PREFIX: cl.prefix });
+    return /mesh-0\s+10\.99\.0\.11\/24\s+bird\s+2\/2 established/.test(status.stdout) && /mesh-2\s+10\.99\.0\.11\s+node-to-node mesh\s+up\s+\S+ \S+\s+Established/.test(status.stdout);
+  }, 15_000);
 
   // A host removed (its daemon gone, its Node deleted): its routes are withdrawn everywhere.
   await cl.daemons[2]!.destroy();

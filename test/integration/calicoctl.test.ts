@@ -217,3 +217,46 @@ spec:
   t.regex((await ctl(['delete', 'networkpolicy', 'deny-udp', '-n', 'libnetwork'])).stdout, /deleted/i);
   t.regex((await ctl(['get', 'gnp', 'web'])).stderr, /GlobalNetworkPolicy "web" does not exist/);
 });
+
+test('calicoctl - BGP: BGPConfiguration and BGPPeer created, listed and deleted; a bad address, AS number or selector, or a pool with an unknown or double encapsulation refused with its field, nothing written', async (t) => {
+  const ctl = await ctlFor('ctl-bgp');
+  const documents = `apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  asNumber: 65001
+  nodeToNodeMeshEnabled: false
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-tor
+spec:
+  nodeSelector: rack == 'r1'
+  peerIP: 10.99.0.254
+  asNumber: 65100
+`;
+  const created = await ctl(['create', '-f', '-'], documents);
+  t.is(created.code, 0, created.stderr);
+  t.regex((await ctl(['get', 'bgpconfig'])).stdout, /default\s+Info\s+false\s+65001/);
+  t.regex((await ctl(['get', 'bgppeers'])).stdout, /rack1-tor\s+10\.99\.0\.254\s+rack == 'r1'\s+65100/);
+
+  const peer = documents.split('---\n')[1]!.replace('name: rack1-tor', 'name: refused');
+  const pool = 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: refused\nspec:\n  cidr: 10.250.0.0/16\n';
+  const refused: [string, RegExp][] = [
+    [peer.replace('10.99.0.254', '10.99.0.300'), /BGPPeer "refused": spec\.peerIP: "10\.99\.0\.300" is not an IP address/],
+    [peer.replace('65100', '-3'), /spec\.asNumber: -3 is not an AS number/],
+    [peer.replace("rack == 'r1'", "rack == 'r1"), /spec\.nodeSelector: .*position/],
+    [`${pool}  vxlanMode: Sometimes\n`, /spec\.vxlanMode "Sometimes" is not one of Never, Always, CrossSubnet/],
+    [`${pool}  vxlanMode: Always\n  ipipMode: Always\n`, /cannot both be enabled/],
+  ];
+  for (const [document, message] of refused) {
+    const run = await ctl(['apply', '-f', '-'], document);
+    t.not(run.code, 0);
+    t.regex(run.stderr, message);
+  }
+  t.is(await ctl.ds.resources.get('BGPPeer', 'refused'), undefined, 'nothing written');
+  t.is(await ctl.ds.resources.get('IPPool', 'refused'), undefined);
+  t.regex((await ctl(['delete', 'bgppeer', 'rack1-tor'])).stdout, /deleted/i);
+});
