@@ -70,11 +70,11 @@ export class IpamChecker {
 
   /**
    * One host: the blocks its affinities name (blocks that do not exist are left out) and its
-   * endpoints. Allocations owned on this host must appear in one of its endpoints; its
-   * endpoints' addresses must be allocated.
+   * endpoints. Allocations owned on this host must appear in one of its endpoints, or be one of
+   * its tunnel addresses (its Node's VXLAN and IPIP ends); its endpoints' addresses must be allocated.
    */
-  checkHost(host: string, blocks: readonly BlockRecord[], endpoints: readonly EndpointAddresses[]): void {
-    const addresses = new Set<string>();
+  checkHost(host: string, blocks: readonly BlockRecord[], endpoints: readonly EndpointAddresses[], tunnelAddresses: readonly string[] = []): void {
+    const addresses = new Set<string>(tunnelAddresses);
     for (const endpoint of endpoints) for (const network of endpoint.addresses) addresses.add(formatAddress(parseAddress(network.split('/')[0]!)));
     this.report.summary.endpoints += endpoints.length;
     const allocatedHere = new Set<string>();
@@ -109,8 +109,8 @@ export class IpamChecker {
   }
 
   /** Owners on other hosts: `node`'s endpoint addresses settle what was set aside for it. */
-  settleBorrowed(node: string, endpoints: readonly EndpointAddresses[]): void {
-    const addresses = new Set(endpoints.flatMap((e) => e.addresses.map((n) => formatAddress(parseAddress(n.split('/')[0]!)))));
+  settleBorrowed(node: string, endpoints: readonly EndpointAddresses[], tunnelAddresses: readonly string[] = []): void {
+    const addresses = new Set([...tunnelAddresses, ...endpoints.flatMap((e) => e.addresses.map((n) => formatAddress(parseAddress(n.split('/')[0]!))))]);
     for (const a of this.borrowed.get(node) ?? []) if (!addresses.has(a.address)) this.leak(a.leak);
     this.borrowed.delete(node);
   }

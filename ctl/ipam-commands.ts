@@ -1,6 +1,7 @@
 /** `calicoctl ipam show | configure | check | release`. */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { decodeBlock, decodeHandle, type Datastore, type Entry } from '../shared/datastore';
+import { decodeBlock, decodeHandle, decodeResource, type Datastore, type Entry } from '../shared/datastore';
+import type { Read } from '../shared/datastore/kv';
 import { hostEndpointRanges, nodeOfEndpointName } from '../shared/endpoints/identity';
 import { decodeEndpointAddresses } from '../shared/datastore/resources';
 import type { Ipam } from '../shared/ipam/ipam';
@@ -125,8 +126,15 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
   await checkUnclaimed();
 
   progress('checking endpoints of hosts without blocks...');
-  for (const host of await endpointNodes(ds)) if (!hosts.has(host)) checker.checkHost(host, [], await hostEndpoints(ds, host));
-  for (const owner of checker.ownersToSettle()) checker.settleBorrowed(owner, await hostEndpoints(ds, owner));
+  for (const host of await endpointNodes(ds)) {
+    if (hosts.has(host)) continue;
+    const held = await hostEndpoints(ds, host);
+    checker.checkHost(host, [], held.endpoints, held.tunnels);
+  }
+  for (const owner of checker.ownersToSettle()) {
+    const held = await hostEndpoints(ds, owner);
+    checker.settleBorrowed(owner, held.endpoints, held.tunnels);
+  }
   const elsewhere = checker.addressesToSettle();
   if (elsewhere.length > 0) checker.settleElsewhere(new Set(await allocatedOf(ipam, elsewhere)));
 
@@ -140,19 +148,39 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
 
 /** Several hosts' blocks and endpoints in as few transactions as etcd allows. */
 async function checkHosts(ds: Datastore, checker: IpamChecker, hosts: readonly { host: string; cidrs: Cidr[] }[]): Promise<void> {
-  const reads = hosts.flatMap(({ host, cidrs }) => [
-    ...cidrs.map((c) => ({ key: ds.keys.block(c) })),
-    ...hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` })),
-  ]);
+  const reads = hosts.flatMap(({ host, cidrs }) => [...cidrs.map((c) => ({ key: ds.keys.block(c) })), ...hostReads(ds, host)]);
   const results = await ds.kv.readMany(reads);
   let at = 0;
   for (const { host, cidrs } of hosts) {
     const blocks = results.slice(at, at + cidrs.length).flatMap(([e]) => (e ? [decodeBlock(e.key, e.value)] : []));
     at += cidrs.length;
-    const ranges = hostEndpointRanges(host).length;
-    const endpoints = results.slice(at, at + ranges).flat().map(endpointAddresses).filter((e) => e.node === host);
-    at += ranges;
-    checker.checkHost(host, blocks, endpoints);
+    const held = hostHoldings(host, results.slice(at, at + hostReads(ds, host).length));
+    at += hostReads(ds, host).length;
+    checker.checkHost(host, blocks, held.endpoints, held.tunnels);
+  }
+}
+
+/** What a host holds addresses with: its endpoint records (by their key ranges), and its Node (tunnel ends). */
+function hostReads(ds: Datastore, host: string): Read[] {
+  return [
+    ...hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` })),
+    { key: ds.keys.resource('Node', host) },
+  ];
+}
+
+function hostHoldings(host: string, results: readonly Entry[][]): { endpoints: EndpointAddresses[]; tunnels: string[] } {
+  const endpoints = results.slice(0, -1).flat().map(endpointAddresses).filter((e) => e.node === host);
+  const [node] = results[results.length - 1] ?? [];
+  return { endpoints, tunnels: node ? tunnelAddressesOf(node) : [] };
+}
+
+/** A Node's VXLAN and IPIP tunnel addresses (allocated to it, used by no endpoint). */
+function tunnelAddressesOf(entry: Entry): string[] {
+  try {
+    const spec = decodeResource('Node', entry).spec;
+    return [spec.ipv4VXLANTunnelAddr, spec.bgp?.ipv4IPIPTunnelAddr].filter((a): a is string => typeof a === 'string').map((a) => formatAddress(parseAddress(a)));
+  } catch {
+    return [];
   }
 }
 
@@ -168,9 +196,8 @@ async function endpointNodes(ds: Datastore): Promise<Set<string>> {
   return nodes;
 }
 
-async function hostEndpoints(ds: Datastore, host: string): Promise<EndpointAddresses[]> {
-  const reads = hostEndpointRanges(host).map((r) => ({ prefix: `${ds.keys.resourcePrefix('WorkloadEndpoint', r.namespace)}${r.namePrefix}` }));
-  return (await ds.kv.readMany(reads)).flat().map(endpointAddresses).filter((e) => e.node === host);
+async function hostEndpoints(ds: Datastore, host: string): Promise<{ endpoints: EndpointAddresses[]; tunnels: string[] }> {
+  return hostHoldings(host, await ds.kv.readMany(hostReads(ds, host)));
 }
 
 function endpointAddresses(entry: Entry): EndpointAddresses & { node: string } {

@@ -7,6 +7,7 @@ import { NodeDaemon } from '../../sim/daemon';
 import type { Rack } from '../../sim/fabric';
 import type { MesosAgent } from '../../sim/mesos-agent';
 import { waitFor } from '../../sim/wait';
+import { runCalicoctl } from '../../sim/calicoctl';
 import type { Datastore } from '../../shared/datastore';
 import type { EncapsulationMode } from '../../shared/ipam/pool';
 
@@ -37,6 +38,7 @@ test.after.always(async () => {
 
 interface Setup {
   readonly ds: Datastore;
+  readonly prefix: string;
   readonly tasks: { readonly agent: MesosAgent; readonly id: string; readonly ip: string }[];
 }
 
@@ -61,7 +63,7 @@ async function cluster(t: ExecutionContext, label: string, backend: string, mode
     t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
     tasks.push({ agent, id, ip: launched.ips[0]!.ip4!.split('/')[0]! });
   }
-  return { ds, tasks };
+  return { ds, prefix, tasks };
 }
 
 /** The tasks removed: no address (tunnel ends included, once no pool needs them), record or veth left. */
@@ -99,7 +101,7 @@ async function tcpWorks(from: Setup['tasks'][number], to: Setup['tasks'][number]
 }
 
 test.serial('tunnels - VXLAN Always: every task reaches every other across the router (ping and TCP), through vxlan.calico; tunnel ends recorded on the Nodes; CrossSubnet then keeps the same rack unencapsulated', async (t) => {
-  const { ds, tasks } = await cluster(t, 'vx', 'vxlan', { vxlanMode: 'Always' });
+  const { ds, tasks, prefix } = await cluster(t, 'vx', 'vxlan', { vxlanMode: 'Always' });
   const [a, b, c] = tasks as [Setup['tasks'][number], Setup['tasks'][number], Setup['tasks'][number]];
   await waitFor('cross-rack routes through the tunnel', async () => a.agent.container(a.id).ping(c.ip), 15_000);
   for (const [from, to] of [[a, c], [c, a], [b, c], [a, b]] as const) t.true(await from.agent.container(from.id).ping(to.ip), `${from.ip} reaches ${to.ip}`);
@@ -109,6 +111,9 @@ test.serial('tunnels - VXLAN Always: every task reaches every other across the r
     t.regex(node.spec.ipv4VXLANTunnelAddr ?? '', /^10\.160\./, `${node.metadata.name} has a tunnel address from the pool`);
     t.regex(node.spec.vxlanTunnelMACAddr ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
   }
+  const check = await runCalicoctl(['ipam', 'check', '--grace-period', '0'], { ETCD_ENDPOINTS: world.fabric.etcd.endpoint, ETCD_PREFIX: prefix });
+  t.is(check.code, 0, check.stdout);
+  t.regex(check.stdout, /No problems found/, 'tunnel addresses are held by their Nodes, not leaked');
   const [device] = await a.agent.host.json<{ mtu: number; linkinfo: { info_data: { id: number; port: number } } }[]>('-d', 'link', 'show', 'dev', 'vxlan.calico');
   t.like(device, { mtu: 1450, linkinfo: { info_data: { id: 4096, port: 4789 } } });
 
