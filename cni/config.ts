@@ -8,6 +8,7 @@ import { sanitiseLabels } from '../shared/endpoints/labels';
 import { InvalidInputError, messageOf } from '../shared/errors';
 import { NODENAME_FILE, defaultNodename } from '../shared/nodename';
 import { parseAddress, parseCidr, type IpAddress } from '../shared/net';
+import { DEFAULT_MTU_FILE, workloadMtu } from '../shared/routing/workload-mtu';
 import { CniCode, CniError } from './errors';
 import type { CniEnv } from './env';
 import { parseVersion, type CniVersion } from './version';
@@ -86,7 +87,8 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
     throw err;
   }
 
-  const mtu = raw.mtu ?? 1500;
+  // No "mtu": the one the node daemon worked out for this host's tunnels (shared/routing/workload-mtu.ts).
+  const mtu = raw.mtu ?? workloadMtu(stringField(raw, 'mtu_file') ?? DEFAULT_MTU_FILE);
   if (!Number.isInteger(mtu) || (mtu as number) < 576 || (mtu as number) > 65535) throw invalid('"mtu"', `${JSON.stringify(mtu)} must be a whole number from 576 to 65535`);
 
   const mesos = mesosNetworkInfo(raw);

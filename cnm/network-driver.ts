@@ -15,6 +15,7 @@ import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
 import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 import type { DockerApi } from './docker-api';
+import { workloadMtu } from '../shared/routing/workload-mtu';
 import { DriverRequestError, field, mapField } from './errors';
 import type { Handler } from './server';
 import { NO_GATEWAY_V4, ROUTE_CONNECTED, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, type CreateEndpointResponse, type JoinResponse } from './protocol';
@@ -27,7 +28,9 @@ const KNOWN_OPTIONS = new Set(['com.docker.network.enable_ipv6']);
 export interface NetworkDriverSettings {
   readonly node: string;
   readonly scope: 'global' | 'local';
-  readonly mtu: number;
+  /** The veths' MTU; undefined: the node's (shared/routing/workload-mtu.ts), from `mtuFile`. */
+  readonly mtu: number | undefined;
+  readonly mtuFile: string;
   /** Name prefix of the interface inside the container (Docker appends a number). */
   readonly containerIfPrefix: string;
 }
@@ -186,7 +189,7 @@ export class NetworkDriver {
     const mac = endpoint.spec.mac!;
     const workload = this.workload(endpointId);
     const peerIf = dockerPeerName(endpointId);
-    await createHostSideVeth({ hostIf: hostVethName(workload), peerIf, addresses, containerMac: mac, ownerTag: linkOwnerTag(workload), mtu: this.settings.mtu });
+    await createHostSideVeth({ hostIf: hostVethName(workload), peerIf, addresses, containerMac: mac, ownerTag: linkOwnerTag(workload), mtu: this.settings.mtu ?? workloadMtu(this.settings.mtuFile) });
     const v4 = addresses.some((a) => a.version === 4);
     const v6 = addresses.some((a) => a.version === 6);
     if (sandbox) {

@@ -29,6 +29,7 @@ import { Metrics } from './metrics';
 import { PolicyKeeper } from './policy-keeper';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
+import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warning', 'error'];
 
@@ -47,7 +48,10 @@ const USAGE = `usage: calico-libnetwork [options]
   --etcd-ca-cert-file F, --etcd-cert-file F, --etcd-key-file F, --etcd-prefix P
   --nodename NAME              this host in the datastore (NODENAME, /var/lib/calico/nodename, host name)
   --scope global|local         Docker network scope (global)
-  --veth-mtu N                 MTU of the veths (1500)
+  --veth-mtu N                 MTU of Docker containers' veths (the node's, below)
+  --mtu-file F                 where this daemon records the workloads' MTU: its tunnels' link's,
+                               less their overhead; plugins without an MTU of their own read it
+                               (CALICO_MTU_FILE, /var/lib/calico/mtu)
   --container-if-prefix P      interface name prefix inside Docker containers (cali)
   --docker-host URL            Docker's API (unix:///var/run/docker.sock)
   --node-address A             auto, none or A.B.C.D/LEN: this host's Node address (auto)
@@ -77,7 +81,8 @@ async function main(): Promise<void> {
       'etcd-prefix': { type: 'string' },
       nodename: { type: 'string' },
       scope: { type: 'string', default: 'global' },
-      'veth-mtu': { type: 'string', default: process.env.CALICO_LIBNETWORK_VETH_MTU ?? '1500' },
+      'veth-mtu': { type: 'string', default: process.env.CALICO_LIBNETWORK_VETH_MTU },
+      'mtu-file': { type: 'string', default: process.env.CALICO_MTU_FILE ?? DEFAULT_MTU_FILE },
       'container-if-prefix': { type: 'string', default: 'cali' },
       'docker-host': { type: 'string', default: process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock' },
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
@@ -98,7 +103,8 @@ async function main(): Promise<void> {
   for (const name of [values['network-driver']!, values['ipam-driver']!]) {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`driver name "${name}" must be letters, digits, _ . -`);
   }
-  const mtu = validateMtu(Number(values['veth-mtu']), '--veth-mtu');
+  const mtu = values['veth-mtu'] === undefined ? undefined : validateMtu(Number(values['veth-mtu']), '--veth-mtu');
+  const mtuFile = values['mtu-file']!;
   const etcd = etcdSettingsFrom({
     etcd_endpoints: values['etcd-endpoints'],
     etcd_ca_cert_file: values['etcd-ca-cert-file'],
@@ -118,6 +124,7 @@ async function main(): Promise<void> {
     node,
     scope: values.scope,
     mtu,
+    mtuFile,
     containerIfPrefix: values['container-if-prefix']!,
   }, log.with({ driver: 'network' }));
 
@@ -130,7 +137,7 @@ async function main(): Promise<void> {
   const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
   const backend = values.backend as RoutingBackend;
   if (!ROUTING_BACKENDS.includes(backend)) throw new Error(`--backend must be one of ${ROUTING_BACKENDS.join(', ')}`);
-  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']! }, log.with({ job: 'routes' }));
+  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']!, mtuFile }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);

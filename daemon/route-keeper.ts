@@ -14,6 +14,7 @@ import { messageOf } from '../shared/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import { encapsulationOf } from '../shared/ipam/pool';
 import type { Logger } from '../shared/log';
+import { recordWorkloadMtu } from '../shared/routing/workload-mtu';
 import { routingPlan, type BlockAffinity, type DesiredRoute, type HostAddresses, type LentAddress, type RoutingBackend, type RoutingPlan } from '../shared/routing/desired-routes';
 import { BirdKeeper } from './bird-keeper';
 import { RoutingStatusReporter } from './routing-status';
@@ -30,6 +31,8 @@ export interface RouteKeeperSettings {
   readonly backend: RoutingBackend;
   /** Where BIRD's configuration and control socket go (the bird backend). */
   readonly birdDir: string;
+  /** Where the workloads' MTU is recorded for the plugins. */
+  readonly mtuFile: string;
 }
 
 export class RouteKeeper {
@@ -47,6 +50,7 @@ export class RouteKeeper {
   private ipipAddress: IpAddress | undefined;
   private readonly bird: BirdKeeper | undefined;
   private readonly status: RoutingStatusReporter;
+  private recordedMtu: number | undefined;
 
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
@@ -197,6 +201,7 @@ export class RouteKeeper {
         else throw err;
       }
     };
+    this.recordMtu(outer?.mtu, plan);
     await tunnel('vxlan', ends.vxlan !== undefined, (mtu) =>
       syncVxlanDevice(mtu !== undefined ? { local: local!, tunnelAddress: ends.vxlan!.address, mac: ends.vxlan!.mac, mtu } : undefined, plan.vxlanPeers));
     await tunnel('ipip', ends.ipip !== undefined, async (mtu) => {
@@ -205,6 +210,21 @@ export class RouteKeeper {
       return changed;
     });
     return unusable;
+  }
+
+  /** The workloads' MTU: the outer link's, less the largest encapsulation a pool asks for. */
+  private recordMtu(outerMtu: number | undefined, plan: RoutingPlan): void {
+    if (outerMtu === undefined) return;
+    const overhead = Math.max(0, ...(['vxlan', 'ipip'] as const).filter((k) => plan.tunnels[k]).map((k) => ENCAPSULATION_OVERHEAD[k]));
+    const mtu = outerMtu - overhead;
+    if (mtu === this.recordedMtu) return;
+    try {
+      recordWorkloadMtu(this.settings.mtuFile, mtu);
+      this.recordedMtu = mtu;
+      this.log.info('workload MTU recorded', { mtu, file: this.settings.mtuFile });
+    } catch (err) {
+      this.log.warning('cannot record the workload MTU', { file: this.settings.mtuFile, error: messageOf(err) });
+    }
   }
 
   /** Addresses of this host's blocks held by other hosts' workloads (only this host's blocks are read). */

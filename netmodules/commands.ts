@@ -12,7 +12,8 @@
 import { AlreadyExistsError, type Datastore } from '../shared/datastore';
 import { requireNetns } from '../shared/dataplane/ip-command';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
-import { randomMac, unwireWorkload, wireWorkload, DEFAULT_MTU } from '../shared/dataplane/workload';
+import { randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
+import { workloadMtu } from '../shared/routing/workload-mtu';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { exclusively } from '../shared/endpoints/workload-lock';
@@ -36,6 +37,8 @@ export interface NetmodulesContext {
   readonly ipam: Ipam;
   /** This host in the datastore (settings, NODENAME, the nodename file), whatever the isolator calls it. */
   readonly node: string;
+  /** Where the node daemon records the workloads' MTU (shared/routing/workload-mtu.ts). */
+  readonly mtuFile: string;
   readonly log: Logger;
 }
 
@@ -158,7 +161,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
     annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
   });
   const [wiring, recording] = await Promise.allSettled([
-    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: DEFAULT_MTU }),
+    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: workloadMtu(ctx.mtuFile) }),
     ctx.ds.resources.create(record),
   ]);
   if (wiring.status === 'rejected' || recording.status === 'rejected') {

@@ -5,7 +5,8 @@
  *
  * Settings come from the agent's environment, as the isolator passes it whole: ETCD_ENDPOINTS (or
  * ETCD_AUTHORITY), the ETCD_*_FILE certificates, ETCD_PREFIX; this host's name from NODENAME, else
- * /var/lib/calico/nodename, else the host name, as for the CNI plugin and the node daemon.
+ * /var/lib/calico/nodename, else the host name, as for the CNI plugin and the node daemon; the
+ * veths' MTU from the node daemon's file (CALICO_MTU_FILE, /var/lib/calico/mtu).
  */
 import type { Connections } from '../shared/connections';
 import type { Invocation, Outcome } from '../shared/daemon-forward';
@@ -13,6 +14,7 @@ import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { messageOf } from '../shared/errors';
 import { Logger, type Level, type Sink } from '../shared/log';
 import { defaultNodename } from '../shared/nodename';
+import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
 import { runCommand } from './commands';
 import { parseRequest } from './request';
 
@@ -34,7 +36,8 @@ export async function runNetmodules(invocation: Invocation, connections: Connect
     const node = invocation.env.NODENAME || defaultNodename();
     const etcd = etcdSettingsFrom({}, invocation.env);
     const [ds, ipam] = await Promise.all([connections.datastore(etcd), connections.ipam(etcd)]);
-    const result = await runCommand(request, { ds, ipam, node, log: log.with({ command: request.command }) });
+    const mtuFile = invocation.env.CALICO_MTU_FILE || DEFAULT_MTU_FILE;
+    const result = await runCommand(request, { ds, ipam, node, mtuFile, log: log.with({ command: request.command }) });
     return { stdout: JSON.stringify({ ...result, error: null }), exitCode: 0 };
   } catch (err) {
     log.error(messageOf(err));

@@ -30,6 +30,11 @@ export class NodeDaemon {
     return join(this.dir, 'cni.sock');
   }
 
+  /** Where the daemon records the workloads' MTU (CNI configurations name it as mtu_file). */
+  get mtuFile(): string {
+    return join(this.dir, 'mtu');
+  }
+
   /** Docker's IpamDriver socket of this daemon (driver name calico-ipam, in its own plugin dir). */
   get ipamSocket(): string {
     return join(this.dir, 'plugins', 'calico-ipam.sock');
@@ -37,7 +42,7 @@ export class NodeDaemon {
 
   static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
     const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
-    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--bird-dir', join(dir, 'bird'), ...args], {
+    const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--bird-dir', join(dir, 'bird'), '--mtu-file', join(dir, 'mtu'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const daemon = new NodeDaemon(child, dir);

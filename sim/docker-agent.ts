@@ -124,6 +124,8 @@ export class DockerAgent {
       '--plugin-dir', '/run/docker/plugins', '--network-driver', options.driver, '--ipam-driver', options.ipamDriver,
       '--cni-socket', this.cniSocket, '--docker-host', `unix://${this.socket}`,
       '--etcd-endpoints', options.etcdEndpoint, '--etcd-prefix', options.prefix, '--nodename', options.node, '--log-level', 'debug',
+      // Files of its own, never the host's /var/lib/calico or /var/run/calico.
+      '--mtu-file', join(this.dir, 'mtu'), '--bird-dir', join(this.dir, 'bird'),
       ...(options.extraArgs ?? []),
     ];
     const daemon = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { CniWorld } from '../helpers/cni-world';
 import { readIpamState } from '../helpers/ipam-state';
@@ -56,10 +57,12 @@ async function cluster(t: ExecutionContext, label: string, backend: string, mode
   for (const [i, agent] of agents.entries()) {
     daemons.push(await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', `${label}-${i}`, '--backend', backend, '--gc-interval', '0', '--metrics-address', '']));
   }
+  // The daemons work out the veths' MTU for their tunnels; a task's network config names none.
+  await waitFor('each daemon to record the workloads\' MTU', async () => daemons.every((d) => existsSync(d.mtuFile)), 10_000);
   const tasks: Setup['tasks'][number][] = [];
   for (const [i, agent] of agents.entries()) {
     const id = randomUUID();
-    const launched = await agent.launch(id, [{ network: world.network('net', prefix, `${label}-${i}`, { daemon_socket: daemons[i]!.cniSocket }) }]);
+    const launched = await agent.launch(id, [{ network: world.network('net', prefix, `${label}-${i}`, { daemon_socket: daemons[i]!.cniSocket, mtu_file: daemons[i]!.mtuFile }) }]);
     t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
     tasks.push({ agent, id, ip: launched.ips[0]!.ip4!.split('/')[0]! });
   }
@@ -116,6 +119,8 @@ test.serial('tunnels - VXLAN Always: every task reaches every other across the r
   t.regex(check.stdout, /No problems found/, 'tunnel addresses are held by their Nodes, not leaked');
   const [device] = await a.agent.host.json<{ mtu: number; linkinfo: { info_data: { id: number; port: number } } }[]>('-d', 'link', 'show', 'dev', 'vxlan.calico');
   t.like(device, { mtu: 1450, linkinfo: { info_data: { id: 4096, port: 4789 } } });
+  const [eth0] = await a.agent.container(a.id).json<{ mtu: number }[]>('link', 'show', 'dev', 'eth0');
+  t.is(eth0?.mtu, 1450, 'the task\'s veth leaves room for the VXLAN header');
 
   const sameRackBefore = await txPackets(a.agent, 'vxlan.calico');
   t.true(await a.agent.container(a.id).ping(b.ip));

@@ -1,4 +1,8 @@
 import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { recordWorkloadMtu, workloadMtu } from '../../shared/routing/workload-mtu';
 import { parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
 import type { EncapsulationMode } from '../../shared/ipam/pool';
@@ -69,4 +73,17 @@ test('routing - with BIRD, pools that never encapsulate are left to BIRD; encaps
   t.deepEqual(planFor('bird', 'Never', 'Never').routes.map(routeKey), ['unreachable 10.1.0.0/26']);
   t.deepEqual(planFor('bird', 'CrossSubnet', 'Never').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.98.0.11 dev tunl0', '10.1.0.192/26 via 10.98.0.12 dev tunl0', '10.1.0.64/26 via 10.99.0.12', 'unreachable 10.1.0.0/26']);
   t.deepEqual(planFor('none', 'Always', 'Always'), { routes: [], vxlanPeers: [], tunnels: { vxlan: false, ipip: false } });
+});
+
+test('workload MTU - what the daemon recorded, else 1500 (no file, or not a sane MTU)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mtu-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'sub', 'mtu');
+  t.is(workloadMtu(file), 1500);
+  recordWorkloadMtu(file, 1450);
+  t.is(workloadMtu(file), 1450);
+  for (const junk of ['abc', '70000', '12', '']) {
+    writeFileSync(file, junk);
+    t.is(workloadMtu(file), 1500, JSON.stringify(junk));
+  }
 });
