@@ -1,10 +1,13 @@
 /**
- * The main job, on one machine: a simulated datacenter (a fabric namespace with etcd, two agent
- * namespaces joined to it), each agent with dockerd and our node daemon; on each agent a Mesos-style
- * CNI task and a Docker container on the network "calico", and a CNI task on the network "private".
- * Prints their addresses, a ping matrix (the four on "calico" reach each other, across hosts and
- * containerizers; the daemons' policy keeps "private" and "calico" apart, both ways),
- * `calicoctl ipam show --show-blocks`, then removes everything it made.
+ * The main job, on one machine: a simulated datacenter of two racks (a fabric namespace with etcd
+ * and two agent namespaces on its link; a third agent in another subnet behind a router that
+ * knows nothing of workload addresses), each agent with dockerd and our node daemon; on each agent
+ * a Mesos-style CNI task and a Docker container on the network "calico", and a CNI task on the
+ * network "private". The pool encapsulates with VXLAN across subnets only (CrossSubnet): within
+ * the rack packets go directly, to the other rack through the VXLAN tunnel. Prints their
+ * addresses, a ping matrix (those on "calico" reach each other, across hosts, racks and
+ * containerizers; the daemons' policy keeps "private" and "calico" apart, both ways) with the path
+ * each pair takes, `calicoctl ipam show --show-blocks` and `node status`, then removes everything.
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -36,22 +39,38 @@ function printTable(header: string[], rows: string[][]): void {
 }
 
 async function main(): Promise<number> {
+  // Each simulated host, dockerd and daemon removes itself if the demo is killed: one exit hook each.
+  process.setMaxListeners(32);
   const world = await CniWorld.create();
   const dockers: DockerAgent[] = [];
   const mesos: MesosAgent[] = [];
   try {
     const etcdEnv = { PATH: process.env.PATH, ETCD_ENDPOINTS: world.fabric.etcd.endpoint };
     const calicoctl = async (...args: string[]) => (await run(resolve('dist/bin/calicoctl'), args, { env: etcdEnv })).stdout.trimEnd();
+    const calicoctlApply = (document: string) => new Promise<void>((done, fail) => {
+      const child = execFile(resolve('dist/bin/calicoctl'), ['apply', '-f', '-'], { env: etcdEnv }, (err, _stdout, stderr) => (err ? fail(new Error(stderr || err.message)) : done()));
+      child.stdin!.end(document);
+    });
+    /** Each agent's host address, for the path a ping takes. */
+    const addresses = new Map<string, string>();
     console.log(await calicoctl('datastore', 'init', '--default-pool', '10.96.0.0/16'));
+    // VXLAN to hosts in another subnet only, as Calico's CrossSubnet does.
+    const pool = JSON.parse(await calicoctl('get', 'ippool', 'default-ipv4-ippool', '-o', 'json')) as { spec: Record<string, unknown> };
+    await calicoctlApply(JSON.stringify({ ...pool, spec: { ...pool.spec, vxlanMode: 'CrossSubnet' } }));
+    console.log('pool default-ipv4-ippool: vxlanMode CrossSubnet (VXLAN only to hosts in another subnet)');
+    const rack = await world.fabric.addRack();
 
     const workloads: Workload[] = [];
-    for (const n of [1, 2]) {
+    for (const n of [1, 2, 3]) {
       const node = `agent-${n}`;
-      const host = await world.fabric.addHost(`agent${n}`);
+      const inRack = n === 3;
+      const host = await world.fabric.addHost(`agent${n}`, inRack ? rack : undefined);
+      const address = inRack ? '10.98.0.11' : `10.99.0.${10 + n}`;
+      addresses.set(node, address);
       const docker = await DockerAgent.start(host);
       dockers.push(docker);
-      await docker.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix: PREFIX, node, driver: 'calico', ipamDriver: 'calico-ipam', extraArgs: ['--scope', 'local', '--log-level', 'warning'] });
-      console.log(`${node}: dockerd and the node daemon are up (host address 10.99.0.${10 + n})`);
+      await docker.startDaemon({ etcdEndpoint: world.fabric.etcd.hostEndpoint, prefix: PREFIX, node, driver: 'calico', ipamDriver: 'calico-ipam', extraArgs: ['--scope', 'local', '--log-level', 'warning', '--backend', 'vxlan'] });
+      console.log(`${node}: dockerd and the node daemon are up (host address ${address}${inRack ? ', rack 2, behind the router' : ', rack 1'})`);
 
       await docker.docker('network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', NETWORK);
       const container = `web-${n}`;
@@ -80,6 +99,14 @@ async function main(): Promise<number> {
       return !expected;
     };
     await sleep(500);
+    const pathOf = (from: Workload, to: Workload) => {
+      if (from.agent === to.agent) return 'same host';
+      const [a, b] = [addresses.get(from.agent)!, addresses.get(to.agent)!];
+      return a.split('.').slice(0, 3).join('.') === b.split('.').slice(0, 3).join('.') ? 'direct, same rack' : 'VXLAN, through the router';
+    };
+    console.log('\nPaths between agents (CrossSubnet):');
+    const agentNames = [...addresses.keys()];
+    printTable(['from \\ to', ...agentNames], agentNames.map((from) => [from, ...agentNames.map((to) => pathOf({ agent: from } as Workload, { agent: to } as Workload))]));
     console.log('\nPing matrix (row pings column; "blocked": another network, kept apart by policy):');
     let failures = 0;
     const rows: string[][] = [];
@@ -98,7 +125,7 @@ async function main(): Promise<number> {
     console.log(await calicoctl('ipam', 'show', '--show-blocks'));
     console.log('\n$ calicoctl node status');
     console.log(await calicoctl('node', 'status'));
-    console.log(failures === 0 ? '\nThe four workloads on "calico" reach each other; those on "private" reach only each other.' : `\n${failures} ping(s) went against the policy.`);
+    console.log(failures === 0 ? '\nThe workloads on "calico" reach each other, in both racks; those on "private" reach only each other.' : `\n${failures} ping(s) went against the policy.`);
     return failures === 0 ? 0 : 1;
   } finally {
     for (const agent of mesos) await agent.cleanup();
