@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   scale: async () => (await import('./scale')).benchScale(),
   policy: async () => (await import('./policy')).benchPolicy(),
   netmodules: async () => (await import('./netmodules')).benchNetmodules(),
+  routing: async () => (await import('./routing')).benchRouting(),
 };
 
 // Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.

@@ -11,19 +11,28 @@ import { ipBatch, parseJsonLines, setSysctl } from './ip-command';
 /** The `proto` of the routes we own (iproute2 shows an unnamed number as is). */
 export const ROUTE_PROTO = 80;
 
+/**
+ * The metric of the unreachable route of one of this host's blocks. A block of a single address
+ * (a pool with blockSize 32 or 128) has the same prefix as its workload's own route: at a metric
+ * of its own the two are different routes, the workload's (metric 0) wins, and neither replaces
+ * the other.
+ */
+const UNREACHABLE_METRIC = 1024;
+
 interface IpRoute {
   dst: string;
   gateway?: string;
   dev?: string;
   type?: string;
+  metric?: number;
 }
 
 /** The device a kind of route is on-link on (a direct route finds its own). */
 const TUNNEL_DEVICES: Readonly<Record<'vxlan' | 'ipip', string>> = { vxlan: VXLAN_DEVICE, ipip: IPIP_DEVICE };
 
 /** Our routes now in the kernel, by the same keys as routeKey(). */
-async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string; unreachable: boolean }>> {
-  const out = new Map<string, { family: 4 | 6; dst: string; unreachable: boolean }>();
+async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string; unreachable: boolean; metric: number }>> {
+  const out = new Map<string, { family: 4 | 6; dst: string; unreachable: boolean; metric: number }>();
   for (const family of [4, 6] as const) {
     const { stdout } = await ipBatch('list our routes', [`route show proto ${ROUTE_PROTO}`], { json: true, family });
     for (const route of parseJsonLines<IpRoute[]>(stdout)[0] ?? []) {
@@ -31,8 +40,10 @@ async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string
       const cidr = formatCidr(parseCidr(dst, 'route', true));
       const unreachable = route.type === 'unreachable';
       const tunnel = route.dev === VXLAN_DEVICE || route.dev === IPIP_DEVICE ? ` dev ${route.dev}` : '';
-      const key = unreachable ? `unreachable ${cidr}` : `${cidr} via ${formatAddress(parseAddress(route.gateway ?? '', 'gateway'))}${tunnel}`;
-      out.set(key, { family, dst: cidr, unreachable });
+      const metric = route.metric ?? 0;
+      // One at another metric (made by an earlier release) is not the wanted one: it is replaced.
+      const key = unreachable ? `unreachable ${cidr}${metric === UNREACHABLE_METRIC ? '' : ` metric ${metric}`}` : `${cidr} via ${formatAddress(parseAddress(route.gateway ?? '', 'gateway'))}${tunnel}`;
+      out.set(key, { family, dst: cidr, unreachable, metric });
     }
   }
   return out;
@@ -46,7 +57,7 @@ export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ ad
   let removed = 0;
   for (const [key, route] of current) {
     if (wanted.has(key)) continue;
-    lines[route.family].push(`route del ${route.unreachable ? 'unreachable ' : ''}${route.dst} proto ${ROUTE_PROTO}`);
+    lines[route.family].push(`route del ${route.unreachable ? 'unreachable ' : ''}${route.dst} proto ${ROUTE_PROTO} metric ${route.metric}`);
     removed++;
   }
   let added = 0;
@@ -54,7 +65,7 @@ export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ ad
     if (current.has(key)) continue;
     const dst = formatCidr(route.dst);
     lines[route.dst.version].push(route.kind === 'unreachable'
-      ? `route replace unreachable ${dst} proto ${ROUTE_PROTO}`
+      ? `route replace unreachable ${dst} proto ${ROUTE_PROTO} metric ${UNREACHABLE_METRIC}`
       : `route replace ${dst} via ${formatAddress(route.via)}${route.kind === 'via' ? '' : ` dev ${TUNNEL_DEVICES[route.kind]} onlink`} proto ${ROUTE_PROTO}`);
     added++;
   }

@@ -59,3 +59,20 @@ test.serial('routes - tasks on two agents reach each other; a later block is rou
   for (const r of await one.destroy(a)) t.is(r.code, 0);
   await assertNothingLeft(t, ds, []);
 });
+
+test.serial('routes - a pool of single-address blocks (blockSize 32): the block\'s unreachable route stands beside the workload\'s own, which still wins', async (t) => {
+  const { prefix, ipam } = await world.scenario('routes32', { v4: '10.153.0.0/16', v6: 'fd00:153::/64' });
+  await ipam.createPool('single', { cidr: '10.154.0.0/24', blockSize: 32 });
+  const agent = await world.addAgent();
+  const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', 'single', '--no-policy']);
+  daemons.push(daemon);
+  const id = randomUUID();
+  const launched = await agent.launch(id, [{ network: world.network('net', prefix, 'single', { daemon_socket: daemon.cniSocket, ipam: { type: 'calico-ipam', ipv4_pools: ['single'], assign_ipv6: 'false' } }) }]);
+  t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
+  const ip = launched.ips[0]!.ip4!.split('/')[0]!;
+  await waitFor('the block\'s unreachable route', async () => (await routesOf(agent)).includes(`unreachable ${ip}`), 10_000);
+  t.true(await agent.host.ping(ip), 'the host still reaches its workload');
+  const routes = await agent.host.json<{ dst: string; dev?: string; type?: string; metric?: number }[]>('route', 'show', 'to', 'exact', `${ip}/32`);
+  t.deepEqual(routes.map((r) => `${r.type ?? 'unicast'} ${r.dev ?? ''} ${r.metric ?? 0}`).sort(), [`unicast ${routes.find((r) => r.dev)?.dev} 0`, 'unreachable  1024'].sort());
+  for (const r of await agent.destroy(id)) t.is(r.code, 0);
+});
