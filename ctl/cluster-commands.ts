@@ -108,7 +108,8 @@ export async function nodeStatus(ds: Datastore, ipam: Ipam): Promise<string> {
     const bgp = status?.birdRunning === false ? 'BIRD not running' : status?.backend === 'bird' ? `${status.peers.filter((p) => p.info === 'Established').length}/${status.peers.length} established` : '';
     return [name, r.address ?? (r.registered ? '' : '(no Node record)'), status?.backend ?? '', bgp, String(r.blocks), String(r.inUse), String(r.endpoints), r.cidrs.join(',')];
   });
-  const sessions = [...routing.entries()].sort(([a], [b]) => a.localeCompare(b)).flatMap(([name, status]) =>
+  // Hosts no longer there (their Node deleted, nothing left of theirs) are left out.
+  const sessions = [...routing.entries()].filter(([name]) => hosts.has(name)).sort(([a], [b]) => a.localeCompare(b)).flatMap(([name, status]) =>
     status.peers.map((p) => [name, p.peerIP, p.type, p.state, p.since, p.info]));
   const hostsTable = table(['NODE', 'ADDRESS', 'BACKEND', 'BGP', 'BLOCKS', 'IPS IN USE', 'ENDPOINTS', 'BLOCK CIDRS'], rows);
   if (sessions.length === 0) return hostsTable;

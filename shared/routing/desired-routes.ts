@@ -6,7 +6,8 @@
  *   host), IPIP (via that host's address, on tunl0), or none (via that host's address, which must
  *   then be a neighbour on a shared link); `CrossSubnet` encapsulates only towards hosts outside
  *   this host's subnet;
- * - with the `bird` backend, routes of pools that never encapsulate come from BIRD, not from here;
+ * - with the `bird` backend, routes to the blocks of pools that never encapsulate come from BIRD,
+ *   not from here;
  * - an unreachable route for each of this host's own blocks, so that a packet to a free address of
  *   a local block is dropped here rather than sent towards a default route (the workloads' own /32
  *   and /128 routes are more specific and win);
@@ -111,10 +112,10 @@ export function routingPlan(input: RoutingInput): RoutingPlan {
   for (const affinity of input.affinities) {
     if (!affinity.confirmed) continue;
     if (affinity.host === self) add({ kind: 'unreachable', dst: affinity.cidr });
-    else routeTo(affinity.host, affinity.cidr);
+    else routeTo(affinity.host, affinity.cidr, false);
   }
   for (const { address, host } of input.lent ?? []) {
-    if (host !== self) routeTo(host, { version: address.version, network: address.value, prefix: ADDRESS_BITS[address.version] });
+    if (host !== self) routeTo(host, { version: address.version, network: address.value, prefix: ADDRESS_BITS[address.version] }, true);
   }
   return {
     routes: [...routes.values()],
@@ -122,7 +123,8 @@ export function routingPlan(input: RoutingInput): RoutingPlan {
     tunnels: { vxlan: pools4.some((p) => p.vxlanMode !== 'Never'), ipip: pools4.some((p) => p.ipipMode !== 'Never') },
   };
 
-  function routeTo(host: string, dst: Cidr): void {
+  /** `lent`: an address of our block that `host` holds (BIRD exports blocks, never such addresses: ours to route). */
+  function routeTo(host: string, dst: Cidr, lent: boolean): void {
     const peer = hosts.get(host);
     const address = hostAddress(dst.version === 4 ? peer?.ipv4Address : peer?.ipv6Address);
     if (!peer || !address) return;
@@ -136,9 +138,9 @@ export function routingPlan(input: RoutingInput): RoutingPlan {
       add({ kind: 'vxlan', dst, via: tunnelAddress });
     } else if (encapsulation === 'ipip') {
       add({ kind: 'ipip', dst, via: address });
-    } else if ((backend !== 'bird' || (pool !== undefined && encapsulates(pool))) && isNeighbour(address)) {
-      // With BIRD, a pool that never encapsulates is BIRD's to route; one that does only
-      // across subnets is ours within the subnet too.
+    } else if ((backend !== 'bird' || lent || (pool !== undefined && encapsulates(pool))) && isNeighbour(address)) {
+      // With BIRD, the blocks of a pool that never encapsulates are BIRD's to route; those of one
+      // that does only across subnets are ours within the subnet too.
       add({ kind: 'via', dst, via: address });
     }
   }

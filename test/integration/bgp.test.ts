@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { CniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
 import type { MesosAgent } from '../../sim/mesos-agent';
@@ -24,6 +25,8 @@ test.before(async () => {
   world = await CniWorld.create();
   rack = await world.fabric.addRack();
   agents = [await world.addAgent(), await world.addAgent(), await world.addAgent(), await world.addAgent(rack)];
+  // The first rack's hosts speak IPv6 too (no duplicate detection: BIRD binds at once).
+  for (const [i, agent] of agents.slice(0, 3).entries()) await agent.host.ip('-6', 'addr', 'add', `fd99::${11 + i}/64`, 'dev', 'eth0', 'nodad');
 });
 test.after.always(async () => {
   await world?.destroy();
@@ -45,6 +48,7 @@ async function cluster(t: ExecutionContext, label: string, hosts: readonly numbe
   const prefix = `/${label}-${randomUUID().slice(0, 8)}`;
   const { ds, ipam } = await world.datastore(prefix);
   await ipam.createPool('pool4', { cidr: '10.170.0.0/16' });
+  await ipam.createPool('pool6', { cidr: 'fd00:170::/64' });
   await before?.(ds);
   const daemons: NodeDaemon[] = [];
   const start = async (i: number) => {
@@ -64,19 +68,23 @@ async function cluster(t: ExecutionContext, label: string, hosts: readonly numbe
 const node = (name: string, labels: Record<string, string>, bgp: Record<string, unknown> = {}) => ({ kind: 'Node' as const, apiVersion: 'projectcalico.org/v3' as const, metadata: { name, labels }, spec: { bgp } });
 const resource = (kind: 'BGPPeer' | 'BGPConfiguration', name: string, spec: JsonObject) => ({ kind, apiVersion: 'projectcalico.org/v3' as const, metadata: { name }, spec });
 
-/** A block for `node`, claimed by an allocation the test releases afterwards. */
-async function blockOf(t: ExecutionContext, ipam: Ipam, node: string): Promise<string> {
+/** A block for `node` (IPv4, or IPv6), claimed by an allocation the test releases afterwards. */
+async function blockOf(t: ExecutionContext, ipam: Ipam, node: string, version: 4 | 6 = 4): Promise<string> {
   const handle = `test-${node}-${randomUUID().slice(0, 6)}`;
-  const { ipv4 } = await ipam.autoAssign({ handle, node, num4: 1, num6: 0 });
+  const { ipv4, ipv6 } = await ipam.autoAssign({ handle, node, num4: version === 4 ? 1 : 0, num6: version === 6 ? 1 : 0 });
   t.teardown(() => ipam.releaseByHandle(handle));
-  return formatCidr(enclosingCidr(ipv4[0]!, 26));
+  return formatCidr(enclosingCidr(version === 4 ? ipv4[0]! : ipv6[0]!, version === 4 ? 26 : 122));
 }
+
+/** The host's IPv6 routes from BIRD, as "dst via gw". */
+const routes6Of = async (agent: MesosAgent) =>
+  (await agent.host.json<{ dst: string; gateway?: string; protocol?: string }[]>('-6', 'route', 'show', 'proto', 'bird')).map((r) => `${r.dst} via ${r.gateway}`);
 
 /** The host's routes to workload blocks: BIRD's (protocol bird) and the daemon's (80), as "dst via gw (proto)". */
 const routesOf = async (agent: MesosAgent) =>
   (await agent.host.json<{ dst: string; gateway?: string; protocol?: string; type?: string }[]>('route', 'show')).filter((r) => r.protocol === 'bird' || r.protocol === '80').map((r) => `${r.type === 'unreachable' || r.type === 'blackhole' ? `${r.type} ` : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} (${r.protocol})`);
 
-test.serial('bgp - a full mesh of three hosts on one link: routes to each other\'s blocks from BIRD only, within 5 s; a block claimed later is routed everywhere within 2 s; calicoctl node status shows every host\'s sessions; a removed host is withdrawn everywhere', async (t) => {
+test.serial('bgp - a full mesh of three hosts on one link: routes to each other\'s blocks from BIRD only, within 5 s, IPv6 too; a block claimed later is routed everywhere within 2 s; calicoctl node status shows every host\'s sessions; a removed host is withdrawn everywhere', async (t) => {
   const cl = await cluster(t, 'mesh', [0, 1, 2]);
   const { ds, ipam } = cl;
   t.teardown(() => Promise.all([0, 1, 2, 'later'].map((i) => ipam.releaseByHandle(`test-${i}`))));
@@ -95,18 +103,24 @@ test.serial('bgp - a full mesh of three hosts on one link: routes to each other\
   t.log(JSON.stringify([...seen]));
   t.log(`mesh converged ${Date.now() - started} ms after the blocks were claimed (sessions starting)`);
   for (const agent of agents) t.false((await routesOf(agent)).some((r) => r.includes('via') && r.endsWith('(80)')), 'no route to another host from the daemon');
+  // IPv6: sessions and routes the same way.
+  const block6 = await blockOf(t, ipam, 'mesh-0', 6);
+  await waitFor('an IPv6 block routed over the IPv6 sessions', async () => (await routes6Of(agents[1]!)).includes(`${block6} via fd99::11`) && (await routes6Of(agents[2]!)).includes(`${block6} via fd99::11`), 15_000);
 
-  // A block claimed later: routed on every other host within 2 s.
+  // A block claimed later: routed on every other host within 2 s, BIRD reconfigured without
+  // dropping a session.
+  const sessionsBefore = await bgpSessions(join(cl.daemons[0]!.dir, 'bird', 'bird.ctl'));
   started = Date.now();
   const later = await ipam.autoAssign({ handle: 'test-later', node: 'mesh-1', num4: 1, num6: 0 });
   const laterBlock = formatCidr(enclosingCidr(later.ipv4[0]!, 26));
   await waitFor('the new block routed on hosts 0 and 2', async () => (await routesOf(agents[0]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`) && (await routesOf(agents[2]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`), 2000);
   t.log(`a new block routed everywhere after ${Date.now() - started} ms`);
+  t.deepEqual(await bgpSessions(join(cl.daemons[0]!.dir, 'bird', 'bird.ctl')), sessionsBefore, 'the same sessions, up since the same moment');
 
   // calicoctl node status shows every host's backend and sessions, as each daemon reported them.
   await waitFor('node status to show every session established', async () => {
     const status = await runCalicoctl(['node', 'status'], { ETCD_ENDPOINTS: world.fabric.etcd.endpoint, ETCD_PREFIX: cl.prefix });
-    return /mesh-0\s+10\.99\.0\.11\/24\s+bird\s+2\/2 established/.test(status.stdout) && /mesh-2\s+10\.99\.0\.11\s+node-to-node mesh\s+up\s+\S+ \S+\s+Established/.test(status.stdout);
+    return /mesh-0\s+10\.99\.0\.11\/24\s+bird\s+(\d)\/\1 established/.test(status.stdout) && /mesh-2\s+10\.99\.0\.11\s+node-to-node mesh\s+up\s+\S+ \S+\s+Established/.test(status.stdout);
   }, 15_000);
 
   // A host removed (its daemon gone, its Node deleted): its routes are withdrawn everywhere.
@@ -161,7 +175,7 @@ test.serial('bgp - a route reflector with the mesh off: its clients learn each o
   const [one, two] = [await blockOf(t, ipam, 'rr-1'), await blockOf(t, ipam, 'rr-2')];
   await waitFor('clients to learn each other\'s blocks via the reflector', async () => (await routesOf(agents[1]!)).includes(`${two} via 10.99.0.13 (bird)`) && (await routesOf(agents[2]!)).includes(`${one} via 10.99.0.12 (bird)`), 20_000);
   const sessions = (await bgpSessions(join(daemons[1]!.dir, 'bird', 'bird.ctl'))).map((s) => `${s.protocol} ${s.info}`);
-  t.deepEqual(sessions, ['Node_10_99_0_11 Established'], 'a client peers with the reflector only');
+  t.deepEqual(sessions, ['Node_10_99_0_11 Established', 'Node_fd99__11 Established'], 'a client peers with the reflector only (over IPv4 and IPv6)');
 });
 
 test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never stops (graceful restart); the daemon restarted: sessions come back and routes never went', async (t) => {
@@ -206,7 +220,9 @@ test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never 
   t.regex(daemons[0]!.stderr, /BIRD stopped; starting it again/);
 
   const lostToRestart = await lostWhile(async () => {
+    const stopping = daemons[0]!.birdPid()!;
     await daemons[0]!.stop('SIGTERM');
+    t.false(existsSync(`/proc/${stopping}`), 'the daemon stopped its BIRD as it stopped');
     const again = await start(0);
     await waitFor('sessions back after the daemon\'s restart', async () => (await established(0)) && (await established(1)), 20_000);
     t.truthy(again.birdPid());
@@ -214,7 +230,7 @@ test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never 
   t.is(lostToRestart, 0, 'no ping lost while the daemon restarted');
 });
 
-test.serial('bgp - bad input: a BGPPeer or BGPConfiguration written straight to etcd is logged and skipped; a configuration BIRD refuses leaves the last good one running', async (t) => {
+test.serial('bgp - bad input: a BGPPeer, BGPConfiguration or IP pool written straight to etcd is logged and skipped; a configuration BIRD refuses leaves the last good one running', async (t) => {
   const { ds, ipam, daemons } = await cluster(t, 'bad', [0, 1]);
   const [zero, one] = [await blockOf(t, ipam, 'bad-0'), await blockOf(t, ipam, 'bad-1')];
   await waitFor('the mesh to route', async () => (await routesOf(agents[0]!)).includes(`${one} via 10.99.0.12 (bird)`) && (await routesOf(agents[1]!)).includes(`${zero} via 10.99.0.11 (bird)`), 20_000);
@@ -222,7 +238,8 @@ test.serial('bgp - bad input: a BGPPeer or BGPConfiguration written straight to 
   await raw('BGPPeer', 'bad-ip', { peerIP: '10.99.0.300', asNumber: 65000 });
   await raw('BGPPeer', 'bad-as', { peerIP: '10.99.0.250', asNumber: 'sixty' });
   await raw('BGPConfiguration', 'default', { asNumber: 0 });
-  await waitFor('the bad resources to be reported', async () => /bad-ip.*not an IP address/s.test(daemons[0]!.stderr) && /bad-as.*not an AS number/s.test(daemons[0]!.stderr) && /bgpconfigurations\/default.*not an AS number/s.test(daemons[0]!.stderr), 5000);
+  await ds.kv.txn([{ key: ds.keys.resource('IPPool', 'odd'), put: JSON.stringify({ kind: 'IPPool', apiVersion: 'projectcalico.org/v3', metadata: { name: 'odd' }, spec: { cidr: '10.171.0.0/16', vxlanMode: 'Sometimes' } }) }]);
+  await waitFor('the bad resources to be reported', async () => /IP pool skipped: it is malformed.*ippools\/odd.*"Sometimes" is not one of/s.test(daemons[0]!.stderr) && /bad-ip.*not an IP address/s.test(daemons[0]!.stderr) && /bad-as.*not an AS number/s.test(daemons[0]!.stderr) && /bgpconfigurations\/default.*not an AS number/s.test(daemons[0]!.stderr), 5000);
   // A peer BIRD itself refuses (a link-local address needs an interface): the configuration is refused, the last good one stays.
   await raw('BGPPeer', 'link-local', { peerIP: 'fe80::1', asNumber: 65000 });
   await waitFor('BIRD to refuse the configuration', async () => /BIRD configuration refused; the last good one stays/.test(daemons[0]!.stderr), 5000);

@@ -73,6 +73,8 @@ test('routing - with BIRD, pools that never encapsulate are left to BIRD; encaps
   t.deepEqual(planFor('bird', 'Never', 'Never').routes.map(routeKey), ['unreachable 10.1.0.0/26']);
   t.deepEqual(planFor('bird', 'CrossSubnet', 'Never').routes.map(routeKey).sort(), ['10.1.0.128/26 via 10.98.0.11 dev tunl0', '10.1.0.192/26 via 10.98.0.12 dev tunl0', '10.1.0.64/26 via 10.99.0.12', 'unreachable 10.1.0.0/26']);
   t.deepEqual(planFor('none', 'Always', 'Always'), { routes: [], vxlanPeers: [], tunnels: { vxlan: false, ipip: false } });
+  const lent = routingPlan({ self: 'a', backend: 'bird', affinities: blocks, hosts: racks, pools: [pool('Never', 'Never')], lent: [{ address: parseAddress('10.1.0.9'), host: 'b' }] });
+  t.true(lent.routes.map(routeKey).includes('10.1.0.9/32 via 10.99.0.12'), 'an address of our block another host holds is ours to route (BIRD exports blocks only)');
 });
 
 test('workload MTU - what the daemon recorded, else 1500 (no file, or not a sane MTU)', (t) => {
