@@ -259,4 +259,11 @@ spec:
   t.is(await ctl.ds.resources.get('BGPPeer', 'refused'), undefined, 'nothing written');
   t.is(await ctl.ds.resources.get('IPPool', 'refused'), undefined);
   t.regex((await ctl(['delete', 'bgppeer', 'rack1-tor'])).stdout, /deleted/i);
+
+  // The sample resources in conf/ are taken as they are.
+  for (const sample of ['conf/bgp-racks.yaml', 'conf/ippool-vxlan.yaml']) {
+    const applied = await ctl(['apply', '-f', sample]);
+    t.is(applied.code, 0, `${sample}: ${applied.stderr}`);
+  }
+  t.regex((await ctl(['get', 'ippool', '-o', 'wide'])).stdout, /racks\s+10\.97\.0\.0\/16\s+false\s+Never\s+CrossSubnet/);
 });
