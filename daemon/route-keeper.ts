@@ -141,6 +141,8 @@ export class RouteKeeper {
       const own = affinities.filter((a) => a.host === this.settings.node && a.confirmed).map((a) => a.cidr);
       this.ownBlocks = new Set(own.map(formatCidr));
       const pools = this.pools(poolEntries);
+      // BIRD first: with the bird backend, a new block reaches the other hosts through it.
+      await this.bird?.sync(ds, { nodes, pools, ownBlocks: own });
       const plan = routingPlan({ self: this.settings.node, backend: this.settings.backend, affinities, hosts, pools, lent: await this.lentAddresses(ds, own) });
       // Without a tunnel end (a pool full, say) its tunnel's routes wait; the others go ahead.
       const ends = await keepTunnelEnds(ds, ipam, this.settings.node, pools, plan.tunnels).catch((err: unknown): TunnelEnds => {
@@ -153,7 +155,6 @@ export class RouteKeeper {
       const result = await syncRoutes(routes);
       if (result.added || result.removed) this.log.info('routes updated', { added: result.added, removed: result.removed });
       if (result.failure) this.log.warning('some routes could not be made', { error: result.failure });
-      await this.bird?.sync(ds, { nodes, pools, ownBlocks: own });
     } catch (err) {
       this.log.warning('route sync failed; will retry', { error: messageOf(err) });
     } finally {
