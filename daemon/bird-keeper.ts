@@ -76,7 +76,7 @@ export class BirdKeeper {
       } catch (err) {
         if (!(err instanceof BirdError)) throw err;
         // The last good configuration stays in force.
-        if (this.refused !== text) this.log.error('BIRD configuration refused; the last good one stays', { error: err.message });
+        if (this.refused !== text) this.log.error(this.installed ? 'BIRD configuration refused; the last good one stays' : 'BIRD cannot start', { error: err.message });
         this.refused = text;
         if (this.installed === undefined) return;
       }

@@ -9,6 +9,7 @@
  *   socket (left by a daemon that was killed) is taken over, not started twice.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { CalicoError } from '../errors';
 import { hasBirdRoutes } from './routes';
@@ -47,6 +48,7 @@ export async function birdc(socket: string, command: string): Promise<string[]> 
 
 /** Checks `text` with `bird -p`, then puts it at `paths.config`; a refused one leaves the old in place. */
 export async function installBirdConfig(paths: BirdPaths, text: string): Promise<void> {
+  if (!existsSync(BIRD)) throw new BirdError(`BIRD 2 is not installed (no ${BIRD}): install Debian's bird2 for --backend bird`);
   const candidate = `${paths.config}.new`;
   await writeFile(candidate, text);
   const { code, output } = await run(BIRD, ['-p', '-c', candidate]);
