@@ -1,8 +1,10 @@
 /**
  * BIRD 2's configuration for one host, from its BGP plan, as calico-node renders BIRD's:
  * - exported to peers: only this host's confirmed blocks (each blackholed here, so a packet to a
- *   free address of one is dropped here), and on a route reflector also the pool routes it
- *   reflects; nothing else (not the host's own routes, not a default route);
+ *   free address of one is dropped here), the addresses its workloads hold in other hosts' blocks
+ *   (borrowed when a pool had no block left; their /32 or /128 wins over the block), and on a
+ *   route reflector also the pool routes it reflects; nothing else (not the host's own routes, not
+ *   a default route);
  * - imported from peers: routes inside the pools only; programmed into the kernel (with BIRD's own
  *   protocol number, beside the daemon's routes): those learned by BGP, except for pools that
  *   encapsulate (the daemon routes those through its tunnels);
@@ -49,7 +51,7 @@ export function renderBirdConfig(input: BirdInput): string {
     'timeformat protocol iso long;',
     '',
     // Both families' tests, whichever sessions there are: the filters below name both.
-    ...([4, 6] as const).flatMap((v) => poolFunctions(v, input.pools)),
+    ...([4, 6] as const).flatMap((v) => prefixFunctions(v, input.pools, input.ownBlocks)),
     'protocol device {',
     '  scan time 10;',
     '}',
@@ -79,9 +81,12 @@ export function renderBirdConfig(input: BirdInput): string {
       '}',
       '',
     ]),
-    '# To peers: this host\'s blocks only' + (reflector ? ', and the pool routes it reflects.' : '.'),
+    '# To peers: this host\'s blocks, the addresses its workloads hold in other hosts\' blocks' + (reflector ? ', and the pool routes it reflects.' : '.'),
     'filter export_to_peers {',
     '  if proto ~ "own_blocks*" then accept;',
+    // A workload's own route (learned from the kernel) to an address borrowed from another host's
+    // block: peers route it here, ahead of that block (as Calico exports borrowed addresses).
+    '  if source = RTS_INHERIT && ifname ~ "cali*" && (in_pool4() || in_pool6()) && !(own_block4() || own_block6()) then accept;',
     ...(reflector ? ['  if source = RTS_BGP && (in_pool4() || in_pool6()) then accept;'] : []),
     '  reject;',
     '}',
@@ -106,20 +111,19 @@ export function renderBirdConfig(input: BirdInput): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** in_poolN(): the route is inside a pool of the family; encapsulatedN(): inside one that encapsulates. */
-function poolFunctions(version: IpVersion, pools: readonly PoolEncapsulation[]): string[] {
+/**
+ * in_poolN(): the route is inside a pool of the family; encapsulatedN(): inside one that
+ * encapsulates; own_blockN(): inside one of this host's blocks.
+ */
+function prefixFunctions(version: IpVersion, pools: readonly PoolEncapsulation[], ownBlocks: readonly Cidr[]): string[] {
   const ofVersion = pools.filter((p) => p.cidr.version === version);
-  const test = (list: readonly PoolEncapsulation[]) => (list.length === 0 ? 'false' : list.map((p) => `net ~ [ ${formatCidr(p.cidr)}+ ]`).join(' || '));
+  const test = (cidrs: readonly Cidr[]) => (cidrs.length === 0 ? 'false' : cidrs.map((c) => `net ~ [ ${formatCidr(c)}+ ]`).join(' || '));
   const encapsulated = ofVersion.filter((p) => p.ipipMode !== 'Never' || p.vxlanMode !== 'Never');
+  const fn = (name: string, cidrs: readonly Cidr[]) => [`function ${name}${version}() {`, `  return net.type = NET_IP${version} && (${test(cidrs)});`, '}', ''];
   return [
-    `function in_pool${version}() {`,
-    `  return net.type = NET_IP${version} && (${test(ofVersion)});`,
-    '}',
-    '',
-    `function encapsulated${version}() {`,
-    `  return net.type = NET_IP${version} && (${test(encapsulated)});`,
-    '}',
-    '',
+    ...fn('in_pool', ofVersion.map((p) => p.cidr)),
+    ...fn('encapsulated', encapsulated.map((p) => p.cidr)),
+    ...fn('own_block', ownBlocks.filter((b) => b.version === version)),
   ];
 }
 

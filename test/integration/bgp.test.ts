@@ -248,3 +248,31 @@ test.serial('bgp - bad input: a BGPPeer, BGPConfiguration or IP pool written str
   t.true((await bgpSessions(join(daemons[0]!.dir, 'bird', 'bird.ctl'))).some((s) => s.protocol === 'Mesh_10_99_0_12' && s.info === 'Established'), 'the last good configuration still runs');
   t.true((await routesOf(agents[0]!)).includes(`${one} via 10.99.0.12 (bird)`));
 });
+
+test.serial('bgp - an address borrowed from another rack\'s block (its pool had no block left) is exported by the borrower and reached across the router', async (t) => {
+  const tor = await BirdRouter.start(rack.router, rack.uplink, 65100, [{ address: '10.99.0.11', asNumber: 65001 }, { address: '10.98.0.11', asNumber: 65002 }]);
+  t.teardown(() => tor.destroy());
+  const { daemons, prefix } = await cluster(t, 'borrow', [0, 3], async (ds) => {
+    // One block in all: the second host's task can only borrow from the first's.
+    await ds.resources.create({ kind: 'IPPool', apiVersion: 'projectcalico.org/v3', metadata: { name: 'tiny' }, spec: { cidr: '10.175.0.0/26', blockSize: 26, ipipMode: 'Never', vxlanMode: 'Never', natOutgoing: false, nodeSelector: 'all()', disabled: false } });
+    await ds.resources.create(node('borrow-0', { rack: 'r1' }, { asNumber: 65001 }));
+    await ds.resources.create(node('borrow-3', { rack: 'r2' }, { asNumber: 65002 }));
+    await ds.resources.create(resource('BGPConfiguration', 'default', { nodeToNodeMeshEnabled: false }));
+    await ds.resources.create(resource('BGPPeer', 'rack1-tor', { nodeSelector: "rack == 'r1'", peerIP: rack.uplink, asNumber: 65100 }));
+    await ds.resources.create(resource('BGPPeer', 'rack2-tor', { nodeSelector: "rack == 'r2'", peerIP: rack.gateway, asNumber: 65100 }));
+  });
+  const tasks: { agent: MesosAgent; id: string; ip: string }[] = [];
+  for (const i of [0, 3]) {
+    const id = randomUUID();
+    const network = world.network('net', prefix, `borrow-${i}`, { daemon_socket: daemons[i]!.cniSocket, ipam: { type: 'calico-ipam', ipv4_pools: ['tiny'], assign_ipv6: 'false' } });
+    const launched = await agents[i]!.launch(id, [{ network }]);
+    t.is(launched.runs[0]!.code, 0, launched.runs[0]!.stdout);
+    tasks.push({ agent: agents[i]!, id, ip: launched.ips[0]!.ip4!.split('/')[0]! });
+    t.teardown(() => agents[i]!.destroy(id));
+  }
+  const [a, c] = tasks as [typeof tasks[number], typeof tasks[number]];
+  t.true(c.ip.startsWith('10.175.0.'), 'the second task borrowed from the first host\'s block');
+  await waitFor('the borrowed address routed through the router', async () => (await tor.routes()).includes(`${c.ip}/32`), 20_000);
+  await waitFor('the tasks to reach each other across the router', async () => a.agent.container(a.id).ping(c.ip), 20_000);
+  t.true(await c.agent.container(c.id).ping(a.ip), 'and back');
+});
