@@ -9,7 +9,8 @@
 ":" //; # file, which answers in any case.
 ":" //; cm_socket=${CALICO_CNI_SOCKET-/var/run/calico/cni.sock}
 ":" //; cm_asked_daemon=no
-":" //; if [ $# -eq 0 ] && [ -n "$cm_socket" ] && [ -S "$cm_socket" ] && command -v socat >/dev/null 2>&1; then
+":" //; # (A terminal on stdin is someone trying it by hand: node answers that at once.)
+":" //; if [ $# -eq 0 ] && ! [ -t 0 ] && [ -n "$cm_socket" ] && [ -S "$cm_socket" ] && command -v socat >/dev/null 2>&1; then
 ":" //;   # A caller that never closes stdin gets what it sent within 10 s, as from node. The dots
 ":" //;   # keep trailing newlines, which $(...) would strip.
 ":" //;   cm_request=$(timeout 10 cat; echo .)
