@@ -8,6 +8,7 @@ import { sanitiseLabels } from '../shared/endpoints/labels';
 import { InvalidInputError, messageOf } from '../shared/errors';
 import { NODENAME_FILE, defaultNodename } from '../shared/nodename';
 import { parseAddress, parseCidr, type IpAddress } from '../shared/net';
+import { validateMtu } from '../shared/dataplane/names';
 import { DEFAULT_MTU_FILE, workloadMtu } from '../shared/routing/workload-mtu';
 import { CniCode, CniError } from './errors';
 import type { CniEnv } from './env';
@@ -55,6 +56,16 @@ function invalid(field: string, reason: string): CniError {
   return new CniError(CniCode.InvalidConfig, `invalid network config: ${field} ${reason}`);
 }
 
+/** A shared check run on the config: what it refuses (an InvalidInputError) is said as a config error naming the key. */
+function configField<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw invalid(`"${err.field}"`, messageOf(err).replace(/^invalid [^:]+: /, ''));
+    throw err;
+  }
+}
+
 /** Parses stdin just enough to learn the version (VERSION, and errors before full parsing). */
 export function parseJson(stdin: string): JsonObject {
   let value: unknown;
@@ -79,17 +90,9 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
   const datastoreType = stringField(raw, 'datastore_type');
   if (datastoreType !== undefined && datastoreType !== 'etcdv3') throw invalid('"datastore_type"', `"${datastoreType}" is not supported (only etcdv3)`);
 
-  let etcd: EtcdSettings;
-  try {
-    etcd = etcdSettingsFrom(raw, processEnv);
-  } catch (err) {
-    if (err instanceof InvalidInputError) throw invalid(`"${err.field}"`, messageOf(err).replace(/^invalid [^:]+: /, ''));
-    throw err;
-  }
-
+  const etcd = configField(() => etcdSettingsFrom(raw, processEnv));
   // No "mtu": the one the node daemon worked out for this host's tunnels (shared/routing/workload-mtu.ts).
-  const mtu = raw.mtu ?? workloadMtu(stringField(raw, 'mtu_file') ?? DEFAULT_MTU_FILE);
-  if (!Number.isInteger(mtu) || (mtu as number) < 576 || (mtu as number) > 65535) throw invalid('"mtu"', `${JSON.stringify(mtu)} must be a whole number from 576 to 65535`);
+  const mtu = configField(() => validateMtu(raw.mtu ?? workloadMtu(stringField(raw, 'mtu_file') ?? DEFAULT_MTU_FILE)));
 
   const mesos = mesosNetworkInfo(raw);
   const mesosLabels = mesos ? mesosLabelPairs(mesos) : [];
@@ -101,7 +104,7 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
     raw,
     etcd,
     nodename: nodenameOf(raw),
-    mtu: mtu as number,
+    mtu,
     logLevel: logLevelOf(raw.log_level),
     logFile: raw.log_file_path === '' ? undefined : (stringField(raw, 'log_file_path') ?? DEFAULT_LOG_FILE),
     ipam: ipamOf(raw.ipam),

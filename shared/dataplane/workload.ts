@@ -14,12 +14,12 @@ import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
 import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
+import { DEFAULT_WORKLOAD_MTU } from '../routing/workload-mtu';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
 /** The host end's IPv6 link-local address: EUI-64 of HOST_MAC. */
 export const GATEWAY_IPV6 = 'fe80::ecee:eeff:feee:eeee';
-export const DEFAULT_MTU = 1500;
 
 export interface WorkloadInterface {
   /** Path of the container's network namespace. */
@@ -59,7 +59,7 @@ function validated(request: WorkloadInterface): WorkloadInterface {
 /** Creates the veth pair and programs both ends. On failure nothing it made is left behind. */
 export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
   const { netns, containerIf, hostIf, ownerTag } = validated(request);
-  const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
+  const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
   const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
   if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
   const v4 = request.addresses.filter((a) => a.version === 4);
@@ -169,7 +169,7 @@ export interface HostSideRequest {
 export async function createHostSideVeth(request: HostSideRequest): Promise<void> {
   const hostIf = validateInterfaceName(request.hostIf, 'host interface');
   const peerIf = validateInterfaceName(request.peerIf, 'peer interface');
-  const mtu = validateMtu(request.mtu ?? DEFAULT_MTU);
+  const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
   const containerMac = validateMac(request.containerMac, 'container MAC');
   const ownerTag = validateOwnerTag(request.ownerTag);
   // The peer is named from the same identity and is ours until Docker moves it away.

@@ -6,6 +6,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { validateMtu } from '../dataplane/names';
 
 export const DEFAULT_MTU_FILE = '/var/lib/calico/mtu';
 export const DEFAULT_WORKLOAD_MTU = 1500;
@@ -13,8 +14,7 @@ export const DEFAULT_WORKLOAD_MTU = 1500;
 /** The MTU in `path`, or the default when there is none or it is not a sane MTU. */
 export function workloadMtu(path: string = DEFAULT_MTU_FILE): number {
   try {
-    const mtu = Number(readFileSync(path, 'utf8').trim());
-    return Number.isInteger(mtu) && mtu >= 576 && mtu <= 65535 ? mtu : DEFAULT_WORKLOAD_MTU;
+    return validateMtu(Number(readFileSync(path, 'utf8').trim()));
   } catch {
     return DEFAULT_WORKLOAD_MTU;
   }
