@@ -148,14 +148,14 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
 
 /** Several hosts' blocks and endpoints in as few transactions as etcd allows. */
 async function checkHosts(ds: Datastore, checker: IpamChecker, hosts: readonly { host: string; cidrs: Cidr[] }[]): Promise<void> {
-  const reads = hosts.flatMap(({ host, cidrs }) => [...cidrs.map((c) => ({ key: ds.keys.block(c) })), ...hostReads(ds, host)]);
-  const results = await ds.kv.readMany(reads);
+  const planned = hosts.map((h) => ({ ...h, holdings: hostReads(ds, h.host) }));
+  const results = await ds.kv.readMany(planned.flatMap(({ cidrs, holdings }) => [...cidrs.map((c) => ({ key: ds.keys.block(c) })), ...holdings]));
   let at = 0;
-  for (const { host, cidrs } of hosts) {
+  for (const { host, cidrs, holdings } of planned) {
     const blocks = results.slice(at, at + cidrs.length).flatMap(([e]) => (e ? [decodeBlock(e.key, e.value)] : []));
     at += cidrs.length;
-    const held = hostHoldings(host, results.slice(at, at + hostReads(ds, host).length));
-    at += hostReads(ds, host).length;
+    const held = hostHoldings(host, results.slice(at, at + holdings.length));
+    at += holdings.length;
     checker.checkHost(host, blocks, held.endpoints, held.tunnels);
   }
 }
