@@ -16,7 +16,7 @@ import type { Logger } from '../shared/log';
 import { formatAddress, parseAddress, type Cidr } from '../shared/net';
 import { bgpPlan, type BgpNode, type Peering } from '../shared/routing/bgp-peers';
 import type { PeerStatus } from '../shared/routing/status';
-import { DEFAULT_BGP_SETTINGS, validateBgpConfiguration, validateBgpPeer, parseAsNumber, type BgpPeerRule, type BgpSettings } from '../shared/routing/bgp-resources';
+import { DEFAULT_BGP_SETTINGS, validateBgpConfiguration, validateBgpPeer, parseAsNumber, type BgpPeerRule } from '../shared/routing/bgp-resources';
 import { renderBirdConfig } from '../shared/routing/bird-config';
 
 export interface BirdInputs {
@@ -60,7 +60,7 @@ export class BirdKeeper {
     const [configEntry, peerEntries] = await Promise.all([ds.kv.get(ds.keys.resource('BGPConfiguration', 'default')), ds.kv.list(ds.keys.resourcePrefix('BGPPeer'))]);
     const settings = configEntry ? this.checked(configEntry, (e) => validateBgpConfiguration(decodeResource('BGPConfiguration', e))) ?? DEFAULT_BGP_SETTINGS : DEFAULT_BGP_SETTINGS;
     const rules = peerEntries.map((e) => this.checked(e, (entry) => validateBgpPeer(decodeResource('BGPPeer', entry)))).filter((r): r is BgpPeerRule => r !== undefined);
-    const plan = bgpPlan(this.node, inputs.nodes.map((n) => this.bgpNode(n, settings)), rules, settings);
+    const plan = bgpPlan(this.node, inputs.nodes.map((n) => this.bgpNode(n)), rules, settings);
     if (!plan) {
       this.once('no-address', () => this.log.warning('BGP waits: this node has no IPv4 address in its Node record (BIRD\'s router ID)'));
       return;
@@ -100,37 +100,37 @@ export class BirdKeeper {
   }
 
   /** A node as BGP needs it; an AS number or cluster ID that does not check out is reported and left out. */
-  private bgpNode(node: Resource<'Node'>, settings: BgpSettings): BgpNode {
+  private bgpNode(node: Resource<'Node'>): BgpNode {
     const bgp = node.spec.bgp ?? {};
-    const field = (name: string, value: unknown, check: (v: unknown) => unknown) => {
-      if (value === undefined) return undefined;
-      try {
-        return check(value);
-      } catch (err) {
-        this.once(`${node.metadata.name} ${name} ${JSON.stringify(value)}`, () => this.log.error(`Node ${node.metadata.name}: spec.bgp.${name} skipped`, { error: messageOf(err) }));
-        return undefined;
-      }
-    };
-    const asNumber = field('asNumber', bgp.asNumber, (v) => parseAsNumber(v, 'spec.bgp.asNumber')) as number | undefined;
+    const field = <T>(name: string, value: unknown, check: (v: unknown) => T) =>
+      value === undefined ? undefined : this.orSkip(`${node.metadata.name} ${name} ${JSON.stringify(value)}`, `Node ${node.metadata.name}: spec.bgp.${name} skipped`, {}, () => check(value));
+    const asNumber = field('asNumber', bgp.asNumber, (v) => parseAsNumber(v, 'spec.bgp.asNumber'));
     const clusterId = field('routeReflectorClusterID', bgp.routeReflectorClusterID, (v) => {
       if (typeof v !== 'string' || parseAddress(v).version !== 4) throw new Error(`${JSON.stringify(v)} is not an IPv4-formatted cluster ID`);
       return v;
-    }) as string | undefined;
+    });
     return {
       name: node.metadata.name,
       labels: node.metadata.labels ?? {},
       ipv4Address: bgp.ipv4Address,
       ipv6Address: bgp.ipv6Address,
-      asNumber: asNumber ?? settings.asNumber,
+      // Without one of its own, bgpPlan gives it the cluster's.
+      ...(asNumber !== undefined ? { asNumber } : {}),
       ...(clusterId ? { routeReflectorClusterId: clusterId } : {}),
     };
   }
 
+  /** A resource's check; one it refuses is logged once per revision and skipped. */
   private checked<T>(entry: Entry, check: (entry: Entry) => T): T | undefined {
+    return this.orSkip(`${entry.key}@${entry.modRevision}`, 'BGP resource skipped: it does not check out', { key: entry.key }, () => check(entry));
+  }
+
+  /** What `check` gives; what it refuses is logged once (by `seen`) and gives undefined. */
+  private orSkip<T>(seen: string, message: string, fields: Record<string, string>, check: () => T): T | undefined {
     try {
-      return check(entry);
+      return check();
     } catch (err) {
-      this.once(`${entry.key}@${entry.modRevision}`, () => this.log.error('BGP resource skipped: it does not check out', { key: entry.key, error: messageOf(err) }));
+      this.once(seen, () => this.log.error(message, { ...fields, error: messageOf(err) }));
       return undefined;
     }
   }
