@@ -46,6 +46,12 @@ export interface NetConf {
   /** Mesos NetworkInfo groups: profiles the endpoint has besides its network's. */
   readonly groups: readonly string[];
   readonly prevResult: JsonObject | undefined;
+  /**
+   * `no_policy`: this host enforces no policy (its daemon runs with --no-policy, or there is none).
+   * Otherwise a plugin that runs without the daemon makes sure the policy table's fixed part
+   * exists before it wires a veth, so that no workload is ever open.
+   */
+  readonly noPolicy: boolean;
   readonly validAttachments: readonly { containerID: string; ifname: string }[] | undefined;
 }
 
@@ -113,6 +119,7 @@ export function parseConfig(raw: JsonObject, env: CniEnv | undefined, processEnv
     refusedLabels: labels.refused,
     groups: mesosGroups(mesos),
     prevResult: objectField(raw, 'prevResult'),
+    noPolicy: booleanField(raw, 'no_policy') ?? false,
     validAttachments: attachmentsOf(raw),
   };
 }
@@ -121,6 +128,13 @@ function stringField(raw: JsonObject, field: string): string | undefined {
   const value = raw[field];
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string') throw invalid(`"${field}"`, `must be a string, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function booleanField(raw: JsonObject, field: string): boolean | undefined {
+  const value = raw[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw invalid(`"${field}"`, `must be true or false, got ${JSON.stringify(value)}`);
   return value;
 }
 

@@ -13,6 +13,8 @@ export interface CniContext {
   readonly conf: NetConf;
   readonly log: Logger;
   readonly connections: Connections;
+  /** Run by the plugin itself, with no node daemon (which keeps the policy table on its own). */
+  readonly standalone: boolean;
 }
 
 export function datastoreOf(ctx: CniContext): Promise<Datastore> {

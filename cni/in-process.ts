@@ -9,7 +9,7 @@ import { runCni, type PluginKind } from './skel';
 export async function runInProcess(kind: PluginKind, invocation: Invocation): Promise<Outcome> {
   const connections = new Connections();
   try {
-    return await runCni(kind, invocation, connections);
+    return await runCni(kind, invocation, connections, { standalone: true });
   } finally {
     await connections.close();
   }

@@ -5,6 +5,7 @@
 import type { Resource } from '../shared/datastore';
 import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
+import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureGroupProfile, ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
 import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
@@ -74,6 +75,8 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     }
   }
 
+  // Without the daemon, nobody else closes the workloads before their endpoints are programmed.
+  if (ctx.standalone && !conf.noPolicy) await installPolicyTable();
   if (conf.refusedLabels.length > 0) log.warning('labels with reserved keys were dropped: only attaching to a network makes a workload its member', { labels: conf.refusedLabels.join(',') });
   const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
   const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));

@@ -23,8 +23,14 @@ const HANDLERS: Record<PluginKind, Record<Exclude<Command, 'VERSION'>, Handler>>
   'calico-ipam': { ADD: ipamAdd, DEL: ipamDel, CHECK: ipamCheck, GC: ipamGc, STATUS: datastoreStatus },
 };
 
-/** `sinks`: where log lines go besides the config's log file (stderr for a plugin, the daemon's own for the daemon). */
-export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, sinks: readonly Sink[] = [stderrSink]): Promise<Outcome> {
+export interface RunOptions {
+  /** Where log lines go besides the config's log file: stderr for a plugin, the daemon's own for the daemon. */
+  readonly sinks?: readonly Sink[];
+  /** Run by the plugin itself, not by the node daemon. */
+  readonly standalone?: boolean;
+}
+
+export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, { sinks = [stderrSink], standalone = false }: RunOptions = {}): Promise<Outcome> {
   let version: CniVersion = LATEST_VERSION;
   let log = new Logger('info', sinks);
   try {
@@ -43,7 +49,7 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
     const conf = parseConfig(raw, env, invocation.env);
     log = loggerFor(conf, env, kind, sinks);
     log.debug('invoked');
-    const result = await HANDLERS[kind][command]({ env, processEnv: invocation.env, conf, log, connections });
+    const result = await HANDLERS[kind][command]({ env, processEnv: invocation.env, conf, log, connections, standalone });
     return { stdout: result ? JSON.stringify(formatResult(result, version)) : '', exitCode: 0 };
   } catch (err) {
     const error = toCniError(err);

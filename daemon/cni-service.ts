@@ -67,7 +67,7 @@ export class CniService {
     const started = process.hrtime.bigint();
     const invocation = { env: request.env, stdin: request.stdin };
     const netmodules = request.kind === 'calico_mesos';
-    const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks) : await runCni(request.kind as PluginKind, invocation, this.connections, this.log.sinks);
+    const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks) : await runCni(request.kind as PluginKind, invocation, this.connections, { sinks: this.log.sinks });
     const call = netmodules ? netmodulesCommandOf(request.stdin) : String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16);
     this.served(`${request.kind} ${call}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
     return encode(outcome);

@@ -27,6 +27,7 @@ import { CniService } from './cni-service';
 import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
 import { PolicyKeeper } from './policy-keeper';
+import { protectedServices } from './protected-services';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
@@ -141,7 +142,11 @@ async function main(): Promise<void> {
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);
-  const policy = values['no-policy'] ? undefined : new PolicyKeeper(async () => (await datastore()).ds, { node, resyncMs }, log.with({ job: 'policy' }), (report) => metrics.policy(report));
+  const policy = values['no-policy'] ? undefined : new PolicyKeeper(async () => (await datastore()).ds, {
+    node,
+    resyncMs,
+    protectedServices: await protectedServices(etcd.endpoints, values['metrics-address']!, log.with({ job: 'policy' })),
+  }, log.with({ job: 'policy' }), (report) => metrics.policy(report));
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
 
   const services = [
@@ -163,6 +168,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // Workloads are closed before anything can wire one: the policy table's fixed part comes first.
+  if (policy) await policy.start();
+  else await PolicyKeeper.remove(log);
   for (const service of services) {
     if (stopping) return;
     started.push(service);
@@ -170,8 +178,6 @@ async function main(): Promise<void> {
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   routes?.start();
-  if (policy) policy.start();
-  else await PolicyKeeper.remove(log);
   collector.start();
   blocks.start();
   if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));

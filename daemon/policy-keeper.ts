@@ -2,6 +2,11 @@
  * Felix's job, for this host: keeps the `inet calico` nftables table equal to what the datastore
  * says about this host's endpoints and the policies, profiles and endpoints they refer to.
  *
+ * Before anything is read, the table's fixed part is made sure of (shared/policy/ruleset.ts): from
+ * then on every workload interface is closed until its endpoint is programmed, whatever etcd does.
+ * A record that stops checking out keeps its last good version in force, or is quarantined
+ * (shared/policy/records.ts); each is logged once per version, with its key.
+ *
  * A resync reads every policy-related record at one etcd revision, computes the whole table and
  * replaces ours in one nft transaction; a watch from that revision then feeds each change to the
  * calculator, and the names it touched are programmed (one transaction per batch of changes, a
@@ -10,12 +15,14 @@
  * stay in force; nothing is ever removed for lack of an answer.
  */
 import type { Datastore, WatchHandle } from '../shared/datastore';
-import { applyNftScript, deleteNftTable } from '../shared/dataplane/nftables';
+import { applyNftScript } from '../shared/dataplane/nftables';
+import { installPolicyTable, removePolicyTable } from '../shared/dataplane/policy-table';
+import { setReversePathCheck } from '../shared/dataplane/workload';
 import { messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
-import { PolicyCalculator } from '../shared/policy/calculator';
+import { PolicyCalculator, type ProtectedService } from '../shared/policy/calculator';
 import { POLICY_KINDS, applyRecord } from '../shared/policy/records';
-import { Ruleset, TABLE, copyRuleset, planChanges, renderTable } from '../shared/policy/ruleset';
+import { Ruleset, copyRuleset, planChanges, renderTable } from '../shared/policy/ruleset';
 
 /** Changes that arrive within this long of each other are programmed together. */
 const BATCH_MS = 10;
@@ -24,6 +31,8 @@ const RETRY_MS = { first: 1000, max: 30_000 };
 export interface PolicyKeeperSettings {
   readonly node: string;
   readonly resyncMs: number;
+  /** What workloads may never reach (the datastore, this daemon's metrics). */
+  readonly protectedServices: readonly ProtectedService[];
 }
 
 export interface PolicySyncReport {
@@ -44,6 +53,10 @@ export class PolicyKeeper {
   private stopped = false;
   /** Programming is one thing at a time. */
   private work: Promise<void> = Promise.resolve();
+  /** Malformed records already logged, by key, with the revision logged. */
+  private readonly reported = new Map<string, string>();
+  /** Interfaces whose reverse-path check is off (their endpoints may send from more prefixes). */
+  private spoofing = new Set<string>();
 
   constructor(
     private readonly datastore: () => Promise<Datastore>,
@@ -51,16 +64,31 @@ export class PolicyKeeper {
     private readonly log: Logger,
     private readonly report: (report: PolicySyncReport) => void = () => undefined,
   ) {
-    this.calculator = new PolicyCalculator(settings.node);
+    this.calculator = this.newCalculator();
   }
 
-  start(): void {
+  /**
+   * Makes sure of the table's fixed part (every workload closed until programmed), then reads the
+   * datastore in the background. Awaited before anything can wire a workload.
+   */
+  async start(): Promise<void> {
+    try {
+      await installPolicyTable();
+    } catch (err) {
+      this.log.error('cannot install the policy table; workloads stay unprotected until it can be', { error: messageOf(err) });
+    }
     this.scheduleResync(0, 'start');
+  }
+
+  private newCalculator(): PolicyCalculator {
+    const calculator = new PolicyCalculator(this.settings.node);
+    calculator.setProtectedServices(this.settings.protectedServices);
+    return calculator;
   }
 
   /** Turns policy off on this host: our table goes (and only ours). */
   static async remove(log: Logger): Promise<void> {
-    await deleteNftTable(TABLE).catch((err: unknown) => log.warning('could not remove the policy table', { error: messageOf(err) }));
+    await removePolicyTable().catch((err: unknown) => log.warning('could not remove the policy table', { error: messageOf(err) }));
   }
 
   private scheduleResync(delayMs: number, reason: string, retryIn = RETRY_MS.first): void {
@@ -79,18 +107,19 @@ export class PolicyKeeper {
     try {
       const ds = await this.datastore();
       const revision = await ds.kv.revision();
-      const calculator = new PolicyCalculator(this.settings.node);
+      const calculator = this.newCalculator();
       let skipped = 0;
       for (const kind of POLICY_KINDS) {
         for await (const page of ds.kv.pages(ds.keys.resourcePrefix(kind), { revision })) {
-          for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value) ? 0 : 1;
+          for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value, entry.modRevision, this.calculator) ? 0 : 1;
         }
       }
       calculator.takeTouched();
       await applyNftScript('program the policy table', renderTable(calculator.ruleset));
       this.calculator = calculator;
       this.programmed = copyRuleset(calculator.ruleset);
-      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, (why) => {
+      await this.keepReversePathChecks();
+      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined, event.modRevision), revision, (why) => {
         if (generation !== this.generation) return;
         this.log.warning('the policy watch ended; resyncing', { reason: why });
         this.scheduleResync(0, 'watch lost');
@@ -108,25 +137,43 @@ export class PolicyKeeper {
     }
   }
 
-  /** Applies one record; false (and a log line naming the key) when it is malformed. */
-  private apply(calculator: PolicyCalculator, ds: Datastore, key: string, value: string | undefined): boolean {
+  /**
+   * Applies one record; false when it is malformed (it is then contained, see records.ts, and
+   * logged with its key once per revision).
+   */
+  private apply(calculator: PolicyCalculator, ds: Datastore, key: string, value: string | undefined, revision: string, previous?: PolicyCalculator): boolean {
     try {
-      applyRecord(calculator, ds.keys, key, value);
+      applyRecord(calculator, ds.keys, key, value, previous);
+      this.reported.delete(key);
       return true;
     } catch (err) {
-      this.log.warning('skipping a malformed record', { key, error: messageOf(err) });
+      if (this.reported.get(key) !== revision) {
+        this.reported.set(key, revision);
+        this.log.warning('skipping a malformed record', { key, error: messageOf(err), outcome: (err as { outcome?: string }).outcome });
+      }
       return false;
     }
   }
 
-  private onEvent(generation: number, ds: Datastore, key: string, value: string | undefined): void {
+  private onEvent(generation: number, ds: Datastore, key: string, value: string | undefined, revision: string): void {
     if (generation !== this.generation || this.stopped) return;
-    this.apply(this.calculator, ds, key, value);
+    this.apply(this.calculator, ds, key, value, revision);
     if (this.batchTimer) return;
     this.batchTimer = setTimeout(() => {
       this.batchTimer = undefined;
       this.work = this.work.then(() => this.programChanges(generation));
     }, BATCH_MS);
+  }
+
+  /** Turns the kernel's reverse-path check off exactly on the interfaces allowed to send from more prefixes. */
+  private async keepReversePathChecks(): Promise<void> {
+    const wanted = this.calculator.spoofingInterfaces();
+    const changes: [string, boolean][] = [...wanted].filter((i) => !this.spoofing.has(i)).map((i) => [i, false]);
+    changes.push(...[...this.spoofing].filter((i) => !wanted.has(i)).map((i): [string, boolean] => [i, true]));
+    for (const [ifname, strict] of changes) {
+      await setReversePathCheck(ifname, strict).catch((err: unknown) => this.log.warning('cannot set the reverse-path check', { interface: ifname, strict, error: messageOf(err) }));
+    }
+    this.spoofing = wanted;
   }
 
   private async programChanges(generation: number): Promise<void> {
@@ -138,6 +185,7 @@ export class PolicyKeeper {
       const plan = planChanges(this.programmed, this.calculator.ruleset, touched);
       await applyNftScript('update the policy table', plan.script);
       plan.commit();
+      await this.keepReversePathChecks();
       this.report({ kind: 'changes', ok: true, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
     } catch (err) {
       // What the kernel holds is no longer known for sure: write the whole table again.

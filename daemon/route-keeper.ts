@@ -9,7 +9,8 @@ import { decodeAffinity, decodeBlock, decodeResource, type Datastore, type Entry
 import { addressAt, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
 import { TunnelUnsupportedError } from '../shared/dataplane/errors';
 import { detectHostAddresses, enableForwarding, syncRoutes } from '../shared/dataplane/routes';
-import { ENCAPSULATION_OVERHEAD, linkHolding, syncIpipDevice, syncVxlanDevice } from '../shared/dataplane/tunnels';
+import { linkHolding, syncIpipDevice, syncVxlanDevice } from '../shared/dataplane/tunnels';
+import { ENCAPSULATION_OVERHEAD } from '../shared/routing/encapsulations';
 import { messageOf } from '../shared/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import { encapsulationOf } from '../shared/ipam/pool';

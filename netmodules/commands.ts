@@ -12,6 +12,7 @@
 import { AlreadyExistsError, type Datastore } from '../shared/datastore';
 import { requireNetns } from '../shared/dataplane/ip-command';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
+import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
 import { workloadMtu } from '../shared/routing/workload-mtu';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
@@ -40,6 +41,11 @@ export interface NetmodulesContext {
   /** Where the node daemon records the workloads' MTU (shared/routing/workload-mtu.ts). */
   readonly mtuFile: string;
   readonly log: Logger;
+  /**
+   * Run by calico_mesos itself, with no node daemon: it makes sure the policy table's fixed part
+   * exists before it wires a veth, unless the host enforces no policy (CALICO_NO_POLICY=true).
+   */
+  readonly closeWorkloadsFirst: boolean;
 }
 
 export type NetmodulesAnswer = { readonly ipv4?: string[]; readonly ipv6?: string[] };
@@ -143,6 +149,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
     ...request.netgroups.map((group) => ensureGroupProfile(ctx.ds, group)),
   ]);
   if (existing) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
+  if (ctx.closeWorkloadsFirst) await installPolicyTable();
   const { labels, refused } = sanitiseLabels(request.labels.map((l) => [l.key, l.value] as const));
   if (refused.length > 0) ctx.log.warning('labels with reserved keys were dropped: only netgroups make a container a member', { container: request.containerId, labels: refused.join(',') });
 

@@ -10,7 +10,7 @@ import { runNetmodules } from './run';
 export async function runInProcess(invocation: Invocation): Promise<Outcome> {
   const connections = new Connections();
   try {
-    return await runNetmodules(invocation, connections, [stderrSink]);
+    return await runNetmodules(invocation, connections, [stderrSink], true);
   } finally {
     await connections.close();
   }

@@ -6,12 +6,13 @@
  * Settings come from the agent's environment, as the isolator passes it whole: ETCD_ENDPOINTS (or
  * ETCD_AUTHORITY), the ETCD_*_FILE certificates, ETCD_PREFIX; this host's name from NODENAME, else
  * /var/lib/calico/nodename, else the host name, as for the CNI plugin and the node daemon; the
- * veths' MTU from the node daemon's file (CALICO_MTU_FILE, /var/lib/calico/mtu).
+ * veths' MTU from the node daemon's file (CALICO_MTU_FILE, /var/lib/calico/mtu); CALICO_NO_POLICY=true
+ * when the host enforces no policy.
  */
 import type { Connections } from '../shared/connections';
 import type { Invocation, Outcome } from '../shared/daemon-forward';
 import { etcdSettingsFrom } from '../shared/datastore/settings';
-import { messageOf } from '../shared/errors';
+import { InvalidInputError, messageOf } from '../shared/errors';
 import { Logger, type Level, type Sink } from '../shared/log';
 import { defaultNodename } from '../shared/nodename';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
@@ -28,7 +29,15 @@ function failure(err: unknown): Outcome {
   return { stdout: JSON.stringify({ error: message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message }), exitCode: 1 };
 }
 
-export async function runNetmodules(invocation: Invocation, connections: Connections, sinks: readonly Sink[]): Promise<Outcome> {
+/** `standalone`: run by calico_mesos itself, not by the node daemon. */
+/** CALICO_NO_POLICY: "true" when the host enforces no policy (as the daemon's --no-policy). */
+function parseNoPolicy(value: string | undefined): boolean {
+  if (value === undefined || value === '' || value === 'false') return false;
+  if (value === 'true') return true;
+  throw new InvalidInputError('CALICO_NO_POLICY', `must be "true" or "false", not ${JSON.stringify(value.slice(0, 40))}`);
+}
+
+export async function runNetmodules(invocation: Invocation, connections: Connections, sinks: readonly Sink[], standalone = false): Promise<Outcome> {
   const levelSetting = invocation.env.CALICO_LOG_LEVEL ?? 'info';
   const log = new Logger(LEVELS.includes(levelSetting as Level) ? (levelSetting as Level) : 'info', sinks, { plugin: 'calico_mesos' });
   try {
@@ -37,7 +46,8 @@ export async function runNetmodules(invocation: Invocation, connections: Connect
     const etcd = etcdSettingsFrom({}, invocation.env);
     const [ds, ipam] = await Promise.all([connections.datastore(etcd), connections.ipam(etcd)]);
     const mtuFile = invocation.env.CALICO_MTU_FILE || DEFAULT_MTU_FILE;
-    const result = await runCommand(request, { ds, ipam, node, mtuFile, log: log.with({ command: request.command }) });
+    const noPolicy = parseNoPolicy(invocation.env.CALICO_NO_POLICY);
+    const result = await runCommand(request, { ds, ipam, node, mtuFile, log: log.with({ command: request.command }), closeWorkloadsFirst: standalone && !noPolicy });
     return { stdout: JSON.stringify({ ...result, error: null }), exitCode: 0 };
   } catch (err) {
     log.error(messageOf(err));

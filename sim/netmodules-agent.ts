@@ -51,8 +51,9 @@ export class NetmodulesAgent {
   call(command: string, args: Record<string, unknown>, raw?: string): Promise<NetmodulesCall> {
     const input = raw ?? JSON.stringify({ args: wireArgs(args), command });
     return new Promise((done) => {
-      // No node daemon unless the agent's environment names one (CALICO_CNI_SOCKET).
-      const child = execFile('nsenter', [`--net=${this.host.path}`, CALICO_MESOS], { env: { PATH: HOST_PATH, CALICO_CNI_SOCKET: '', ...this.env }, timeout: 60_000, maxBuffer: 40 * 1024 }, (err, stdout) => {
+      // No node daemon unless the agent's environment names one (CALICO_CNI_SOCKET), and then no
+      // policy table unless it says so (CALICO_NO_POLICY), as sim/world.ts's networks.
+      const child = execFile('nsenter', [`--net=${this.host.path}`, CALICO_MESOS], { env: { PATH: HOST_PATH, CALICO_CNI_SOCKET: '', CALICO_NO_POLICY: 'true', ...this.env }, timeout: 60_000, maxBuffer: 40 * 1024 }, (err, stdout) => {
         let answer: NetmodulesCall['answer'];
         try {
           const parsed = JSON.parse(stdout) as unknown;

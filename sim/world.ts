@@ -50,8 +50,14 @@ export class CniWorld {
     return { prefix, ds, ipam };
   }
 
+  /**
+   * A network config for an agent of this world. Its plugins leave the policy table alone
+   * (`no_policy`) unless `extra` says otherwise: most agents here run no daemon, and a plugin on
+   * its own would close every workload (see the README's security model).
+   */
   network(name: string, prefix: string, node: string, extra: Record<string, unknown> = {}): NetworkConfig {
     return {
+      no_policy: true,
       cniVersion: '0.2.0',
       name,
       type: 'calico',

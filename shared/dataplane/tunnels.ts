@@ -7,13 +7,9 @@
  */
 import { formatAddress, parseAddress, type IpAddress } from '../net/address';
 import { IPIP_DEVICE, VXLAN_DEVICE, type VxlanPeer } from '../routing/desired-routes';
+import { VXLAN_PORT, VXLAN_VNI } from '../routing/encapsulations';
 import { TunnelUnsupportedError } from './errors';
 import { bridgeBatch, ipBatch, localLinks, parseJsonLines } from './ip-command';
-
-export const VXLAN_VNI = 4096;
-export const VXLAN_PORT = 4789;
-/** What each encapsulation adds to a packet (outer IPv4 header; and UDP, VXLAN and Ethernet). */
-export const ENCAPSULATION_OVERHEAD = { vxlan: 50, ipip: 20 } as const;
 
 export interface VxlanEnd {
   /** The host's own address, the outer source. */

@@ -137,7 +137,8 @@ async function createHostEnd(end: HostEnd): Promise<void> {
         `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
       ]),
     ]);
-    const sysctls: [string, string][] = [];
+    // The kernel's reverse-path check, strict, behind the policy table's source check.
+    const sysctls: [string, string][] = [[`net/ipv4/conf/${hostIf}/rp_filter`, '1']];
     if (v4.length > 0) {
       sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
     }
@@ -210,6 +211,17 @@ export async function pinGatewayNeighbours(netnsPath: string, containerMac: stri
     return true;
   }
   return false;
+}
+
+/**
+ * The kernel's reverse-path check on a workload's host interface: strict, as wiring leaves it, or
+ * off for one whose endpoint may send from prefixes besides its own addresses (the policy table
+ * still allows exactly those). An interface that is gone is fine.
+ */
+export async function setReversePathCheck(hostIf: string, strict: boolean): Promise<void> {
+  const name = validateInterfaceName(hostIf, 'host interface');
+  if (!(await localLinks()).has(name)) return;
+  await setSysctl(`net/ipv4/conf/${name}/rp_filter`, strict ? '1' : '0');
 }
 
 /** What became of a workload's host link on removal: a link that is not ours stays. */

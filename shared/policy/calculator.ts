@@ -10,10 +10,12 @@
  * - Endpoints that share the same policies and profiles, in order, share one chain per direction.
  */
 import { createHash } from 'node:crypto';
-import type { Cidr, IpVersion } from '../net';
+import { cidrsOverlap, formatCidr, parseCidr, type Cidr, type IpVersion } from '../net';
+import { ADDRESS_BITS, formatAddress } from '../net/address';
+import { ENCAPSULATIONS } from '../routing/encapsulations';
 import { DEFAULT_FELIX_SETTINGS, NAMESPACE_LABEL, comparePolicies, type Direction, type FelixSettings, type Policy, type Profile } from './model';
 import { CLEAR_MARK, MARK, hex, netsKey, ruleLines, type SetNamer } from './nft-rules';
-import { Ruleset, Touched } from './ruleset';
+import { HOST_ACTION_CHAIN, Ruleset, Touched, WORKLOAD_ENCAP_CHAIN, type FixedSetName } from './ruleset';
 import { matches, printSelector, type Labels, type Selector } from './selector';
 
 /** A WorkloadEndpoint as policy sees it. */
@@ -26,6 +28,22 @@ export interface EndpointRecord {
   readonly ipv6: readonly string[];
   readonly labels: Labels;
   readonly profiles: readonly string[];
+  /** allowSpoofedSourcePrefixes: sources it may send from besides its own addresses (honoured only with workloadSourceSpoofing: Any). */
+  readonly allowedSources?: readonly Cidr[];
+}
+
+/** A service workloads may never reach (the datastore, the daemon's metrics); no address: on every address of this host. */
+export interface ProtectedService {
+  readonly address?: string;
+  readonly version?: IpVersion;
+  readonly protocol: 'tcp' | 'udp';
+  readonly port: number;
+}
+
+/** A known host's addresses (its Node's), the only sources tunnel packets are taken from. */
+export interface HostRecord {
+  readonly ipv4?: string;
+  readonly ipv6?: string;
 }
 
 const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
@@ -47,6 +65,8 @@ interface SelectorSet {
 
 interface LocalEndpoint {
   readonly interfaceName: string;
+  /** Its elements in wl_src4 and wl_src6. */
+  sources: readonly (readonly [FixedSetName, string])[];
   readonly applies: Record<Direction, Set<string>>;
   readonly chains: Partial<Record<Direction, string>>;
 }
@@ -76,9 +96,15 @@ export class PolicyCalculator {
   private readonly selectorSets = new Map<string, SelectorSet>();
   private readonly netsSets = new Map<string, number>();
   private readonly held = new Map<string, HeldChain>();
+  private felix = DEFAULT_FELIX_SETTINGS;
+  private readonly hosts = new Map<string, HostRecord>();
+  private protectedServices: readonly ProtectedService[] = [];
+  /** How many holders each element of a fixed set has (two records may briefly share one). */
+  private readonly fixedCounts = new Map<string, number>();
 
   constructor(private readonly node: string) {
-    this.ruleset.hostAction = DEFAULT_FELIX_SETTINGS.defaultEndpointToHostAction;
+    this.setChain(HOST_ACTION_CHAIN, hostActionRules(this.felix));
+    this.setChain(WORKLOAD_ENCAP_CHAIN, encapsulationRules(this.felix));
   }
 
   /** The names changed since the last call. */
@@ -92,10 +118,68 @@ export class PolicyCalculator {
     return this.local.size;
   }
 
+  /** The versions in force, by the keys (and profile names) they were set under. */
+  endpointRecord(key: string): EndpointRecord | undefined {
+    return this.endpoints.get(key)?.record;
+  }
+
+  policy(key: string): Policy | undefined {
+    return this.policies.get(key);
+  }
+
+  profile(name: string): Profile | undefined {
+    return this.profiles.get(name);
+  }
+
+  host(key: string): HostRecord | undefined {
+    return this.hosts.get(key);
+  }
+
+  /** The local interfaces that may send from prefixes besides their own addresses (the kernel's reverse-path check must let them). */
+  spoofingInterfaces(): Set<string> {
+    const names = new Set<string>();
+    for (const local of this.local.values()) if (local.sources.some(([, element]) => element.includes('/'))) names.add(local.interfaceName);
+    return names;
+  }
+
+  get felixSettings(): FelixSettings {
+    return this.felix;
+  }
+
   setFelixSettings(settings: FelixSettings): void {
-    if (this.ruleset.hostAction === settings.defaultEndpointToHostAction) return;
-    this.ruleset.hostAction = settings.defaultEndpointToHostAction;
-    this.touched.hostAction = true;
+    const before = this.felix;
+    this.felix = settings;
+    this.setChain(HOST_ACTION_CHAIN, hostActionRules(settings), true);
+    this.setChain(WORKLOAD_ENCAP_CHAIN, encapsulationRules(settings), true);
+    if (before.workloadSourceSpoofing !== settings.workloadSourceSpoofing) {
+      for (const [key, local] of this.local) this.setSources(local, this.endpoints.get(key)!.record);
+    }
+    if (before.allowDatastoreAccessFromWorkloads !== settings.allowDatastoreAccessFromWorkloads) this.setProtectedServices(this.protectedServices);
+  }
+
+  /** What workloads may never reach, unless FelixConfiguration allowDatastoreAccessFromWorkloads. */
+  setProtectedServices(services: readonly ProtectedService[]): void {
+    this.protectedServices = services;
+    const wanted = this.felix.allowDatastoreAccessFromWorkloads ? [] : services.map(protectedElement);
+    for (const name of ['protected4', 'protected6', 'protected_local'] as const) {
+      const elements = new Set(wanted.filter(([set]) => set === name).map(([, element]) => element));
+      const set = this.ruleset.sets.get(name)!;
+      if (set.elements.size === elements.size && [...elements].every((e) => set.elements.has(e))) continue;
+      this.ruleset.sets.set(name, { declaration: set.declaration, elements });
+      this.touched.sets.add(name);
+    }
+  }
+
+  /** A host's Node record (undefined: it is gone). */
+  setHost(key: string, host: HostRecord | undefined): void {
+    const before = this.hosts.get(key);
+    if (before?.ipv4 === host?.ipv4 && before?.ipv6 === host?.ipv6) return;
+    if (host) this.hosts.set(key, host);
+    else this.hosts.delete(key);
+    if (before?.ipv4) this.countFixed('hosts4', before.ipv4, -1);
+    if (before?.ipv6) this.countFixed('hosts6', before.ipv6, -1);
+    if (host?.ipv4) this.countFixed('hosts4', host.ipv4, +1);
+    if (host?.ipv6) this.countFixed('hosts6', host.ipv6, +1);
   }
 
   setEndpoint(key: string, record: EndpointRecord | undefined): void {
@@ -152,8 +236,8 @@ export class PolicyCalculator {
     // The labels it applies changed: its endpoints move in or out of selectors.
     if (JSON.stringify(before?.labelsToApply ?? {}) !== JSON.stringify(profile?.labelsToApply ?? {})) {
       for (const key of members) this.setEndpoint(key, this.endpoints.get(key)!.record);
-    } else if ((before === undefined) !== (profile === undefined)) {
-      // It came or went: its local endpoints' chains list it or not.
+    } else if ((before === undefined) !== (profile === undefined) || before?.quarantined !== profile?.quarantined) {
+      // It came or went (or stands in for one unreadable): its local endpoints' chains list it, or first.
       for (const key of members) {
         const local = this.local.get(key);
         if (local) this.placeEndpoint(key, local);
@@ -175,10 +259,12 @@ export class PolicyCalculator {
         this.setMapEntry(direction, before.interfaceName, undefined);
         if (before.chains[direction]) this.release(before.chains[direction]!);
       }
+      this.setSources(before, undefined);
       this.local.delete(key);
     }
     if (!endpoint) return;
-    const local: LocalEndpoint = this.local.get(key) ?? { interfaceName: endpoint.record.interfaceName, applies: { ingress: new Set(), egress: new Set() }, chains: {} };
+    const local: LocalEndpoint = this.local.get(key) ?? { interfaceName: endpoint.record.interfaceName, sources: [], applies: { ingress: new Set(), egress: new Set() }, chains: {} };
+    this.setSources(local, endpoint.record);
     for (const direction of DIRECTIONS) {
       local.applies[direction].clear();
       for (const [id, policy] of this.policies) if (appliesTo(policy, direction, endpoint.labels)) local.applies[direction].add(id);
@@ -193,7 +279,8 @@ export class PolicyCalculator {
     for (const direction of DIRECTIONS) {
       const owners: RuleChainOwner[] = [
         ...[...local.applies[direction]].sort((a, b) => comparePolicies(this.policies.get(a)!, this.policies.get(b)!)).map((id) => ({ kind: 'policy' as const, id, direction })),
-        ...record.profiles.filter((p) => this.profiles.has(p)).map((id) => ({ kind: 'profile' as const, id, direction })),
+        // A quarantined profile comes first: what it denies is not allowed by another.
+        ...record.profiles.filter((p) => this.profiles.has(p)).sort((a, b) => Number(this.profiles.get(b)!.quarantined ?? false) - Number(this.profiles.get(a)!.quarantined ?? false)).map((id) => ({ kind: 'profile' as const, id, direction })),
       ];
       const names = owners.map((o) => this.ruleChainName(o));
       const chain = `e${direction[0]}_${digest(JSON.stringify([direction, names]))}`;
@@ -327,13 +414,36 @@ export class PolicyCalculator {
     if (present !== n > 0) this.touched.sets.add(set.names[version]);
   }
 
+  /** The sources the endpoint's interface may send from: its addresses and any prefixes it is allowed. */
+  private setSources(local: LocalEndpoint, record: EndpointRecord | undefined): void {
+    const before = local.sources;
+    local.sources = record ? sourceElements(record, this.felix) : [];
+    for (const [set, element] of local.sources) this.countFixed(set, element, +1);
+    for (const [set, element] of before) this.countFixed(set, element, -1);
+  }
+
+  private countFixed(set: FixedSetName, element: string, by: 1 | -1): void {
+    const id = `${set} ${element}`;
+    const n = (this.fixedCounts.get(id) ?? 0) + by;
+    if (n > 0) this.fixedCounts.set(id, n);
+    else this.fixedCounts.delete(id);
+    const elements = this.ruleset.sets.get(set)!.elements;
+    if ((n > 0) === elements.has(element)) return;
+    if (n > 0) elements.add(element);
+    else elements.delete(element);
+    this.touched.sets.add(set);
+  }
+
   private setSet(name: string, version: IpVersion | undefined, interval = false, elements: readonly string[] = []): void {
     if (version === undefined) this.ruleset.sets.delete(name);
-    else this.ruleset.sets.set(name, { version, interval, elements: new Set(elements) });
+    else this.ruleset.sets.set(name, { declaration: `type ${version === 4 ? 'ipv4_addr' : 'ipv6_addr'};${interval ? ' flags interval; auto-merge;' : ''}`, elements: new Set(elements) });
     this.touched.sets.add(name);
   }
 
-  private setChain(name: string, rules: readonly string[] | undefined): void {
+  /** Sets a chain's rules; `onlyIfChanged`: touched only when they differ from what it holds. */
+  private setChain(name: string, rules: readonly string[] | undefined, onlyIfChanged = false): void {
+    const before = this.ruleset.chains.get(name);
+    if (onlyIfChanged && before && rules && before.length === rules.length && before.every((r, i) => r === rules[i])) return;
     if (rules) this.ruleset.chains.set(name, rules);
     else this.ruleset.chains.delete(name);
     this.touched.chains.add(name);
@@ -344,6 +454,42 @@ export class PolicyCalculator {
     else this.ruleset.maps[direction].delete(ifname);
     this.touched.maps[direction].add(ifname);
   }
+}
+
+/** What the host does with what a workload sends it, once its egress policy allowed it. */
+function hostActionRules(felix: FelixSettings): string[] {
+  // Return hands the packet back to the host's other rules: in a table of its own, that is accept.
+  return felix.defaultEndpointToHostAction === 'Drop' ? [] : ['accept'];
+}
+
+/** The encapsulations workloads may not send (all, unless FelixConfiguration lets them). */
+function encapsulationRules(felix: FelixSettings): string[] {
+  return ENCAPSULATIONS.filter((e) => !felix[e.allowFromWorkloads]).map((e) => `${e.match} drop`);
+}
+
+function protectedElement(service: ProtectedService): [FixedSetName, string] {
+  if (service.address === undefined) return ['protected_local', `${service.protocol} . ${service.port}`];
+  return [service.version === 6 ? 'protected6' : 'protected4', `${service.address} . ${service.protocol} . ${service.port}`];
+}
+
+/**
+ * The (interface, source) elements of a local endpoint: its addresses and, with spoofing allowed,
+ * its allowed prefixes; a network or address inside another listed one is left out (the sets hold
+ * intervals, which may not overlap).
+ */
+function sourceElements(record: EndpointRecord, felix: FelixSettings): [FixedSetName, string][] {
+  const allowed = felix.workloadSourceSpoofing === 'Any' ? record.allowedSources ?? [] : [];
+  const elements: [FixedSetName, string][] = [];
+  for (const version of [4, 6] as const) {
+    const own = (version === 4 ? record.ipv4 : record.ipv6).map((text) => parseCidr(`${text}/${ADDRESS_BITS[version]}`));
+    const kept: Cidr[] = [];
+    for (const cidr of [...allowed.filter((c) => c.version === version), ...own].sort((a, b) => a.prefix - b.prefix)) {
+      if (!kept.some((k) => cidrsOverlap(k, cidr))) kept.push(cidr);
+    }
+    const set: FixedSetName = version === 4 ? 'wl_src4' : 'wl_src6';
+    for (const cidr of kept) elements.push([set, `"${record.interfaceName}" . ${cidr.prefix === ADDRESS_BITS[version] ? formatAddress({ version, value: cidr.network }) : formatCidr(cidr)}`]);
+  }
+  return elements;
 }
 
 /** Whether a policy governs one direction of an endpoint with these labels. */

@@ -58,6 +58,8 @@ export interface Policy {
   readonly types: readonly Direction[];
   readonly ingress: readonly PolicyRule[];
   readonly egress: readonly PolicyRule[];
+  /** Its record never checked out: it stands in, denying (validate.ts, quarantinedPolicy). */
+  readonly quarantined?: boolean;
 }
 
 export interface Profile {
@@ -65,15 +67,31 @@ export interface Profile {
   readonly ingress: readonly PolicyRule[];
   readonly egress: readonly PolicyRule[];
   readonly labelsToApply: Labels;
+  /** Its record never checked out: it stands in, denying its members (validate.ts, quarantinedProfile). */
+  readonly quarantined?: boolean;
 }
 
 export type EndpointToHostAction = 'Drop' | 'Accept' | 'Return';
 
+/** FelixConfiguration `default`, the fields we act on (Calico's names and defaults, and one of ours). */
 export interface FelixSettings {
   readonly defaultEndpointToHostAction: EndpointToHostAction;
+  /** Workloads may send VXLAN (UDP to the VXLAN port) and IPIP packets themselves. */
+  readonly allowVXLANPacketsFromWorkloads: boolean;
+  readonly allowIPIPPacketsFromWorkloads: boolean;
+  /** "Any" honours endpoints' allowSpoofedSourcePrefixes; "Disabled" ignores them. */
+  readonly workloadSourceSpoofing: 'Disabled' | 'Any';
+  /** Ours: workloads may reach the datastore the daemons use and the daemon's metrics. */
+  readonly allowDatastoreAccessFromWorkloads: boolean;
 }
 
-export const DEFAULT_FELIX_SETTINGS: FelixSettings = { defaultEndpointToHostAction: 'Drop' };
+export const DEFAULT_FELIX_SETTINGS: FelixSettings = {
+  defaultEndpointToHostAction: 'Drop',
+  allowVXLANPacketsFromWorkloads: false,
+  allowIPIPPacketsFromWorkloads: false,
+  workloadSourceSpoofing: 'Disabled',
+  allowDatastoreAccessFromWorkloads: false,
+};
 
 /** The label every endpoint carries with its namespace (Calico's); namespace selectors match on it. */
 export const NAMESPACE_LABEL = 'projectcalico.org/namespace';

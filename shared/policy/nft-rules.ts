@@ -31,13 +31,17 @@ const ACTIONS = {
 
 const ICMP_PROTOCOL = { 4: 1, 6: 58 } as const;
 
-/** The families a rule can match in. */
+/**
+ * The families a rule can match in. As Calico renders a rule per family: a list of `nets` or
+ * `notNets` that holds networks of only the other family leaves the rule out of this family
+ * (a `notNets` of IPv4 networks alone never becomes "every IPv6 address").
+ */
 function familiesOf(rule: PolicyRule): IpVersion[] {
   return ([4, 6] as const).filter((v) => {
     if (rule.ipVersion !== undefined && rule.ipVersion !== v) return false;
     if (rule.protocol?.number === ICMP_PROTOCOL[v === 4 ? 6 : 4]) return false;
-    // Listed nets of only the other family can never match here.
-    return [rule.source, rule.destination].every((end) => end.nets.length === 0 || end.nets.some((n) => n.version === v));
+    const leftIn = (nets: readonly Cidr[]) => nets.length === 0 || nets.some((n) => n.version === v);
+    return [rule.source, rule.destination].every((end) => leftIn(end.nets) && leftIn(end.notNets));
   });
 }
 
@@ -73,7 +77,8 @@ export function ruleLines(rule: PolicyRule, sets: SetNamer): string[] {
   const families = familiesOf(rule);
   const perFamily = rule.ipVersion !== undefined || rule.icmp !== undefined || rule.notICMP !== undefined || testsAddresses(rule.source) || testsAddresses(rule.destination);
   const lines: string[] = [];
-  for (const version of perFamily ? families : families.length === 2 ? [undefined] : []) {
+  // One line for both families only when both are left and nothing differs between them.
+  for (const version of perFamily || families.length < 2 ? families : [undefined]) {
     const parts: string[] = [];
     const addresses = version === undefined ? [] : [...addressMatches(rule.source, 'saddr', version, sets), ...addressMatches(rule.destination, 'daddr', version, sets)];
     if (version !== undefined && addresses.length === 0) parts.push(`meta nfproto ipv${version}`);

@@ -3,32 +3,68 @@
  * recreate in one transaction) or the changes from what is programmed to what is wanted, touching
  * only named items. Pure: the dataplane module runs the script.
  *
- * Packet path (see the README's policy section):
+ * The table has a fixed part (FIXED_PART), the same on every host and at every moment, that alone
+ * keeps every workload closed: it exists before anything is read from the datastore (the daemon
+ * installs it first; a plugin running without the daemon makes sure of it before it wires a veth),
+ * and a packet from or to a `cali*` interface passes it only once the interface's endpoint has been
+ * programmed. Packet path, in Felix's order (see the README's security model):
+ *   prerouting (raw): from a cali* interface -> wl-guard: a source that is not one of the
+ *            endpoint's own addresses is dropped (anti-spoofing; IPv6 neighbour discovery aside),
+ *            then what workloads may never reach (the datastore, this host's metrics) and the
+ *            encapsulations they may not send (wl-encap) are dropped, before any policy;
  *   forward: from a cali* interface -> from-wl (its egress chain by the `egress` map),
  *            to a cali* interface -> to-wl (its ingress chain by the `ingress` map);
- *   input:   from a cali* interface -> wl-to-host (egress chain, then defaultEndpointToHostAction);
+ *   input:   a tunnel packet (VXLAN, IPIP) from an address that is not a known host's is dropped;
+ *            from a cali* interface -> wl-to-host (egress chain, then host-action:
+ *            defaultEndpointToHostAction);
  *   output:  nothing (the host reaches its own workloads, as in Calico).
- * An interface missing from a map (a workload whose endpoint is not programmed yet) is dropped.
+ * An interface missing from a map or from the source sets (a workload whose endpoint is not
+ * programmed yet) is dropped.
  */
-import type { Direction, EndpointToHostAction } from './model';
+import type { Direction } from './model';
+import { ENCAPSULATIONS } from '../routing/encapsulations';
 import { CLEAR_MARK, MARK, hex } from './nft-rules';
 
 export const TABLE = 'inet calico';
 
+/** The sets of the fixed part: declared by it, filled by the calculator. */
+export const FIXED_SETS = {
+  /** (interface, source) pairs a workload may send from: its own addresses, and any prefixes it is allowed. */
+  wl_src4: 'type ifname . ipv4_addr; flags interval;',
+  wl_src6: 'type ifname . ipv6_addr; flags interval;',
+  /** (address, protocol, port) of what workloads may never reach: the datastore, the daemon's metrics. */
+  protected4: 'type ipv4_addr . inet_proto . inet_service;',
+  protected6: 'type ipv6_addr . inet_proto . inet_service;',
+  /** (protocol, port) of such services listening on every address of this host. */
+  protected_local: 'type inet_proto . inet_service;',
+  /** The addresses of the known hosts (Nodes): the only sources tunnel packets are taken from. */
+  hosts4: 'type ipv4_addr;',
+  hosts6: 'type ipv6_addr;',
+} as const;
+export type FixedSetName = keyof typeof FIXED_SETS;
+
+/** The chains of the fixed part whose rules the calculator keeps (created empty by the fixed part). */
+export const HOST_ACTION_CHAIN = 'host-action';
+export const WORKLOAD_ENCAP_CHAIN = 'wl-encap';
+const KEPT_CHAINS = [HOST_ACTION_CHAIN, WORKLOAD_ENCAP_CHAIN];
+
 export interface NftSet {
-  readonly version: 4 | 6;
-  /** Networks (nets matches); else single addresses (selector members). */
-  readonly interval: boolean;
+  /** What follows the set's name in its declaration. */
+  readonly declaration: string;
   readonly elements: Set<string>;
 }
 
 export class Ruleset {
+  /** Every set with its elements: the fixed part's (FIXED_SETS) and the policies' own. */
   readonly sets = new Map<string, NftSet>();
-  /** Regular chains (policies, profiles, endpoints) by name, with their rules. */
+  /** Regular chains (policies, profiles, endpoints, and the fixed part's kept chains) by name, with their rules. */
   readonly chains = new Map<string, readonly string[]>();
   /** Interface name -> the endpoint chain its traffic goes through, per direction. */
   readonly maps: Record<Direction, Map<string, string>> = { ingress: new Map(), egress: new Map() };
-  hostAction: EndpointToHostAction = 'Drop';
+
+  constructor() {
+    for (const [name, declaration] of Object.entries(FIXED_SETS)) this.sets.set(name, { declaration, elements: new Set() });
+  }
 }
 
 /** What changed since the last programming, by name. */
@@ -36,37 +72,65 @@ export class Touched {
   readonly sets = new Set<string>();
   readonly chains = new Set<string>();
   readonly maps: Record<Direction, Set<string>> = { ingress: new Set(), egress: new Set() };
-  hostAction = false;
 
   get empty(): boolean {
-    return this.sets.size === 0 && this.chains.size === 0 && this.maps.ingress.size === 0 && this.maps.egress.size === 0 && !this.hostAction;
+    return this.sets.size === 0 && this.chains.size === 0 && this.maps.ingress.size === 0 && this.maps.egress.size === 0;
   }
 }
 
 const ESTABLISHED = ['ct state established,related accept', 'ct state invalid drop'];
-/** Neighbour discovery and MLD from a workload to its host are always let through (as Felix does). */
-const NEIGHBOUR_DISCOVERY = 'meta l4proto ipv6-icmp icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept';
+/** Neighbour discovery and MLD, which the host needs from its workloads (as Felix lets them through). */
+const ND_TYPES = '{ mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }';
+const NEIGHBOUR_DISCOVERY = `meta l4proto ipv6-icmp icmpv6 type ${ND_TYPES} accept`;
 const ALLOWED = `meta mark and ${hex(MARK.allow)} == ${hex(MARK.allow)}`;
-const HOST_ACTION = { Drop: 'drop', Accept: 'accept', Return: 'return' } as const;
 
-function fixedChains(hostAction: EndpointToHostAction): [string, string[]][] {
-  return [
-    ['from-wl', [...ESTABLISHED, CLEAR_MARK, 'iifname vmap @egress', `${ALLOWED} return`, 'drop']],
-    ['to-wl', [...ESTABLISHED, CLEAR_MARK, 'oifname vmap @ingress', `${ALLOWED} accept`, 'drop']],
-    ['wl-to-host', [...ESTABLISHED, NEIGHBOUR_DISCOVERY, CLEAR_MARK, 'iifname vmap @egress', `${ALLOWED} ${HOST_ACTION[hostAction]}`, 'drop']],
-  ];
-}
+/** Regular chains of the fixed part, with their rules (in the order they must be created). */
+const FIXED_CHAINS: readonly (readonly [string, readonly string[]])[] = [
+  ['wl-guard', [
+    // Before an IPv6 address is usable the kernel speaks from :: or its link-local address.
+    `ip6 saddr { ::, fe80::/10 } icmpv6 type ${ND_TYPES} return`,
+    'iifname . ip saddr != @wl_src4 drop',
+    'iifname . ip6 saddr != @wl_src6 drop',
+    'ip daddr . meta l4proto . th dport @protected4 drop',
+    'ip6 daddr . meta l4proto . th dport @protected6 drop',
+    'fib daddr type local meta l4proto . th dport @protected_local drop',
+    `jump ${WORKLOAD_ENCAP_CHAIN}`,
+  ]],
+  ['from-wl', [...ESTABLISHED, CLEAR_MARK, 'iifname vmap @egress', `${ALLOWED} return`, 'drop']],
+  ['to-wl', [...ESTABLISHED, CLEAR_MARK, 'oifname vmap @ingress', `${ALLOWED} accept`, 'drop']],
+  ['wl-to-host', [...ESTABLISHED, NEIGHBOUR_DISCOVERY, CLEAR_MARK, 'iifname vmap @egress', `${ALLOWED} jump ${HOST_ACTION_CHAIN}`, 'drop']],
+];
 
-const BASE_CHAINS = [
+const BASE_CHAINS: readonly (readonly [string, string, readonly string[]])[] = [
+  ['prerouting', 'type filter hook prerouting priority raw; policy accept;', ['iifname "cali*" goto wl-guard']],
   ['forward', 'type filter hook forward priority filter; policy accept;', ['iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl']],
-  ['input', 'type filter hook input priority filter; policy accept;', ['iifname "cali*" goto wl-to-host']],
-] as const;
+  ['input', 'type filter hook input priority filter; policy accept;', [
+    ...ENCAPSULATIONS.flatMap((e) => [`${e.match} ip saddr != @hosts4 drop`, `${e.match} ip6 saddr != @hosts6 drop`]),
+    'iifname "cali*" goto wl-to-host',
+  ]],
+];
 
-function setDeclaration(set: NftSet): string {
-  return `type ${set.version === 4 ? 'ipv4_addr' : 'ipv6_addr'};${set.interval ? ' flags interval; auto-merge;' : ''}`;
-}
+/**
+ * The fixed part as commands that make it exist whatever the table holds now, in one transaction:
+ * what is absent is created, the fixed chains are rewritten whole, and nothing the calculator keeps
+ * (set elements, map entries, the kept chains, the policies' chains) is touched. Running it again,
+ * or after the daemon has programmed the table, changes nothing.
+ */
+export const FIXED_PART = ((): string => {
+  const lines = [`add table ${TABLE}`];
+  for (const [name, declaration] of Object.entries(FIXED_SETS)) lines.push(`add set ${TABLE} ${name} { ${declaration} }`);
+  lines.push(`add map ${TABLE} ingress { type ifname : verdict; }`, `add map ${TABLE} egress { type ifname : verdict; }`);
+  for (const name of KEPT_CHAINS) lines.push(`add chain ${TABLE} ${name}`);
+  for (const [name, rules] of FIXED_CHAINS) lines.push(`add chain ${TABLE} ${name}`, `flush chain ${TABLE} ${name}`, ...rules.map((r) => `add rule ${TABLE} ${name} ${r}`));
+  for (const [name, hook, rules] of BASE_CHAINS) lines.push(`add chain ${TABLE} ${name} { ${hook} }`, `flush chain ${TABLE} ${name}`, ...rules.map((r) => `add rule ${TABLE} ${name} ${r}`));
+  return `${lines.join('\n')}\n`;
+})();
+
+/** The fixed part alone, replacing whatever the table holds (when it cannot be added to what is there). */
+export const FIXED_TABLE = `table ${TABLE}\ndelete table ${TABLE}\n${FIXED_PART}`;
 
 const quote = (name: string) => `"${name}"`;
+const isFixedSet = (name: string) => name in FIXED_SETS;
 
 function elementLines(verb: 'add' | 'delete', name: string, elements: readonly string[]): string[] {
   const lines: string[] = [];
@@ -81,13 +145,9 @@ function mapEntries(map: Map<string, string>, names: Iterable<string>): string[]
 
 /** The whole table, replacing whatever our table held, in one transaction. */
 export function renderTable(ruleset: Ruleset): string {
-  const lines = [`table ${TABLE}`, `delete table ${TABLE}`, `table ${TABLE} {`];
-  for (const [name, set] of ruleset.sets) lines.push(`  set ${name} { ${setDeclaration(set)} }`);
-  lines.push('  map ingress { type ifname : verdict; }', '  map egress { type ifname : verdict; }');
-  for (const name of ruleset.chains.keys()) lines.push(`  chain ${name} { }`);
-  for (const [name, rules] of fixedChains(ruleset.hostAction)) lines.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), '  }');
-  for (const [name, hook, rules] of BASE_CHAINS) lines.push(`  chain ${name} {`, `    ${hook}`, ...rules.map((r) => `    ${r}`), '  }');
-  lines.push('}');
+  const lines = [FIXED_TABLE.trimEnd()];
+  for (const [name, set] of ruleset.sets) if (!isFixedSet(name)) lines.push(`add set ${TABLE} ${name} { ${set.declaration} }`);
+  for (const name of ruleset.chains.keys()) if (!KEPT_CHAINS.includes(name)) lines.push(`add chain ${TABLE} ${name}`);
   for (const [name, set] of ruleset.sets) lines.push(...elementLines('add', name, [...set.elements]));
   for (const [name, rules] of ruleset.chains) lines.push(...rules.map((r) => `add rule ${TABLE} ${name} ${r}`));
   for (const direction of ['ingress', 'egress'] as const) {
@@ -111,7 +171,7 @@ function renderChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): 
       if (before) removedSets.push(name);
       continue;
     }
-    if (!before) lines.push(`add set ${TABLE} ${name} { ${setDeclaration(after)} }`);
+    if (!before) lines.push(`add set ${TABLE} ${name} { ${after.declaration} }`);
     const added = [...after.elements].filter((e) => !before?.elements.has(e));
     const removed = before ? [...before.elements].filter((e) => !after.elements.has(e)) : [];
     lines.push(...elementLines('add', name, added), ...elementLines('delete', name, removed));
@@ -136,10 +196,6 @@ function renderChanges(programmed: Ruleset, wanted: Ruleset, touched: Touched): 
     const gone = [...touched.maps[direction]].filter((ifname) => before.has(ifname) && before.get(ifname) !== after.get(ifname));
     const now = [...touched.maps[direction]].filter((ifname) => after.has(ifname) && before.get(ifname) !== after.get(ifname));
     lines.push(...elementLines('delete', direction, gone.map(quote)), ...elementLines('add', direction, mapEntries(after, now)));
-  }
-  if (touched.hostAction && programmed.hostAction !== wanted.hostAction) {
-    const [, rules] = fixedChains(wanted.hostAction).find(([name]) => name === 'wl-to-host')!;
-    lines.push(`flush chain ${TABLE} wl-to-host`, ...rules.map((r) => `add rule ${TABLE} wl-to-host ${r}`));
   }
   lines.push(...removedChains.map((name) => `flush chain ${TABLE} ${name}`), ...removedChains.map((name) => `delete chain ${TABLE} ${name}`));
   lines.push(...removedSets.map((name) => `delete set ${TABLE} ${name}`));
@@ -166,7 +222,7 @@ export function planChanges(programmed: Ruleset, wanted: Ruleset, touched: Touch
 function copyTouched(target: Ruleset, source: Ruleset, touched: Touched): void {
   for (const name of touched.sets) {
     const set = source.sets.get(name);
-    if (set) target.sets.set(name, { ...set, elements: new Set(set.elements) });
+    if (set) target.sets.set(name, { declaration: set.declaration, elements: new Set(set.elements) });
     else target.sets.delete(name);
   }
   for (const name of touched.chains) {
@@ -181,7 +237,6 @@ function copyTouched(target: Ruleset, source: Ruleset, touched: Touched): void {
       else target.maps[direction].delete(ifname);
     }
   }
-  target.hostAction = source.hostAction;
 }
 
 /** A copy of the whole ruleset (what a full programming leaves in the kernel). */

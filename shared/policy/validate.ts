@@ -310,10 +310,54 @@ export function validateProfile(resource: Json): Profile {
   };
 }
 
+function flag(value: Json, field: string, otherwise: boolean): boolean {
+  if (value === undefined || value === null) return otherwise;
+  if (typeof value !== 'boolean') throw new PolicyValidationError(field, `must be true or false, not ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** FelixConfiguration `default`: the fields we act on; others are Felix's and are left alone. */
 export function validateFelixConfiguration(resource: Json): FelixSettings {
   const spec = record(record(resource, 'FelixConfiguration').spec, 'spec');
-  const action = spec.defaultEndpointToHostAction;
-  if (action === undefined || action === null) return DEFAULT_FELIX_SETTINGS;
-  return { defaultEndpointToHostAction: choice<EndpointToHostAction>(action, 'spec.defaultEndpointToHostAction', ['Drop', 'Accept', 'Return']) };
+  const d = DEFAULT_FELIX_SETTINGS;
+  const given = (name: string) => spec[name] !== undefined && spec[name] !== null;
+  return {
+    defaultEndpointToHostAction: given('defaultEndpointToHostAction') ? choice<EndpointToHostAction>(spec.defaultEndpointToHostAction, 'spec.defaultEndpointToHostAction', ['Drop', 'Accept', 'Return']) : d.defaultEndpointToHostAction,
+    allowVXLANPacketsFromWorkloads: flag(spec.allowVXLANPacketsFromWorkloads, 'spec.allowVXLANPacketsFromWorkloads', d.allowVXLANPacketsFromWorkloads),
+    allowIPIPPacketsFromWorkloads: flag(spec.allowIPIPPacketsFromWorkloads, 'spec.allowIPIPPacketsFromWorkloads', d.allowIPIPPacketsFromWorkloads),
+    workloadSourceSpoofing: given('workloadSourceSpoofing') ? choice(spec.workloadSourceSpoofing, 'spec.workloadSourceSpoofing', ['Disabled', 'Any'] as const) : d.workloadSourceSpoofing,
+    allowDatastoreAccessFromWorkloads: flag(spec.allowDatastoreAccessFromWorkloads, 'spec.allowDatastoreAccessFromWorkloads', d.allowDatastoreAccessFromWorkloads),
+  };
+}
+
+const ANY_END: RuleEnd = { nets: [], notNets: [], ports: [], notPorts: [] };
+const DENY_ALL: PolicyRule = { action: 'Deny', source: ANY_END, destination: ANY_END };
+
+/**
+ * A policy whose record never checked out, as it is enforced: before every other policy, it denies
+ * everything both ways to the endpoints its selector names, or to all (of its namespace) when even
+ * the selector is unreadable. What we cannot read, we do not open.
+ */
+export function quarantinedPolicy(kind: Policy['kind'], policyName: string, namespace: string | undefined, document: Json): Policy {
+  const spec = isRecord(document) && isRecord(document.spec) ? document.spec : {};
+  let applies: Selector = { op: 'all' };
+  try {
+    applies = selector(spec.selector, 'spec.selector') ?? applies;
+  } catch {
+    // unreadable: every endpoint
+  }
+  const scope = kind === 'NetworkPolicy' ? namespace ?? 'default' : undefined;
+  if (scope !== undefined) applies = both(applies, { op: '==', key: NAMESPACE_LABEL, value: scope });
+  return { kind, name: policyName, ...(scope !== undefined ? { namespace: scope } : {}), order: -Infinity, selector: applies, types: ['ingress', 'egress'], ingress: [DENY_ALL], egress: [DENY_ALL], quarantined: true };
+}
+
+/**
+ * A profile whose record never checked out: its members are denied everything both ways (before
+ * their other profiles); the labels it applies are kept where they can be read, so that no member
+ * slips out of a selector that denies it.
+ */
+export function quarantinedProfile(profileName: string, document: Json): Profile {
+  const spec = isRecord(document) && isRecord(document.spec) ? document.spec : {};
+  const labels = isRecord(spec.labelsToApply) ? Object.fromEntries(Object.entries(spec.labelsToApply).filter((e): e is [string, string] => typeof e[1] === 'string')) : {};
+  return { name: profileName, ingress: [DENY_ALL], egress: [DENY_ALL], labelsToApply: labels, quarantined: true };
 }

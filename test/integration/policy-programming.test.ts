@@ -1,6 +1,8 @@
 import test from 'ava';
 import { NFT, applyNftScript, listNftTable } from '../../shared/dataplane/nftables';
 import { PolicyCalculator, type EndpointRecord } from '../../shared/policy/calculator';
+import { DEFAULT_FELIX_SETTINGS } from '../../shared/policy/model';
+import { parseCidr } from '../../shared/net';
 import { copyRuleset, planChanges, renderTable, TABLE } from '../../shared/policy/ruleset';
 import { validatePolicy, validateProfile } from '../../shared/policy/validate';
 import { Netns } from '../../sim/netns';
@@ -62,6 +64,16 @@ test.serial('policy programming - every change applied incrementally leaves the 
       calc.setEndpoint('a2', endpoint('h2', 'calia2', '10.0.0.2', ['netA']));
       calc.setEndpoint('b2', endpoint('h2', 'calib2', '10.0.1.2', ['netB'], { app: 'web' }));
     }],
+    ['hosts, and what workloads may not reach', () => {
+      calc.setHost('n1', { ipv4: '10.99.0.11', ipv6: 'fd00:99::11' });
+      calc.setHost('n2', { ipv4: '10.99.0.12' });
+      calc.setProtectedServices([{ address: '10.99.0.1', version: 4, protocol: 'tcp', port: 2379 }, { address: 'fd00:99::1', version: 6, protocol: 'tcp', port: 2379 }, { protocol: 'tcp', port: 9099 }]);
+    }],
+    ['a local endpoint allowed more sources', () => calc.setEndpoint('s1', { ...endpoint('h1', 'calis1', '10.0.2.1', ['netA']), ipv6: ['fd00::21'], allowedSources: [parseCidr('192.168.0.0/16'), parseCidr('192.168.7.0/24'), parseCidr('10.0.2.0/24')] })],
+    ['a host changes address, another goes', () => {
+      calc.setHost('n1', { ipv4: '10.99.0.21' });
+      calc.setHost('n2', undefined);
+    }],
     ['a policy for web', () => calc.setPolicy('web', validatePolicy({
       kind: 'GlobalNetworkPolicy', metadata: { name: 'web' },
       spec: { order: 10, selector: "app == 'web'", ingress: [{ action: 'Allow', protocol: 'TCP', source: { selector: 'has(pcn.netB)', nets: ['10.0.0.0/8'] }, destination: { ports: [8080, '9000:9010'] } }, { action: 'Pass', protocol: 'ICMP', icmp: { type: 8 } }] },
@@ -78,11 +90,13 @@ test.serial('policy programming - every change applied incrementally leaves the 
     }],
     ['the change made meanwhile is programmed next', () => calc.setEndpoint('a3', undefined)],
     ['a profile stops applying its label', () => calc.setProfile('netB', { ...profile('netB'), labelsToApply: {} })],
-    ['felix settings', () => calc.setFelixSettings({ defaultEndpointToHostAction: 'Return' })],
+    ['felix settings', () => calc.setFelixSettings({ ...DEFAULT_FELIX_SETTINGS, defaultEndpointToHostAction: 'Return', allowVXLANPacketsFromWorkloads: true, workloadSourceSpoofing: 'Any' })],
+    ['the datastore allowed again', () => calc.setFelixSettings({ ...calc.felixSettings, allowDatastoreAccessFromWorkloads: true })],
     ['a policy goes', () => calc.setPolicy('deny', undefined)],
     ['an endpoint goes', () => calc.setEndpoint('b1', undefined)],
     ['everything goes', () => {
-      for (const key of ['a1', 'a2', 'a4', 'b2']) calc.setEndpoint(key, undefined);
+      for (const key of ['a1', 'a2', 'a4', 'b2', 's1']) calc.setEndpoint(key, undefined);
+      calc.setHost('n1', undefined);
       calc.setPolicy('web', undefined);
       calc.setProfile('netA', undefined);
       calc.setProfile('netB', undefined);

@@ -106,9 +106,10 @@ test.serial('policy - tasks on one network reach each other, tasks of another ne
   t.true(await settlesTo(setup.agent, a2, a1, true));
   t.true(await settlesTo(setup.agent, b1, a1, false), 'deleting the policy restores isolation');
 
-  // Garbage written straight into etcd: logged with its key and skipped; the rest stays enforced.
+  // Garbage written straight into etcd: logged with its key and contained; the rest stays enforced
+  // (the policy, never read good, denies only what its selector names: nobody here).
   const garbage = [
-    { key: ds.keys.resource('GlobalNetworkPolicy', 'garbage'), put: '{"kind":"GlobalNetworkPolicy","metadata":{"name":"garbage"},"spec":{"selector":"has(("}}' },
+    { key: ds.keys.resource('GlobalNetworkPolicy', 'garbage'), put: '{"kind":"GlobalNetworkPolicy","metadata":{"name":"garbage"},"spec":{"selector":"has(pcn.netC)","ingress":[{"action":"Allow","source":{"selector":"has(("}}]}}' },
     { key: ds.keys.resource('WorkloadEndpoint', 'agent1-cni-garbage-eth0', 'default'), put: '{"kind":"WorkloadEndpoint","metadata":{"name":"x"},"spec":{"node":"agent1","interfaceName":"cali\\"; flush ruleset","ipNetworks":["10.200.255.1/32"]}}' },
     { key: ds.keys.resource('Profile', 'junk'), put: 'not json' },
   ];
