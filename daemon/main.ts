@@ -28,6 +28,8 @@ import { GarbageCollector } from './garbage-collector';
 import { Metrics } from './metrics';
 import { PolicyKeeper } from './policy-keeper';
 import { protectedServices } from './protected-services';
+import { NodeClaim } from './node-claim';
+import { detectHostAddresses } from '../shared/dataplane/routes';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
@@ -149,6 +151,11 @@ async function main(): Promise<void> {
   }, log.with({ job: 'policy' }), (report) => metrics.policy(report));
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
 
+  const nodeAddress = values['node-address']!;
+  const claim = new NodeClaim(async () => (await datastore()).ds, node, nodeAddress === 'auto' ? (await detectHostAddresses()).ipv4 : nodeAddress === 'none' ? undefined : nodeAddress, log, (err) => {
+    log.error(err.message);
+    void stop('node name taken', 1);
+  });
   const services = [
     new CniService(values['cni-socket']!, connections, log, served('cni')),
     new DriverServer(driverApp('IpamDriver', ipamDriver.handlers(), log, served('ipam')), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
@@ -157,27 +164,30 @@ async function main(): Promise<void> {
   // Signals are handled from the start: a stop during start-up still removes what was created.
   const started: typeof services = [];
   let stopping = false;
-  const stop = async (signal: string) => {
+  const stop = async (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
     await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
+    await claim.stop();
     await connections.close();
     await stderr.flush();
-    process.exit(0);
+    process.exit(exitCode);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   // Workloads are closed before anything can wire one: the policy table's fixed part comes first.
   if (policy) await policy.start();
   else await PolicyKeeper.remove(log);
+  // One daemon per node name: a live one elsewhere with this name stops this one, before it writes as the node.
+  await claim.start();
   for (const service of services) {
     if (stopping) return;
     started.push(service);
     await service.start();
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
-  routes?.start();
+  void claim.held.then(() => routes?.start());
   collector.start();
   blocks.start();
   if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));

@@ -5,7 +5,7 @@
  * a periodic resync repairs anything a lost watch event or a manual edit did. etcd being away is
  * retried with backoff; the daemon's other jobs never wait on it.
  */
-import { decodeAffinity, decodeBlock, decodeResource, type Datastore, type Entry, type WatchHandle } from '../shared/datastore';
+import { decodeAffinity, decodeBlock, decodeResource, type Datastore, type Entry, type Resource, type WatchHandle } from '../shared/datastore';
 import { addressAt, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
 import { TunnelUnsupportedError } from '../shared/dataplane/errors';
 import { detectHostAddresses, enableForwarding, syncRoutes } from '../shared/dataplane/routes';
@@ -22,6 +22,8 @@ import { RoutingStatusReporter } from './routing-status';
 import { keepTunnelEnds, type EncapsulatedPool, type TunnelEnds } from './tunnel-ends';
 
 const DEBOUNCE_MS = 100;
+
+type NodeBgpAddresses = { ipv4Address?: string; ipv6Address?: string };
 const RESYNC_MS = 30_000;
 const RETRY_MS = { first: 1000, max: 30_000 };
 
@@ -52,6 +54,8 @@ export class RouteKeeper {
   private readonly bird: BirdKeeper | undefined;
   private readonly status: RoutingStatusReporter;
   private recordedMtu: number | undefined;
+  /** This host's addresses, as registered on its Node (none with --node-address none). */
+  private addresses: NodeBgpAddresses | undefined;
 
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
@@ -97,15 +101,29 @@ export class RouteKeeper {
   private async register(ds: Datastore): Promise<void> {
     if (this.settings.nodeAddress === 'none') return;
     const detected = this.settings.nodeAddress === 'auto' ? await detectHostAddresses() : { ipv4: this.settings.nodeAddress };
-    const bgp = { ...(detected.ipv4 ? { ipv4Address: detected.ipv4 } : {}), ...(detected.ipv6 ? { ipv6Address: detected.ipv6 } : {}) };
-    const existing = await ds.resources.get('Node', this.settings.node);
-    if (!existing) await ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name: this.settings.node }, spec: { bgp } });
-    else if (existing.spec.bgp?.ipv4Address !== bgp.ipv4Address || existing.spec.bgp?.ipv6Address !== bgp.ipv6Address) {
-      // The rest of bgp (AS number, route reflector, tunnel address) is the operator's or the tunnels'.
-      const { ipv4Address: _v4, ipv6Address: _v6, ...kept } = existing.spec.bgp ?? {};
-      await ds.resources.update({ ...existing, spec: { ...existing.spec, bgp: { ...kept, ...bgp } } });
+    this.addresses = { ...(detected.ipv4 ? { ipv4Address: detected.ipv4 } : {}), ...(detected.ipv6 ? { ipv6Address: detected.ipv6 } : {}) };
+    await this.assertAddresses(ds, await ds.resources.get('Node', this.settings.node));
+    this.log.info('node registered', { ipv4: this.addresses.ipv4Address, ipv6: this.addresses.ipv6Address });
+  }
+
+  /**
+   * Makes this host's Node say this host's addresses. Run at start and on every sync (the Node is
+   * watched): whoever else wrote them, traffic to this host's workloads follows them.
+   */
+  private async assertAddresses(ds: Datastore, existing: Resource<'Node'> | undefined): Promise<void> {
+    const bgp = this.addresses;
+    if (!bgp) return;
+    if (!existing) {
+      await ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name: this.settings.node }, spec: { bgp } });
+      return;
     }
-    this.log.info('node registered', { ipv4: bgp.ipv4Address, ipv6: bgp.ipv6Address });
+    if (existing.spec.bgp?.ipv4Address === bgp.ipv4Address && existing.spec.bgp?.ipv6Address === bgp.ipv6Address) return;
+    if (existing.spec.bgp?.ipv4Address !== undefined || existing.spec.bgp?.ipv6Address !== undefined) {
+      this.log.warning('this node\'s addresses were changed by someone else; writing them back', { found: `${existing.spec.bgp?.ipv4Address ?? ''} ${existing.spec.bgp?.ipv6Address ?? ''}`.trim() });
+    }
+    // The rest of bgp (AS number, route reflector, tunnel address) is the operator's or the tunnels'.
+    const { ipv4Address: _v4, ipv6Address: _v6, ...kept } = existing.spec.bgp ?? {};
+    await ds.resources.update({ ...existing, spec: { ...existing.spec, bgp: { ...kept, ...bgp } } });
   }
 
   private ownsBlock(ds: Datastore, key: string): boolean {
@@ -139,6 +157,7 @@ export class RouteKeeper {
         vxlanTunnelAddress: n.spec.ipv4VXLANTunnelAddr,
         vxlanTunnelMac: n.spec.vxlanTunnelMACAddr,
       }));
+      await this.assertAddresses(ds, nodes.find((n) => n.metadata.name === this.settings.node)).catch((err: unknown) => this.log.warning('cannot write this node\'s addresses back yet', { error: messageOf(err) }));
       const own = affinities.filter((a) => a.host === this.settings.node && a.confirmed).map((a) => a.cidr);
       this.ownBlocks = new Set(own.map(formatCidr));
       const pools = this.pools(poolEntries);

@@ -2,12 +2,13 @@
 # Installs what the project needs on a fresh Debian machine (run as root): the real parts the
 # tests and the demo start (etcd, iproute2, ping, openssl, nsenter/unshare, dockerd and a static
 # busybox for container images, the Go reference CNI plugins, nftables for policy, iperf3 for its
-# benchmark, BIRD 2 for BGP, socat for calico_mesos' shell path), Node.js if absent, and the npm
+# benchmark, BIRD 2 for BGP, socat for calico_mesos' shell path, python3 for the isolation tests'
+# hostile packets), Node.js if absent, and the npm
 # packages. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client iproute2 iputils-ping openssl util-linux procps time containernetworking-plugins docker.io busybox-static nftables bird2 iperf3 socat)
+packages=(etcd-server etcd-client iproute2 iputils-ping openssl util-linux procps time containernetworking-plugins docker.io busybox-static nftables bird2 iperf3 socat python3)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()

@@ -129,6 +129,15 @@ export class EtcdServer {
     });
   }
 
+  /** Freezes etcd (SIGSTOP): it keeps its connections and answers nothing, as a hung server. */
+  freeze(): void {
+    this.process?.kill('SIGSTOP');
+  }
+
+  thaw(): void {
+    this.process?.kill('SIGCONT');
+  }
+
   /** Stops etcd (SIGKILL by default: as abrupt as a crash), waiting until the process is gone. */
   async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const child = this.process;

@@ -89,12 +89,13 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
     container.push(
       `route add ${GATEWAY_IPV4} dev ${containerIf} scope link${metric}`,
       `route add default via ${GATEWAY_IPV4} dev ${containerIf}${metric}`,
-      `neigh add ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
+      // Replaced, not added: a namespace that already sends has made an INCOMPLETE entry by now.
+      `neigh replace ${GATEWAY_IPV4} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
     );
   }
   if (v6.length > 0) {
     container.push(
-      `neigh add ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
+      `neigh replace ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
       `route add default via ${GATEWAY_IPV6} dev ${containerIf}${metric}`,
     );
   }

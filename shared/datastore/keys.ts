@@ -111,6 +111,11 @@ export class KeyLayout {
   ipamConfig(): string {
     return `${this.ipam}/config`;
   }
+
+  /** Held (under a lease) by the live node daemon of a node: one daemon per node name. Ours, not Calico's. */
+  nodeDaemon(node: string): string {
+    return `${this.prefix}/daemons/v1/host/${node}`;
+  }
 }
 
 function cidrKeyPart(cidr: Cidr): string {

@@ -66,6 +66,11 @@ export interface WatchHandle {
   close(): Promise<void>;
 }
 
+/** A key held under a lease (see EtcdKv.hold); released, it is gone at once. */
+export interface HeldKey {
+  release(): Promise<void>;
+}
+
 export class EtcdKv {
   private constructor(
     private readonly client: Etcd3,
@@ -190,6 +195,38 @@ export class EtcdKv {
     );
     if (res.succeeded) return { ok: true, revision: String(res.header.revision) };
     return { ok: false, current: readResponses(keys, res.responses) };
+  }
+
+  /**
+   * Holds `key` for as long as this process lives and reaches etcd: written under a lease of
+   * `ttlSeconds` that the client keeps alive, so that it goes by itself when the holder dies. A key
+   * a live holder has is not taken, unless `mine` says its value is this holder's own (a restart
+   * within the lease); the holder's entry is returned instead. `onLost`: the lease lapsed (etcd
+   * was away longer than its TTL), and the key with it.
+   */
+  async hold(key: string, value: string, ttlSeconds: number, mine: (current: string) => boolean, onLost: (reason: string) => void): Promise<{ held: HeldKey } | { heldBy: Entry }> {
+    const lease = this.client.lease(ttlSeconds);
+    lease.on('lost', (err: Error) => onLost(err.message));
+    const release = () => this.bounded(`revoke the lease of ${key}`, lease.revoke()).catch(() => undefined);
+    try {
+      const id = await this.bounded(`grant a lease for ${key}`, lease.grant());
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const current = await this.get(key);
+        if (current && !mine(current.value)) {
+          await release();
+          return { heldBy: current };
+        }
+        const res = await this.call(`hold ${key}`, (c) => c.kv.txn({
+          compare: [compareOf(key, current ? { modRevision: current.modRevision } : { absent: true })],
+          success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(value), lease: id } }],
+        }));
+        if (res.succeeded) return { held: { release } };
+      }
+      throw new DatastoreRequestError(`cannot hold ${key}: it kept changing under us`);
+    } catch (err) {
+      await release();
+      throw err;
+    }
   }
 
   /** The store's revision now (a snapshot read at it and a watch after it miss nothing). */

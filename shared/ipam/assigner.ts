@@ -140,8 +140,11 @@ export class Assigner {
     return planAssignments(demands, { 4: candidates(4), 6: candidates(6) }, MAX_BLOCKS_PER_TXN);
   }
 
-  private async state(node: string, version: IpVersion, wanted: readonly string[] | undefined, fresh: boolean, borrow: boolean): Promise<VersionState> {
-    const { view, cached } = await this.views.get(node, version);
+  private state(node: string, version: IpVersion, wanted: readonly string[] | undefined, fresh: boolean, borrow: boolean): Promise<VersionState> {
+    return this.views.use(node, version, (view, cached) => this.stateOf(view, cached, node, version, wanted, fresh, borrow));
+  }
+
+  private async stateOf(view: HostView, cached: boolean, node: string, version: IpVersion, wanted: readonly string[] | undefined, fresh: boolean, borrow: boolean): Promise<VersionState> {
     const pools = selectPools(view.pools, version, wanted);
     if (pools.length === 0) throw new NoUsablePoolError(`no enabled IPv${version} pool exists; create one first`);
     const affine = [...view.affinities.values()].filter((a) => a.state === 'confirmed' && pools.some((p) => poolHolds(p, a.cidr)));

@@ -2,6 +2,7 @@
 import { DEFAULT_IPAM_CONFIG, decodeAffinity, decodeIpamConfig, type AffinityState, type Datastore, type IpamConfigRecord } from '../datastore';
 import type { IpVersion } from '../net/address';
 import { formatCidr, type Cidr } from '../net/cidr';
+import { AddressOutsidePoolsError, InvalidPoolError, NoUsablePoolError } from './errors';
 import { poolFromEntry, type Pool } from './pool';
 
 export interface HostAffinity {
@@ -63,6 +64,24 @@ export class HostViews {
     const view = await readHostView(this.ds, node, version);
     this.views.set(key, view);
     return { view, cached: false };
+  }
+
+  /**
+   * Runs `use` on the host's view. A refusal that rests on the pools (one named that is missing or
+   * disabled, none usable, an address outside them) made on a cached view is made again on a fresh
+   * one: a cached view never hides a pool written before the request began. (What a write relied
+   * on is guarded by its revision, so a stale view of it costs a retry, never a wrong answer.)
+   */
+  async use<T>(node: string, version: IpVersion, use: (view: HostView, cached: boolean) => Promise<T>): Promise<T> {
+    const { view, cached } = await this.get(node, version);
+    try {
+      return await use(view, cached);
+    } catch (err) {
+      if (!cached || !(err instanceof InvalidPoolError || err instanceof NoUsablePoolError || err instanceof AddressOutsidePoolsError)) throw err;
+      this.forget(node, version);
+      const fresh = await this.get(node, version);
+      return use(fresh.view, fresh.cached);
+    }
   }
 
   forget(node: string, version?: IpVersion): void {

@@ -135,11 +135,13 @@ export class Ipam {
     const attribute = attributeFor(request.handle, request.node, request.attributes);
     let handle: KnownHandle = 'absent';
     await casLoop(`assignment of ${text}`, async (): Promise<Round<void>> => {
-      const { view } = await this.views.get(request.node, request.address.version);
-      // Pools are named as in the network config: by name or by CIDR, as for automatic assignment.
-      const candidates = request.pools?.length ? selectPools(view.pools, request.address.version, request.pools) : view.pools.filter((p) => !p.disabled);
-      const pool = poolOf(candidates, request.address);
-      if (!pool) throw new AddressOutsidePoolsError(text, request.pools?.length ? `of the pools ${request.pools.join(', ')}` : 'enabled IP pool');
+      const { view, pool } = await this.views.use(request.node, request.address.version, async (view) => {
+        // Pools are named as in the network config: by name or by CIDR, as for automatic assignment.
+        const candidates = request.pools?.length ? selectPools(view.pools, request.address.version, request.pools) : view.pools.filter((p) => !p.disabled);
+        const found = poolOf(candidates, request.address);
+        if (!found) throw new AddressOutsidePoolsError(text, request.pools?.length ? `of the pools ${request.pools.join(', ')}` : 'enabled IP pool');
+        return { view, pool: found };
+      });
       const cidr = enclosingCidr(request.address, pool.blockSize);
       const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
       if (!block) {

@@ -9,9 +9,9 @@ import { waitFor } from '../../sim/wait';
 const setup = useCniWorld(test);
 
 test.serial('cni daemon - plugins forward to the node daemon; it wires the task in the agent\'s namespace', async (t) => {
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--log-level', 'debug']);
-  t.teardown(() => daemon.destroy());
   const { prefix, ds } = await setup.world.scenario('daemon');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--log-level', 'debug', '--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1']);
+  t.teardown(() => daemon.destroy());
   const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const [a, b] = [randomUUID(), randomUUID()];
   const launchA = await setup.agent.launch(a, [{ network }]);
@@ -25,8 +25,9 @@ test.serial('cni daemon - plugins forward to the node daemon; it wires the task 
 });
 
 test.serial('cni daemon - with the daemon gone, the plugins do the work themselves', async (t) => {
-  const daemon = await NodeDaemon.start(setup.agent.host);
   const { prefix, ds } = await setup.world.scenario('fallback');
+  // A host without policy: a new workload would otherwise wait, closed, for a daemon to program it.
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-policy']);
   const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const id = randomUUID();
   t.is((await setup.agent.launch(id, [{ network }])).runs[0]!.code, 0);

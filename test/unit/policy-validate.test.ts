@@ -1,6 +1,7 @@
 import test from 'ava';
 import { formatCidr } from '../../shared/net';
 import { matches, printSelector } from '../../shared/policy/selector';
+import { DEFAULT_FELIX_SETTINGS } from '../../shared/policy/model';
 import { PolicyValidationError, validateFelixConfiguration, validatePolicy, validateProfile } from '../../shared/policy/validate';
 
 const gnp = (spec: Record<string, unknown>, name = 'p') => ({ kind: 'GlobalNetworkPolicy', metadata: { name }, spec });
@@ -106,7 +107,12 @@ test('policy validation - profiles and Felix configuration', (t) => {
   t.deepEqual(profile.labelsToApply, { 'pcn.netA': '' });
   t.is(profile.ingress.length, 1);
   t.throws(() => validateProfile({ metadata: { name: 'x' }, spec: { labelsToApply: { a: 1 } } }), { message: /spec\.labelsToApply\.a: must be a string/ });
-  t.deepEqual(validateFelixConfiguration({ spec: {} }), { defaultEndpointToHostAction: 'Drop' });
-  t.deepEqual(validateFelixConfiguration({ spec: { defaultEndpointToHostAction: 'ACCEPT', reportingInterval: '30s' } }), { defaultEndpointToHostAction: 'Accept' });
+  t.deepEqual(validateFelixConfiguration({ spec: {} }), DEFAULT_FELIX_SETTINGS);
+  t.deepEqual(validateFelixConfiguration({ spec: { defaultEndpointToHostAction: 'ACCEPT', reportingInterval: '30s' } }), { ...DEFAULT_FELIX_SETTINGS, defaultEndpointToHostAction: 'Accept' });
+  t.deepEqual(validateFelixConfiguration({ spec: { allowVXLANPacketsFromWorkloads: true, allowIPIPPacketsFromWorkloads: false, workloadSourceSpoofing: 'any', allowDatastoreAccessFromWorkloads: true } }), {
+    defaultEndpointToHostAction: 'Drop', allowVXLANPacketsFromWorkloads: true, allowIPIPPacketsFromWorkloads: false, workloadSourceSpoofing: 'Any', allowDatastoreAccessFromWorkloads: true,
+  });
+  t.throws(() => validateFelixConfiguration({ spec: { workloadSourceSpoofing: 'Some' } }), { message: /spec\.workloadSourceSpoofing: must be one of Disabled, Any/ });
+  t.throws(() => validateFelixConfiguration({ spec: { allowDatastoreAccessFromWorkloads: 'true' } }), { message: /spec\.allowDatastoreAccessFromWorkloads: must be true or false/ });
   t.throws(() => validateFelixConfiguration({ spec: { defaultEndpointToHostAction: 'Maybe' } }), { message: /spec\.defaultEndpointToHostAction: must be one of Drop, Accept, Return/ });
 });
