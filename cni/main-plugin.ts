@@ -192,7 +192,7 @@ export async function gc(ctx: CniContext): Promise<void> {
   const valid = new Set((conf.validAttachments ?? []).map((a) => `${a.containerID}/${a.ifname}`));
   const ds = await datastoreOf(ctx);
   const ipam = await ipamOf(ctx);
-  for await (const page of ds.resources.pages('WorkloadEndpoint', hostEndpointRange(conf.nodename, 'cni'))) {
+  for await (const page of ds.resources.pages('WorkloadEndpoint', { ...hostEndpointRange(conf.nodename, 'cni'), skipMalformed: true })) {
     for (const endpoint of page) {
       const attachment = workloadOfEndpoint(endpoint);
       if (attachment?.orchestrator !== 'cni' || attachment.node !== conf.nodename || attachment.network !== conf.name) continue;

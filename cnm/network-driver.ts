@@ -229,7 +229,7 @@ export class NetworkDriver {
   async reconcile(): Promise<void> {
     const { ds } = await this.datastore();
     const endpoints: Resource<'WorkloadEndpoint'>[] = [];
-    for await (const page of ds.resources.pages('WorkloadEndpoint', hostEndpointRange(this.settings.node, 'libnetwork'))) {
+    for await (const page of ds.resources.pages('WorkloadEndpoint', { ...hostEndpointRange(this.settings.node, 'libnetwork'), skipMalformed: true })) {
       endpoints.push(...page.filter((e) => e.spec.node === this.settings.node));
     }
     await Promise.all(endpoints.map(async (endpoint) => {

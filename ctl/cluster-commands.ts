@@ -79,7 +79,7 @@ export async function nodeStatus(ds: Datastore, ipam: Ipam): Promise<string> {
     if (!r) hosts.set(name, (r = { registered: false, blocks: 0, inUse: 0, endpoints: 0, cidrs: [] }));
     return r;
   };
-  for await (const page of ds.resources.pages('Node')) {
+  for await (const page of ds.resources.pages('Node', { skipMalformed: true })) {
     for (const node of page) Object.assign(row(node.metadata.name), { registered: true, address: node.spec.bgp?.ipv4Address });
   }
   const pools = await ipam.pools();
@@ -99,7 +99,7 @@ export async function nodeStatus(ds: Datastore, ipam: Ipam): Promise<string> {
     }
   }
   const routing = new Map<string, RoutingStatus>();
-  for await (const page of ds.resources.pages('CalicoNodeStatus')) {
+  for await (const page of ds.resources.pages('CalicoNodeStatus', { skipMalformed: true })) {
     for (const record of page) routing.set(record.metadata.name, routingStatusOf(record.status));
   }
   const rows = [...hosts.keys()].sort().map((name) => {

@@ -23,6 +23,12 @@ export interface CheckReport {
   readonly handlesWithoutAddresses: string[];
   readonly addressesOutsidePools: { address: string; block: string }[];
   readonly affinityMismatches: { block: string; affinity: string; problem: string }[];
+  /**
+   * Records that cannot be read, each skipped alone. What they may hold is not judged: the
+   * allocations of a host with an unreadable endpoint are not called leaks, nor handles that name
+   * an unreadable block.
+   */
+  readonly malformedRecords: { key: string; error: string }[];
 }
 
 /** A host's endpoint: its namespaced name and addresses (as in ipNetworks). */
@@ -45,6 +51,9 @@ export class IpamChecker {
   /** Endpoint addresses outside their host's blocks (borrowed from another host's). */
   private elsewhere: { address: string; endpoint: string }[] = [];
   private readonly checkedBlocks = new Set<string>();
+  /** Hosts with an endpoint record that cannot be read, and blocks that cannot be read. */
+  private readonly unreadableHosts = new Set<string>();
+  private readonly unreadableBlocks = new Set<string>();
 
   constructor(
     private readonly pools: readonly Cidr[],
@@ -60,7 +69,15 @@ export class IpamChecker {
       handlesWithoutAddresses: [],
       addressesOutsidePools: [],
       affinityMismatches: [],
+      malformedRecords: [],
     };
+  }
+
+  /** A record that cannot be read: a host's endpoint (`host`), a block (`block`), or another. */
+  malformed(key: string, error: string, of: { host?: string; block?: string } = {}): void {
+    this.report.malformedRecords.push({ key, error });
+    if (of.host !== undefined) this.unreadableHosts.add(of.host);
+    if (of.block !== undefined) this.unreadableBlocks.add(of.block);
   }
 
   /** Whether a block was already checked (as some host's), so the sweep of unclaimed blocks skips it. */
@@ -84,7 +101,7 @@ export class IpamChecker {
         allocatedHere.add(a.address);
         const owner = a.leak.node ?? host;
         if (owner !== host) this.setAside(this.borrowed, owner, a);
-        else if (!addresses.has(a.address)) this.leak(a.leak);
+        else if (!addresses.has(a.address) && !this.unreadableHosts.has(host)) this.leak(a.leak);
       }
     }
     const cidrs = blocks.map((b) => parseCidr(b.cidr));
@@ -111,7 +128,7 @@ export class IpamChecker {
   /** Owners on other hosts: `node`'s endpoint addresses settle what was set aside for it. */
   settleBorrowed(node: string, endpoints: readonly EndpointAddresses[], tunnelAddresses: readonly string[] = []): void {
     const addresses = new Set([...tunnelAddresses, ...endpoints.flatMap((e) => e.addresses.map((n) => formatAddress(parseAddress(n.split('/')[0]!))))]);
-    for (const a of this.borrowed.get(node) ?? []) if (!addresses.has(a.address)) this.leak(a.leak);
+    for (const a of this.borrowed.get(node) ?? []) if (!addresses.has(a.address) && !this.unreadableHosts.has(node)) this.leak(a.leak);
     this.borrowed.delete(node);
   }
 
@@ -135,6 +152,7 @@ export class IpamChecker {
   checkHandle(id: string, record: HandleRecord): void {
     this.report.summary.handles++;
     const recorded = Object.values(record.block).reduce((a, b) => a + b, 0);
+    if (Object.keys(record.block).some((cidr) => this.unreadableBlocks.has(cidr))) return;
     if (recorded === 0 || !this.handleCounts.has(id)) this.report.handlesWithoutAddresses.push(id);
   }
 
@@ -142,7 +160,7 @@ export class IpamChecker {
     for (const list of this.borrowed.values()) for (const a of list) this.leak(a.leak);
     this.borrowed.clear();
     const r = this.report;
-    r.summary.problems = r.allocatedWithoutEndpoint.length + r.endpointAddressesNotAllocated.length + r.handlesWithoutAddresses.length + r.addressesOutsidePools.length + r.affinityMismatches.length;
+    r.summary.problems = r.allocatedWithoutEndpoint.length + r.endpointAddressesNotAllocated.length + r.handlesWithoutAddresses.length + r.addressesOutsidePools.length + r.affinityMismatches.length + r.malformedRecords.length;
     return r;
   }
 

@@ -1,6 +1,6 @@
 /** `calicoctl ipam show | configure | check | release`. */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { decodeBlock, decodeHandle, decodeResource, type Datastore, type Entry } from '../shared/datastore';
+import { MalformedDataError, decodeBlock, decodeEach, decodeHandle, decodeResource, type Datastore, type Entry } from '../shared/datastore';
 import type { Read } from '../shared/datastore/kv';
 import { hostEndpointRanges, nodeOfEndpointName } from '../shared/endpoints/identity';
 import { decodeEndpointAddresses } from '../shared/datastore/resources';
@@ -110,7 +110,8 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
   let unclaimed: Cidr[] = [];
   const checkUnclaimed = async () => {
     const read = await ds.kv.readMany(unclaimed.map((c) => ({ key: ds.keys.block(c) })));
-    for (const [entry] of read) if (entry) checker.checkUnclaimedBlock(decodeBlock(entry.key, entry.value));
+    const entries = read.flatMap(([entry]) => (entry ? [entry] : []));
+    for (const block of decodeEach(entries, (entry) => decodeBlock(entry.key, entry.value), unreadableBlock(ds, checker))) checker.checkUnclaimedBlock(block);
     unclaimed = [];
   };
   for (const version of [4, 6] as const) {
@@ -128,11 +129,11 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
   progress('checking endpoints of hosts without blocks...');
   for (const host of await endpointNodes(ds)) {
     if (hosts.has(host)) continue;
-    const held = await hostEndpoints(ds, host);
+    const held = await hostEndpoints(ds, checker, host);
     checker.checkHost(host, [], held.endpoints, held.tunnels);
   }
   for (const owner of checker.ownersToSettle()) {
-    const held = await hostEndpoints(ds, owner);
+    const held = await hostEndpoints(ds, checker, owner);
     checker.settleBorrowed(owner, held.endpoints, held.tunnels);
   }
   const elsewhere = checker.addressesToSettle();
@@ -141,7 +142,8 @@ export async function ipamCheck(ds: Datastore, ipam: Ipam, graceSeconds: number,
   progress('checking handles...');
   const handleBase = ds.keys.handlePrefix();
   for await (const page of ds.kv.pages(handleBase, { pageSize: 1000 })) {
-    for (const entry of page) checker.checkHandle(entry.key.slice(handleBase.length), decodeHandle(entry.key, entry.value));
+    const handles = decodeEach(page, (entry) => ({ id: entry.key.slice(handleBase.length), record: decodeHandle(entry.key, entry.value) }), (err) => checker.malformed(err.key, err.message));
+    for (const { id, record } of handles) checker.checkHandle(id, record);
   }
   return checker.finish();
 }
@@ -152,9 +154,10 @@ async function checkHosts(ds: Datastore, checker: IpamChecker, hosts: readonly {
   const results = await ds.kv.readMany(planned.flatMap(({ cidrs, holdings }) => [...cidrs.map((c) => ({ key: ds.keys.block(c) })), ...holdings]));
   let at = 0;
   for (const { host, cidrs, holdings } of planned) {
-    const blocks = results.slice(at, at + cidrs.length).flatMap(([e]) => (e ? [decodeBlock(e.key, e.value)] : []));
+    const entries = results.slice(at, at + cidrs.length).flatMap(([e]) => (e ? [e] : []));
+    const blocks = decodeEach(entries, (e) => decodeBlock(e.key, e.value), unreadableBlock(ds, checker));
     at += cidrs.length;
-    const held = hostHoldings(host, results.slice(at, at + holdings.length));
+    const held = hostHoldings(checker, host, results.slice(at, at + holdings.length));
     at += holdings.length;
     checker.checkHost(host, blocks, held.endpoints, held.tunnels);
   }
@@ -168,8 +171,17 @@ function hostReads(ds: Datastore, host: string): Read[] {
   ];
 }
 
-function hostHoldings(host: string, results: readonly Entry[][]): { endpoints: EndpointAddresses[]; tunnels: string[] } {
-  const endpoints = results.slice(0, -1).flat().map(endpointAddresses).filter((e) => e.node === host);
+/** A block that cannot be read, for the checker: its allocations are unknown. */
+function unreadableBlock(ds: Datastore, checker: IpamChecker): (err: MalformedDataError) => void {
+  return (err) => {
+    const cidr = ds.keys.blockCidrOf(err.key);
+    checker.malformed(err.key, err.message, cidr ? { block: formatCidr(cidr) } : {});
+  };
+}
+
+function hostHoldings(checker: IpamChecker, host: string, results: readonly Entry[][]): { endpoints: EndpointAddresses[]; tunnels: string[] } {
+  // An endpoint that cannot be read may hold any of the host's addresses: the host's are then not judged.
+  const endpoints = decodeEach(results.slice(0, -1).flat(), endpointAddresses, (err) => checker.malformed(err.key, err.message, { host })).filter((e) => e.node === host);
   const [node] = results[results.length - 1] ?? [];
   return { endpoints, tunnels: node ? tunnelAddressesOf(node) : [] };
 }
@@ -196,19 +208,32 @@ async function endpointNodes(ds: Datastore): Promise<Set<string>> {
   return nodes;
 }
 
-async function hostEndpoints(ds: Datastore, host: string): Promise<{ endpoints: EndpointAddresses[]; tunnels: string[] }> {
-  return hostHoldings(host, await ds.kv.readMany(hostReads(ds, host)));
+async function hostEndpoints(ds: Datastore, checker: IpamChecker, host: string): Promise<{ endpoints: EndpointAddresses[]; tunnels: string[] }> {
+  return hostHoldings(checker, host, await ds.kv.readMany(hostReads(ds, host)));
 }
 
 function endpointAddresses(entry: Entry): EndpointAddresses & { node: string } {
   const wep = decodeEndpointAddresses(entry);
+  for (const [i, network] of wep.ipNetworks.entries()) {
+    try {
+      parseAddress(network.split('/')[0]!, `spec.ipNetworks[${i}]`);
+    } catch (err) {
+      throw new MalformedDataError(entry.key, messageOf(err));
+    }
+  }
   return { name: `${wep.namespace}/${wep.name}`, addresses: wep.ipNetworks, node: wep.node };
 }
 
-/** Which of the addresses are allocated. */
+/** Which of the addresses are allocated; one whose block cannot be read counts as allocated (it cannot be judged). */
 async function allocatedOf(ipam: Ipam, addresses: readonly IpAddress[]): Promise<string[]> {
   const allocated: string[] = [];
-  for (const address of addresses) if (await ipam.ownerOf(address)) allocated.push(formatAddress(address));
+  for (const address of addresses) {
+    const owner = await ipam.ownerOf(address).catch((err: unknown) => {
+      if (err instanceof MalformedDataError) return true;
+      throw err;
+    });
+    if (owner) allocated.push(formatAddress(address));
+  }
   return allocated;
 }
 
@@ -224,6 +249,7 @@ export function describeReport(report: CheckReport): string {
   section('Handles holding no address', report.handlesWithoutAddresses);
   section('Addresses outside every pool', report.addressesOutsidePools.map((a) => `${a.address} in block ${a.block}`));
   section('Blocks whose affinity and host disagree', report.affinityMismatches.map((m) => `${m.block} (${m.affinity}): ${m.problem}`));
+  section('Records that cannot be read (skipped; what they hold is not judged)', report.malformedRecords.map((m) => `${m.key}: ${m.error}`));
   lines.push(report.summary.problems === 0 ? 'No problems found.' : `${report.summary.problems} problem(s) found.`);
   return lines.join('\n');
 }

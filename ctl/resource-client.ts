@@ -52,7 +52,7 @@ export class ResourceClient {
     if (kind === 'IPAMConfiguration') return [await this.ipamConfiguration()];
     const all = name
       ? [await this.ds.resources.get(kind, name, namespace)].filter((r) => r !== undefined)
-      : await this.ds.resources.list(kind, namespace);
+      : await this.ds.resources.list(kind, namespace, { skipMalformed: true });
     if (name && all.length === 0) throw new CtlError(`${kind} "${name}" does not exist`);
     return all.map((r) => ({ apiVersion: API_VERSION, kind, metadata: { ...r.metadata }, spec: r.spec as unknown as Record<string, unknown> }));
   }

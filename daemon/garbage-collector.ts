@@ -10,7 +10,8 @@
  * affinities. Anything uncertain (Docker unreachable) counts as alive.
  */
 import type { DockerApi } from '../cnm/docker-api';
-import type { Datastore, Resource } from '../shared/datastore';
+import { MalformedDataError, type Datastore, type Resource } from '../shared/datastore';
+import { messageOf } from '../shared/errors';
 import { localLinks, netnsExists } from '../shared/dataplane/ip-command';
 import { endpointNameOf, hostEndpointRanges, isDockerHandle, parseHandle } from '../shared/endpoints/identity';
 import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
@@ -38,6 +39,8 @@ interface Recorded {
 export class GarbageCollector {
   /** Endpoint -> when it was first seen gone. */
   private readonly suspects = new Map<string, number>();
+  /** The keys of this host's endpoints that could not be read in the last pass (said once while they last). */
+  private unreadable = '';
   private readonly periodic: Periodic;
 
   constructor(
@@ -67,13 +70,22 @@ export class GarbageCollector {
     const recorded = new Map<string, Set<string>>();
     /** A net-modules allocation handle -> the addresses endpoints list under it. */
     const netmodules = new Map<string, Set<string>>();
+    /** Endpoints of this host that cannot be read: what they list is unknown. */
+    const unreadable: string[] = [];
+    const onMalformed = (err: MalformedDataError) => unreadable.push(err.key);
     for (const range of hostEndpointRanges(this.settings.node)) {
-      for await (const page of ds.resources.pages('WorkloadEndpoint', range)) {
+      for await (const page of ds.resources.pages('WorkloadEndpoint', { ...range, onMalformed })) {
         for (const endpoint of page) {
           if (endpoint.spec.node !== this.settings.node) continue;
           const key = `${endpoint.metadata.namespace}/${endpoint.metadata.name}`;
           present.add(key);
-          const listed = new Set(endpoint.spec.ipNetworks.map((n) => formatAddress(parseAddress(n.split('/')[0]!, 'ipNetworks'))));
+          let listed: Set<string>;
+          try {
+            listed = new Set(endpoint.spec.ipNetworks.map((n) => formatAddress(parseAddress(n.split('/')[0]!, 'spec.ipNetworks'))));
+          } catch (err) {
+            onMalformed(new MalformedDataError(ds.keys.resource('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace), messageOf(err)));
+            continue;
+          }
           recorded.set(endpoint.metadata.name, listed);
           for (const handle of recordedIpamHandles(endpoint)) netmodules.set(handle, new Set([...(netmodules.get(handle) ?? []), ...listed]));
           if (await this.alive(endpoint, links)) {
@@ -90,6 +102,12 @@ export class GarbageCollector {
       }
     }
     for (const key of this.suspects.keys()) if (!present.has(key)) this.suspects.delete(key);
+    // An endpoint that cannot be read may list any address of this host: none is judged unrecorded
+    // until it reads again (or goes). The rest of the pass went on without it.
+    const held = unreadable.sort().join('\n');
+    if (held !== this.unreadable && held !== '') this.log.warning('addresses without an endpoint are not collected while an endpoint of this host cannot be read', { endpoints: unreadable.length, first: unreadable[0] });
+    this.unreadable = held;
+    if (held !== '') return cleaned;
     cleaned.push(...(await this.collectUnrecorded(ipam, { endpoints: recorded, netmodules }, now)));
     return cleaned;
   }

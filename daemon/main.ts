@@ -29,6 +29,7 @@ import { Metrics } from './metrics';
 import { PolicyKeeper } from './policy-keeper';
 import { protectedServices } from './protected-services';
 import { NodeClaim } from './node-claim';
+import { MalformedRecordLog } from './malformed-records';
 import { detectHostAddresses } from '../shared/dataplane/routes';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
@@ -119,6 +120,7 @@ async function main(): Promise<void> {
   const stderr = asyncStderrSink();
   const log = new Logger(level, [stderr], { daemon: 'calico-libnetwork', node });
 
+  const malformed = new MalformedRecordLog(log);
   const connections = new Connections();
   const docker = new DockerApi(values['docker-host']!);
   const datastore = async () => ({ ds: await connections.datastore(etcd), ipam: await connections.ipam(etcd) });
@@ -148,7 +150,7 @@ async function main(): Promise<void> {
     node,
     resyncMs,
     protectedServices: await protectedServices(etcd.endpoints, values['metrics-address']!, log.with({ job: 'policy' })),
-  }, log.with({ job: 'policy' }), (report) => metrics.policy(report));
+  }, log.with({ job: 'policy' }), malformed, (report) => metrics.policy(report));
   const served = (driver: string) => (call: string, ok: boolean, seconds: number) => metrics.request(driver, call, ok, seconds);
 
   const nodeAddress = values['node-address']!;

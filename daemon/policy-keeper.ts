@@ -20,6 +20,7 @@ import { installPolicyTable, removePolicyTable } from '../shared/dataplane/polic
 import { setReversePathCheck } from '../shared/dataplane/workload';
 import { messageOf } from '../shared/errors';
 import type { Logger } from '../shared/log';
+import type { MalformedRecordLog } from './malformed-records';
 import { PolicyCalculator, type ProtectedService } from '../shared/policy/calculator';
 import { POLICY_KINDS, applyRecord } from '../shared/policy/records';
 import { Ruleset, copyRuleset, planChanges, renderTable } from '../shared/policy/ruleset';
@@ -53,8 +54,6 @@ export class PolicyKeeper {
   private stopped = false;
   /** Programming is one thing at a time. */
   private work: Promise<void> = Promise.resolve();
-  /** Malformed records already logged, by key, with the revision logged. */
-  private readonly reported = new Map<string, string>();
   /** Interfaces whose reverse-path check is off (their endpoints may send from more prefixes). */
   private spoofing = new Set<string>();
 
@@ -62,6 +61,7 @@ export class PolicyKeeper {
     private readonly datastore: () => Promise<Datastore>,
     private readonly settings: PolicyKeeperSettings,
     private readonly log: Logger,
+    private readonly malformed: MalformedRecordLog,
     private readonly report: (report: PolicySyncReport) => void = () => undefined,
   ) {
     this.calculator = this.newCalculator();
@@ -111,7 +111,7 @@ export class PolicyKeeper {
       let skipped = 0;
       for (const kind of POLICY_KINDS) {
         for await (const page of ds.kv.pages(ds.keys.resourcePrefix(kind), { revision })) {
-          for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value, entry.modRevision, this.calculator) ? 0 : 1;
+          for (const entry of page) skipped += this.apply(calculator, ds, entry.key, entry.value, this.calculator) ? 0 : 1;
         }
       }
       calculator.takeTouched();
@@ -119,7 +119,7 @@ export class PolicyKeeper {
       this.calculator = calculator;
       this.programmed = copyRuleset(calculator.ruleset);
       await this.keepReversePathChecks();
-      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined, event.modRevision), revision, (why) => {
+      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, (why) => {
         if (generation !== this.generation) return;
         this.log.warning('the policy watch ended; resyncing', { reason: why });
         this.scheduleResync(0, 'watch lost');
@@ -139,25 +139,22 @@ export class PolicyKeeper {
 
   /**
    * Applies one record; false when it is malformed (it is then contained, see records.ts, and
-   * logged with its key once per revision).
+   * logged with its key, once).
    */
-  private apply(calculator: PolicyCalculator, ds: Datastore, key: string, value: string | undefined, revision: string, previous?: PolicyCalculator): boolean {
+  private apply(calculator: PolicyCalculator, ds: Datastore, key: string, value: string | undefined, previous?: PolicyCalculator): boolean {
     try {
       applyRecord(calculator, ds.keys, key, value, previous);
-      this.reported.delete(key);
+      this.malformed.cleared(key);
       return true;
     } catch (err) {
-      if (this.reported.get(key) !== revision) {
-        this.reported.set(key, revision);
-        this.log.warning('skipping a malformed record', { key, error: messageOf(err), outcome: (err as { outcome?: string }).outcome });
-      }
+      this.malformed.skipped(key, messageOf(err), { outcome: (err as { outcome?: string }).outcome });
       return false;
     }
   }
 
-  private onEvent(generation: number, ds: Datastore, key: string, value: string | undefined, revision: string): void {
+  private onEvent(generation: number, ds: Datastore, key: string, value: string | undefined): void {
     if (generation !== this.generation || this.stopped) return;
-    this.apply(this.calculator, ds, key, value, revision);
+    this.apply(this.calculator, ds, key, value);
     if (this.batchTimer) return;
     this.batchTimer = setTimeout(() => {
       this.batchTimer = undefined;

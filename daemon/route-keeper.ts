@@ -5,7 +5,7 @@
  * a periodic resync repairs anything a lost watch event or a manual edit did. etcd being away is
  * retried with backoff; the daemon's other jobs never wait on it.
  */
-import { decodeAffinity, decodeBlock, decodeResource, type Datastore, type Entry, type Resource, type WatchHandle } from '../shared/datastore';
+import { MalformedDataError, decodeAffinity, decodeBlock, decodeEach, decodeResource, type Datastore, type Entry, type Resource, type WatchHandle } from '../shared/datastore';
 import { addressAt, formatCidr, parseAddress, parseCidr, type Cidr, type IpAddress } from '../shared/net';
 import { TunnelUnsupportedError } from '../shared/dataplane/errors';
 import { detectHostAddresses, enableForwarding, syncRoutes } from '../shared/dataplane/routes';
@@ -47,8 +47,6 @@ export class RouteKeeper {
   private syncing: Promise<void> = Promise.resolve();
   /** Blocks affine to this host, as of the last sync: a change to one of them may lend an address. */
   private ownBlocks = new Set<string>();
-  /** Pools found malformed, by key and revision: each is reported once. */
-  private readonly reported = new Set<string>();
   /** The IPIP tunnel address this host last had, to take off tunl0 when no pool needs it. */
   private ipipAddress: IpAddress | undefined;
   private readonly bird: BirdKeeper | undefined;
@@ -144,12 +142,12 @@ export class RouteKeeper {
   private async sync(): Promise<void> {
     try {
       const { ds, ipam } = await this.datastore();
-      const [affinityEntries, nodes, poolEntries] = await Promise.all([ds.kv.list(ds.keys.affinitiesPrefix()), ds.resources.list('Node'), ds.kv.list(ds.keys.resourcePrefix('IPPool'))]);
-      const affinities: BlockAffinity[] = [];
-      for (const entry of affinityEntries) {
+      // A malformed record is skipped alone (and logged once, by the daemon): the rest is routed.
+      const [affinityEntries, nodes, poolEntries] = await Promise.all([ds.kv.list(ds.keys.affinitiesPrefix()), ds.resources.list('Node', undefined, { skipMalformed: true }), ds.kv.list(ds.keys.resourcePrefix('IPPool'))]);
+      const affinities = decodeEach(affinityEntries, (entry): BlockAffinity[] => {
         const named = ds.keys.affinityOf(entry.key);
-        if (named) affinities.push({ host: named.host, cidr: named.cidr, confirmed: decodeAffinity(entry.key, entry.value).state === 'confirmed' });
-      }
+        return named ? [{ host: named.host, cidr: named.cidr, confirmed: decodeAffinity(entry.key, entry.value).state === 'confirmed' }] : [];
+      }).flat();
       const hosts: HostAddresses[] = nodes.map((n) => ({
         name: n.metadata.name,
         ipv4Address: n.spec.bgp?.ipv4Address,
@@ -182,20 +180,16 @@ export class RouteKeeper {
     }
   }
 
-  /** The pools' encapsulation; a malformed pool (written past calicoctl) is reported once and skipped. */
+  /** The pools' encapsulation; a malformed pool (written past calicoctl) is skipped alone. */
   private pools(entries: readonly Entry[]): EncapsulatedPool[] {
-    const pools: EncapsulatedPool[] = [];
-    for (const entry of entries) {
+    return decodeEach(entries, (entry) => {
+      const pool = decodeResource('IPPool', entry);
       try {
-        const pool = decodeResource('IPPool', entry);
-        pools.push({ ...encapsulationOf(parseCidr(pool.spec.cidr, 'spec.cidr'), pool.spec), disabled: pool.spec.disabled === true });
+        return { ...encapsulationOf(parseCidr(pool.spec.cidr, 'spec.cidr'), pool.spec), disabled: pool.spec.disabled === true };
       } catch (err) {
-        const seen = `${entry.key}@${entry.modRevision}`;
-        if (!this.reported.has(seen)) this.log.error('IP pool skipped: it is malformed', { key: entry.key, error: messageOf(err) });
-        this.reported.add(seen);
+        throw new MalformedDataError(entry.key, messageOf(err));
       }
-    }
-    return pools;
+    });
   }
 
   /**
@@ -252,12 +246,11 @@ export class RouteKeeper {
   private async lentAddresses(ds: Datastore, blocks: readonly Cidr[]): Promise<LentAddress[]> {
     const lent: LentAddress[] = [];
     const entries = await ds.kv.readMany(blocks.map((cidr) => ({ key: ds.keys.block(cidr) })));
-    for (const [i, [entry]] of entries.entries()) {
-      if (!entry) continue;
-      const block = decodeBlock(entry.key, entry.value, blocks[i]);
+    const found = entries.flatMap(([entry], i) => (entry ? [{ entry, cidr: blocks[i]! }] : []));
+    for (const { block, cidr } of decodeEach(found, ({ entry, cidr }) => ({ block: decodeBlock(entry.key, entry.value, cidr), cidr }))) {
       block.allocations.forEach((attribute, ordinal) => {
         const host = attribute === null ? undefined : block.attributes[attribute]?.secondary?.node;
-        if (host && host !== this.settings.node) lent.push({ address: addressAt(blocks[i]!, BigInt(ordinal)), host });
+        if (host && host !== this.settings.node) lent.push({ address: addressAt(cidr, BigInt(ordinal)), host });
       });
     }
     return lent;

@@ -11,6 +11,8 @@ export const casConflicts = channel('calico.ipam.cas-conflict');
 export const casExhausted = channel('calico.ipam.cas-exhausted');
 /** An etcd call that failed: `{ kind: 'unavailable' | 'request' }`. */
 export const etcdErrors = channel('calico.etcd.error');
+/** A record skipped by a reader because it is malformed: `{ key, error }`. */
+export const malformedRecords = channel('calico.datastore.malformed');
 /** A CNI ADD finished: how long each of its phases took, in seconds: `{ phases }`. */
 export const addPhases = channel('calico.cni.add-phases');
 

@@ -7,6 +7,7 @@ import { FieldReader, parseJsonObject, type JsonObject } from './codec';
 import { AlreadyExistsError, ConflictError, MalformedDataError, NotFoundError } from './errors';
 import { isNamespaced, type KeyLayout, type ResourceKind } from './keys';
 import type { EtcdKv, Entry, TxnOp } from './kv';
+import { malformedRecords } from '../diagnostics';
 
 export const API_VERSION = 'projectcalico.org/v3';
 
@@ -143,10 +144,13 @@ export class ResourceStore {
     return refs.map((r, i) => (entries[i]![0] ? decodeResource(r.kind, entries[i]![0]) : undefined));
   }
 
-  /** Every resource of a kind (in one namespace, if given): for kinds an operator keeps few of. */
-  async list<K extends ResourceKind>(kind: K, namespace?: string): Promise<Resource<K>[]> {
+  /**
+   * Every resource of a kind (in one namespace, if given): for kinds an operator keeps few of.
+   * `skipMalformed`: a malformed one is skipped alone (see decodeEach), else it is an error.
+   */
+  async list<K extends ResourceKind>(kind: K, namespace?: string, options: SkipOptions = {}): Promise<Resource<K>[]> {
     const all: Resource<K>[] = [];
-    for await (const page of this.pages(kind, { namespace })) all.push(...page);
+    for await (const page of this.pages(kind, { namespace, ...options })) all.push(...page);
     return all;
   }
 
@@ -154,10 +158,11 @@ export class ResourceStore {
    * Resources of a kind a page at a time, at one revision: for kinds that grow with the cluster.
    * `namePrefix` narrows the read to names that start with it (one host's endpoints).
    */
-  async *pages<K extends ResourceKind>(kind: K, options: { namespace?: string; namePrefix?: string; pageSize?: number } = {}): AsyncGenerator<Resource<K>[]> {
+  async *pages<K extends ResourceKind>(kind: K, options: { namespace?: string; namePrefix?: string; pageSize?: number } & SkipOptions = {}): AsyncGenerator<Resource<K>[]> {
     const base = this.keys.resourcePrefix(kind, isNamespaced(kind) ? options.namespace : undefined);
+    const skip = options.skipMalformed || options.onMalformed !== undefined;
     for await (const page of this.kv.pages(`${base}${options.namePrefix ?? ''}`, { pageSize: options.pageSize ?? 200 })) {
-      yield page.map((e) => decodeResource(kind, e));
+      yield skip ? decodeEach(page, (e) => decodeResource(kind, e), options.onMalformed) : page.map((e) => decodeResource(kind, e));
     }
   }
 
@@ -229,9 +234,78 @@ export function decodeResource<K extends ResourceKind>(kind: K, entry: Entry): R
   if (labels) metadata.labels = labels;
   if (annotations) metadata.annotations = annotations;
   const spec = r.child('spec').raw() as unknown as SpecOf[K];
-  if (kind === 'IPPool') r.child('spec').string('cidr');
+  checkSpec(kind, r.child('spec'));
   const status = r.optionalObject('status');
   return { kind, apiVersion: API_VERSION, metadata, spec, ...(status ? { status } : {}) };
+}
+
+/**
+ * How a reader takes malformed records: an error (the default), or skipped alone (`skipMalformed`,
+ * or `onMalformed`, which is also told of each).
+ */
+export interface SkipOptions {
+  readonly skipMalformed?: boolean;
+  readonly onMalformed?: (err: MalformedDataError) => void;
+}
+
+/**
+ * The fields readers use without checking them again, checked here: a record typed wrongly is an
+ * error naming its key and field, not a TypeError somewhere in a reader.
+ */
+function checkSpec(kind: ResourceKind, spec: FieldReader): void {
+  const strings = (field: string, required: boolean) => {
+    const value = spec.raw()[field];
+    if ((value === undefined || value === null) && !required) return;
+    if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new MalformedDataError(spec.key, `field "spec.${field}" must be a list of strings`);
+  };
+  switch (kind) {
+    case 'IPPool':
+      spec.string('cidr');
+      spec.integer('blockSize', 0);
+      spec.boolean('disabled', false);
+      for (const field of ['ipipMode', 'vxlanMode', 'nodeSelector']) spec.optionalString(field);
+      return;
+    case 'WorkloadEndpoint':
+      spec.string('node');
+      strings('ipNetworks', true);
+      strings('profiles', false);
+      for (const field of ['orchestrator', 'workload', 'containerID', 'endpoint', 'interfaceName', 'mac']) spec.optionalString(field);
+      return;
+    case 'Node': {
+      if (spec.optionalObject('bgp') !== undefined) {
+        const bgp = spec.child('bgp');
+        for (const field of ['ipv4Address', 'ipv6Address', 'routeReflectorClusterID', 'ipv4IPIPTunnelAddr']) bgp.optionalString(field);
+        bgp.integer('asNumber', 0);
+      }
+      for (const field of ['ipv4VXLANTunnelAddr', 'vxlanTunnelMACAddr']) spec.optionalString(field);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+/**
+ * Decodes each item (an entry, or one with what its decoding needs); one that is malformed is skipped alone (told on the malformed-records
+ * channel, for the daemon's log) and the rest are decoded: one bad record stops nothing else.
+ */
+export function decodeEach<I, T>(items: readonly I[], decode: (item: I) => T, onMalformed?: (err: MalformedDataError) => void): T[] {
+  const out: T[] = [];
+  for (const item of items) {
+    try {
+      out.push(decode(item));
+    } catch (err) {
+      if (!(err instanceof MalformedDataError)) throw err;
+      reportMalformed(err);
+      onMalformed?.(err);
+    }
+  }
+  return out;
+}
+
+/** Tells whoever listens (the daemon logs it once) that a record was skipped, and why. */
+export function reportMalformed(err: MalformedDataError): void {
+  if (malformedRecords.hasSubscribers) malformedRecords.publish({ key: err.key, error: err.message });
 }
 
 /**

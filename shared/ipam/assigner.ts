@@ -5,7 +5,7 @@
  * revisions it relied on. New blocks are claimed one at a time, only when the batch does not fit,
  * so a burst claims no more blocks than it fills. A single request is simply a batch of one.
  */
-import type { Datastore } from '../datastore';
+import { decodeEach, type Datastore } from '../datastore';
 import type { IpAddress, IpVersion } from '../net/address';
 import { cidrContains, formatCidr } from '../net/cidr';
 import { planAssignments, type Candidate, type Demand, type Plan } from './batch';
@@ -149,7 +149,8 @@ export class Assigner {
     if (pools.length === 0) throw new NoUsablePoolError(`no enabled IPv${version} pool exists; create one first`);
     const affine = [...view.affinities.values()].filter((a) => a.state === 'confirmed' && pools.some((p) => poolHolds(p, a.cidr)));
     const cachedBlocks = !fresh && affine.some((a) => this.writer.isCached(a.cidr));
-    const blocks = await this.writer.blocks(affine.map((a) => a.cidr), { fresh });
+    // A block of this host that cannot be read is no candidate; the others are.
+    const blocks = await this.writer.blocks(affine.map((a) => a.cidr), { fresh, skipMalformed: true });
     const candidates: VersionState['candidates'] = [];
     for (const affinity of affine) {
       const block = blocks.get(formatCidr(affinity.cidr));
@@ -166,8 +167,7 @@ export class Assigner {
   private async borrowable(node: string, pools: readonly Pool[]): Promise<VersionState['candidates']> {
     const found: VersionState['candidates'] = [];
     for await (const page of this.ds.kv.pages(this.ds.keys.blockPrefix(pools[0]!.cidr.version), { pageSize: 100 })) {
-      for (const entry of page) {
-        const block = blockFromEntry(entry);
+      for (const block of decodeEach(page, (entry) => blockFromEntry(entry))) {
         const pool = pools.find((p) => poolHolds(p, block.value.cidr));
         if (!pool || block.value.affinity === hostAffinity(node) || assignableCount(block.value, reservedOrdinals(pool, block.value.cidr)) === 0) continue;
         found.push({ block, pool, own: false });

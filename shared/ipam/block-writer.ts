@@ -5,6 +5,7 @@
  */
 import {
   encodeBlock,
+  decodeEach,
   encodeHandle,
   type Datastore,
   type Entry,
@@ -53,7 +54,11 @@ export class BlockWriter {
   constructor(private readonly ds: Datastore) {}
 
   /** Blocks by CIDR, from the cache where present, the rest in one round trip. */
-  async blocks(cidrs: readonly Cidr[], options: { fresh?: boolean } = {}): Promise<Map<string, Versioned<Block> | undefined>> {
+  /**
+   * `skipMalformed`: a block that cannot be read is left out of the map (told on the
+   * malformed-records channel) instead of failing the read; absent blocks map to undefined.
+   */
+  async blocks(cidrs: readonly Cidr[], options: { fresh?: boolean; skipMalformed?: boolean } = {}): Promise<Map<string, Versioned<Block> | undefined>> {
     const out = new Map<string, Versioned<Block> | undefined>();
     const missing: Cidr[] = [];
     for (const cidr of cidrs) {
@@ -63,7 +68,9 @@ export class BlockWriter {
     }
     if (missing.length > 0) {
       const entries = await this.ds.kv.readMany(missing.map((c) => ({ key: this.ds.keys.block(c) })));
-      missing.forEach((cidr, i) => out.set(formatCidr(cidr), this.remember(this.ds.keys.block(cidr), entries[i]![0], cidr)));
+      const read = missing.map((cidr, i) => ({ cidr, entry: entries[i]![0] }));
+      const decode = ({ cidr, entry }: (typeof read)[number]) => [cidr, this.remember(this.ds.keys.block(cidr), entry, cidr)] as const;
+      for (const [cidr, block] of options.skipMalformed ? decodeEach(read, decode) : read.map(decode)) out.set(formatCidr(cidr), block);
     }
     return out;
   }

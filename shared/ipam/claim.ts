@@ -4,7 +4,7 @@
  * no reader ever sees a block of ours whose affinity is still pending. A crash between the phases
  * leaves a pending affinity that the same host finishes (or drops) on its next claim.
  */
-import { encodeAffinity, type Datastore } from '../datastore';
+import { decodeEach, encodeAffinity, type Datastore } from '../datastore';
 import { ADDRESS_BITS } from '../net/address';
 import { formatCidr, type Cidr } from '../net/cidr';
 import { hostAffinity, isEmpty, newBlock, type Block } from './block';
@@ -83,8 +83,7 @@ export class BlockClaimer {
    */
   private async reclaimEmptyBlock(node: string, pool: Pool): Promise<Cidr | undefined> {
     for await (const page of this.ds.kv.pages(this.ds.keys.blockPrefix(pool.cidr.version), { pageSize: 100 })) {
-      for (const entry of page) {
-        const block = blockFromEntry(entry);
+      for (const [entry, block] of decodeEach(page, (entry) => [entry, blockFromEntry(entry)] as const)) {
         const { cidr, affinity } = block.value;
         if (!poolHolds(pool, cidr) || affinity === hostAffinity(node) || !isEmpty(block.value)) continue;
         const holder = affinity?.startsWith('host:') ? affinity.slice('host:'.length) : undefined;

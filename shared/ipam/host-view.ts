@@ -1,5 +1,5 @@
 /** What one host's allocation needs to know, read in a single round trip. */
-import { DEFAULT_IPAM_CONFIG, decodeAffinity, decodeIpamConfig, type AffinityState, type Datastore, type IpamConfigRecord } from '../datastore';
+import { DEFAULT_IPAM_CONFIG, decodeAffinity, decodeEach, decodeIpamConfig, type AffinityState, type Datastore, type IpamConfigRecord } from '../datastore';
 import type { IpVersion } from '../net/address';
 import { formatCidr, type Cidr } from '../net/cidr';
 import { AddressOutsidePoolsError, InvalidPoolError, NoUsablePoolError } from './errors';
@@ -31,18 +31,17 @@ export async function readHostView(ds: Datastore, node: string, version: IpVersi
     { prefix: ds.keys.hostAffinityPrefix(node, version) },
     { key: configKey },
   ]);
+  // A malformed pool or affinity is skipped alone: the host allocates from the rest.
   const affinities = new Map<string, HostAffinity>();
-  for (const entry of affinityEntries!) {
+  for (const affinity of decodeEach(affinityEntries!, (entry) => {
     const named = ds.keys.affinityOf(entry.key);
-    if (!named) continue;
-    const { state } = decodeAffinity(entry.key, entry.value);
-    affinities.set(formatCidr(named.cidr), { cidr: named.cidr, state, key: entry.key, modRevision: entry.modRevision });
-  }
+    return named ? [{ cidr: named.cidr, state: decodeAffinity(entry.key, entry.value).state, key: entry.key, modRevision: entry.modRevision }] : [];
+  }).flat()) affinities.set(formatCidr(affinity.cidr), affinity);
   const configEntry = configEntries![0];
   return {
     node,
     version,
-    pools: poolEntries!.map(poolFromEntry),
+    pools: decodeEach(poolEntries!, poolFromEntry),
     affinities,
     config: configEntry ? decodeIpamConfig(configEntry.key, configEntry.value) : DEFAULT_IPAM_CONFIG,
     configKey,

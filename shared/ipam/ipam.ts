@@ -6,7 +6,7 @@
  * conflicting with itself. A short-lived client (a plugin without the daemon) is a batch of one;
  * several such processes stay correct through the revision guards, only slower.
  */
-import { DEFAULT_IPAM_CONFIG, decodeIpamConfig, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
+import { DEFAULT_IPAM_CONFIG, decodeEach, decodeIpamConfig, encodeIpamConfig, type Datastore, type IpamConfigRecord, type IPPoolSpec, type Resource } from '../datastore';
 import { InvalidInputError } from '../errors';
 import { formatAddress, type IpAddress } from '../net/address';
 import { cidrsOverlap, enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
@@ -223,14 +223,14 @@ export class Ipam {
   async *blockPages(): AsyncGenerator<BlockUsage[]> {
     for (const version of [4, 6] as const) {
       for await (const page of this.ds.kv.pages(this.ds.keys.blockPrefix(version), { pageSize: 100 })) {
-        yield page.map((entry) => usageOf(blockFromEntry(entry).value));
+        yield decodeEach(page, (entry) => usageOf(blockFromEntry(entry).value));
       }
     }
   }
 
   /** Every allocated address of a block with its owner. */
   async addressesIn(cidr: Cidr): Promise<AddressOwner[]> {
-    const block = (await this.writer.blocks([cidr], { fresh: true })).get(formatCidr(cidr));
+    const block = (await this.writer.blocks([cidr], { fresh: true, skipMalformed: true })).get(formatCidr(cidr));
     if (!block) return [];
     return allocatedAddresses(block.value).map(({ address, attribute }) => ({
       address,
@@ -255,14 +255,14 @@ export class Ipam {
 
   /** The usage of this host's blocks, read from its own keys only. */
   async hostBlockUsage(node: string): Promise<BlockUsage[]> {
-    const blocks = await this.writer.blocks(await this.hostBlocks(node), { fresh: true });
+    const blocks = await this.writer.blocks(await this.hostBlocks(node), { fresh: true, skipMalformed: true });
     return [...blocks.values()].flatMap((b) => (b ? [usageOf(b.value)] : []));
   }
 
   /** The host's confirmed blocks that hold no address now. */
   async emptyBlocks(node: string): Promise<Cidr[]> {
     const cidrs = await this.hostBlocks(node);
-    const blocks = await this.writer.blocks(cidrs, { fresh: true });
+    const blocks = await this.writer.blocks(cidrs, { fresh: true, skipMalformed: true });
     return cidrs.filter((cidr) => {
       const block = blocks.get(formatCidr(cidr));
       return block !== undefined && block.value.affinity === hostAffinity(node) && isEmpty(block.value);
@@ -298,7 +298,7 @@ export class Ipam {
   // ---- pools and config ----
 
   async pools(): Promise<Pool[]> {
-    return (await this.ds.kv.list(this.ds.keys.resourcePrefix('IPPool'))).map(poolFromEntry);
+    return decodeEach(await this.ds.kv.list(this.ds.keys.resourcePrefix('IPPool')), poolFromEntry);
   }
 
   /**
@@ -307,7 +307,7 @@ export class Ipam {
    */
   async checkPool(name: string, cidr: Cidr): Promise<void> {
     rejectOverlap(name, cidr, await this.pools());
-    for await (const page of this.ds.resources.pages('Node')) {
+    for await (const page of this.ds.resources.pages('Node', { skipMalformed: true })) {
       for (const node of page) {
         for (const text of [node.spec.bgp?.ipv4Address, node.spec.bgp?.ipv6Address]) {
           if (!text) continue;
