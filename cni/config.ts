@@ -6,6 +6,7 @@ import { etcdSettingsFrom, type EtcdSettings } from '../shared/datastore/setting
 import { NAME_PART } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
 import { InvalidInputError, messageOf } from '../shared/errors';
+import { parseBoundedJson } from '../shared/json';
 import { NODENAME_FILE, defaultNodename } from '../shared/nodename';
 import { parseAddress, parseCidr, type IpAddress } from '../shared/net';
 import { validateMtu } from '../shared/dataplane/names';
@@ -76,7 +77,7 @@ function configField<T>(check: () => T): T {
 export function parseJson(stdin: string): JsonObject {
   let value: unknown;
   try {
-    value = JSON.parse(stdin);
+    value = parseBoundedJson(stdin, 'stdin');
   } catch (err) {
     throw new CniError(CniCode.DecodeFailure, `cannot decode the network config on stdin: ${messageOf(err)}`);
   }

@@ -12,7 +12,7 @@ import { toCniError } from './errors';
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, datastoreStatus } from './ipam-plugin';
 import * as calico from './main-plugin';
 import { formatResult, type CniResult } from './result';
-import { LATEST_VERSION, parseVersion, versionAnswer, type CniVersion } from './version';
+import { answerVersion, parseVersion, versionAnswer, type CniVersion } from './version';
 
 export type PluginKind = 'calico' | 'calico-ipam';
 
@@ -31,7 +31,7 @@ export interface RunOptions {
 }
 
 export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, { sinks = [stderrSink], standalone = false }: RunOptions = {}): Promise<Outcome> {
-  let version: CniVersion = LATEST_VERSION;
+  let version: CniVersion | undefined;
   let log = new Logger('info', sinks);
   try {
     const command = parseCommand(invocation.env);
@@ -54,7 +54,8 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
   } catch (err) {
     const error = toCniError(err);
     log.error(error.message, { code: error.code });
-    const answer = { cniVersion: version, code: error.code, msg: error.message, ...(error.details ? { details: error.details } : {}) };
+    // An error before the config was read (the environment's) still answers in the config's version.
+    const answer = { cniVersion: version ?? answerVersion(invocation.stdin), code: error.code, msg: error.message, ...(error.details ? { details: error.details } : {}) };
     return { stdout: JSON.stringify(answer), exitCode: 1 };
   }
 }

@@ -22,12 +22,20 @@ export function atLeast(version: CniVersion, floor: CniVersion): boolean {
  * is not JSON). Needs nothing else of the plugin: the executables answer it before loading more.
  */
 export function versionAnswer(stdin: string): string {
-  let version: CniVersion = LATEST_VERSION;
+  return JSON.stringify({ cniVersion: answerVersion(stdin), supportedVersions: [...SUPPORTED_VERSIONS] });
+}
+
+/**
+ * The version to answer in, for VERSION and for an error found before the config is parsed (the
+ * environment's): the one the config on stdin names, else the latest (it names none we speak, or
+ * is no JSON object).
+ */
+export function answerVersion(stdin: string): CniVersion {
   try {
     const raw = JSON.parse(stdin) as { cniVersion?: unknown } | null;
-    if (raw?.cniVersion !== undefined) version = parseVersion(raw.cniVersion);
+    if (raw?.cniVersion !== undefined) return parseVersion(raw.cniVersion);
   } catch {
     // not JSON, or a version we do not speak: the latest
   }
-  return JSON.stringify({ cniVersion: version, supportedVersions: [...SUPPORTED_VERSIONS] });
+  return LATEST_VERSION;
 }

@@ -25,3 +25,11 @@ export function mapField(body: Record<string, unknown>, name: string): Record<st
   if (typeof value !== 'object' || Array.isArray(value)) throw new DriverRequestError(`${name} must be an object`);
   return value as Record<string, unknown>;
 }
+
+/** An optional boolean field (V6): true, false or nothing, never a string that looks like one. */
+export function flagField(body: Record<string, unknown>, name: string): boolean {
+  const value = body[name];
+  if (value === undefined || value === null) return false;
+  if (typeof value !== 'boolean') throw new DriverRequestError(`${name} must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}

@@ -11,7 +11,7 @@ import { hostPrefix, parseAddress, parseCidr, formatCidr, formatAddress, type Ip
 import { AddressInUseError } from '../shared/ipam/errors';
 import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
-import { DriverRequestError, field, mapField } from './errors';
+import { DriverRequestError, field, flagField, mapField } from './errors';
 import type { Handler } from './server';
 import {
   GATEWAY_OPTION,
@@ -41,7 +41,7 @@ export class IpamDriver {
       'IpamDriver.GetCapabilities': () => this.capabilities(),
       'IpamDriver.GetDefaultAddressSpaces': () => this.defaultAddressSpaces(),
       'IpamDriver.RequestPool': (b) => this.requestPool(b),
-      'IpamDriver.ReleasePool': () => this.releasePool(),
+      'IpamDriver.ReleasePool': (b) => this.releasePool(b),
       'IpamDriver.RequestAddress': (b) => this.requestAddress(b),
       'IpamDriver.ReleaseAddress': (b) => this.releaseAddress(b),
     };
@@ -56,7 +56,8 @@ export class IpamDriver {
   }
 
   async requestPool(body: Record<string, unknown>): Promise<RequestPoolResponse> {
-    const v6 = body.V6 === true;
+    const v6 = flagField(body, 'V6');
+    field(body, 'AddressSpace');
     if (field(body, 'SubPool')) throw new DriverRequestError('Calico IPAM does not support --ip-range: the whole Calico pool is used; drop --ip-range');
     const options = mapField(body, 'Options');
     if (Object.keys(options).length > 0) {
@@ -81,7 +82,9 @@ export class IpamDriver {
     return { PoolID: formatCidr(pool.cidr), Pool: formatCidr(pool.cidr), Data: { [GATEWAY_OPTION]: noGateway } };
   }
 
-  releasePool(): Record<string, never> {
+  /** Nothing to give back (pools are Calico's), but the request is checked like any other. */
+  releasePool(body: Record<string, unknown>): Record<string, never> {
+    field(body, 'PoolID');
     return {};
   }
 
@@ -118,6 +121,7 @@ export class IpamDriver {
   }
 
   async releaseAddress(body: Record<string, unknown>): Promise<Record<string, never>> {
+    field(body, 'PoolID');
     const text = field(body, 'Address');
     if (!text) return {};
     const address = parseRequested(text, text.includes(':') ? 6 : 4);

@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { CalicoError, messageOf } from '../shared/errors';
+import { checkJsonDepth } from '../shared/json';
 import type { Logger } from '../shared/log';
 import { HTTP_LIMITS, MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
@@ -28,8 +29,9 @@ export function driverApp(implementsApi: string, handlers: Readonly<Record<strin
     req.once('close', done);
     next();
   });
-  // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON.
-  app.use(express.json({ type: () => true, limit: MAX_BODY_BYTES, strict: false }));
+  // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON,
+  // its nesting bounded (a refusal is a 400 with the reason, as any malformed body).
+  app.use(express.json({ type: () => true, limit: MAX_BODY_BYTES, strict: false, verify: (_req, _res, buffer) => checkJsonDepth(buffer.toString('utf8'), 'request body') }));
   const send = (res: Response, status: number, body: unknown) => res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
 
   app.post('/Plugin.Activate', (_req, res) => send(res, 200, { Implements: [implementsApi] }));

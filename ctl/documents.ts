@@ -6,6 +6,7 @@
 import { parseAllDocuments } from 'yaml';
 import { API_VERSION } from '../shared/datastore/resources';
 import { messageOf } from '../shared/errors';
+import { parseBoundedJson } from '../shared/json';
 import { CtlError } from './errors';
 
 export const KINDS = ['IPPool', 'Profile', 'WorkloadEndpoint', 'Node', 'ClusterInformation', 'IPAMConfiguration', 'GlobalNetworkPolicy', 'NetworkPolicy', 'FelixConfiguration', 'BGPConfiguration', 'BGPPeer'] as const;
@@ -45,7 +46,7 @@ export function parseDocuments(text: string, source: string): Document[] {
   if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
     let value: unknown;
     try {
-      value = JSON.parse(trimmed);
+      value = parseBoundedJson(trimmed, source);
     } catch (err) {
       throw new CtlError(`${source} is not valid JSON: ${messageOf(err)}`);
     }

@@ -12,7 +12,11 @@ import { IpamChecker, type CheckReport, type EndpointAddresses } from './ipam-ch
 import { CtlError } from './errors';
 import { table } from './output';
 
-const percent = (part: number, whole: number) => (whole === 0 ? '0%' : `${Math.round((part * 100) / whole)}%`);
+/** A share as a whole percent; sizes are exact integers (an IPv6 pool holds 2^64 addresses and more). */
+const percent = (part: number | bigint, whole: number | bigint) => {
+  const [p, w] = [BigInt(part), BigInt(whole)];
+  return w === 0n ? '0%' : `${(p * 200n + w) / (2n * w)}%`;
+};
 
 export async function ipamShow(ipam: Ipam, options: { showBlocks: boolean; ip?: string }): Promise<string> {
   if (options.ip) {
@@ -44,8 +48,8 @@ export async function ipamShow(ipam: Ipam, options: { showBlocks: boolean; ip?: 
   }
   const rows: string[][] = [];
   for (const pool of pools) {
-    const size = Number(cidrSize(pool.cidr));
-    const inUse = used.get(pool) ?? 0;
+    const size = cidrSize(pool.cidr);
+    const inUse = BigInt(used.get(pool) ?? 0);
     rows.push(['IP Pool', formatCidr(pool.cidr), String(size), `${inUse} (${percent(inUse, size)})`, `${size - inUse} (${percent(size - inUse, size)})`, pool.disabled ? 'disabled' : '']);
     rows.push(...(blockRows.get(pool) ?? []));
   }

@@ -6,6 +6,7 @@
  * run as code).
  */
 import { InvalidInputError } from '../shared/errors';
+import { checkJsonDepth, parseBoundedJson } from '../shared/json';
 import { NAME_PART } from '../shared/endpoints/identity';
 import { parseAddress, type IpAddress, type IpVersion } from '../shared/net';
 
@@ -121,7 +122,7 @@ function labelAddresses(all: readonly Label[]): IpAddress[] {
   if (!label) return [];
   let list: unknown;
   try {
-    list = JSON.parse(label.value);
+    list = parseBoundedJson(label.value, 'labels.ipv4_addrs');
   } catch {
     list = undefined;
   }
@@ -135,8 +136,10 @@ export function parseRequest(text: string): NetmodulesRequest {
   if (Buffer.byteLength(text) > MAX_REQUEST_BYTES) throw invalid('request', `is ${Buffer.byteLength(text)} bytes; at most ${MAX_REQUEST_BYTES}`);
   let document: unknown;
   try {
+    checkJsonDepth(text, 'request');
     document = JSON.parse(text);
   } catch (err) {
+    if (err instanceof InvalidInputError) throw err;
     throw invalid('request', `is not JSON (${(err as Error).message})`);
   }
   if (typeof document !== 'object' || document === null || Array.isArray(document)) throw invalid('request', 'must be a JSON object {"command", "args"}');

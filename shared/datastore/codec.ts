@@ -1,5 +1,6 @@
 /** Decoding what etcd holds: JSON that is not what we expect is an error naming the key. */
 import { MalformedDataError } from './errors';
+import { parseBoundedJson } from '../json';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -7,7 +8,7 @@ export type JsonObject = { [key: string]: Json };
 export function parseJsonObject(key: string, text: string): JsonObject {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseBoundedJson(text, key);
   } catch (err) {
     throw new MalformedDataError(key, `not JSON (${(err as Error).message})`);
   }

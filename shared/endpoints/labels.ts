@@ -2,8 +2,11 @@
  * Workload labels as Calico accepts them (Kubernetes label syntax). Orchestrator labels (Mesos
  * network_info labels, Docker container labels) are free text, so they are sanitised the way
  * Calico's Mesos integration does: "/" becomes ".", other invalid characters "-", the ends trimmed
- * to alphanumerics, and values cut to 63 characters.
+ * to alphanumerics, and values cut to 63 characters. A key longer than 63 is cut with a hash of the
+ * whole key in its last characters, so that two long keys never become one.
  */
+import { createHash } from 'node:crypto';
+
 const MAX_VALUE = 63;
 /**
  * Keys only the product sets: network membership (profile.ts) and Calico's own. A user label with
@@ -22,8 +25,14 @@ function clean(text: string, allowed: RegExp, max: number): string {
     .replace(/[^A-Za-z0-9]+$/, '');
 }
 
+/** Hex digits of a long key's hash kept at the end of its shortened form. */
+const KEY_HASH_DIGITS = 10;
+
 export function sanitiseLabelKey(key: string): string {
-  return clean(key, /[^A-Za-z0-9_.-]/g, MAX_NAME);
+  const whole = clean(key, /[^A-Za-z0-9_.-]/g, Infinity);
+  if (whole.length <= MAX_NAME) return whole;
+  const hash = createHash('sha256').update(key).digest('hex').slice(0, KEY_HASH_DIGITS);
+  return `${clean(whole, /[^A-Za-z0-9_.-]/g, MAX_NAME - KEY_HASH_DIGITS - 1)}-${hash}`;
 }
 
 export function sanitiseLabelValue(value: string): string {

@@ -5,6 +5,7 @@
  */
 import { MalformedDataError, type KeyLayout, type ResourceKind } from '../datastore';
 import { CalicoError } from '../errors';
+import { parseBoundedJson } from '../json';
 import { parseCidr, type Cidr } from '../net';
 import { ADDRESS_BITS, formatAddress, parseAddress } from '../net/address';
 import type { EndpointRecord, HostRecord, PolicyCalculator } from './calculator';
@@ -126,7 +127,7 @@ export function applyRecord(calculator: PolicyCalculator, keys: KeyLayout, key: 
   }
   let document: Json | undefined;
   try {
-    const parsed = JSON.parse(value) as unknown;
+    const parsed = parseBoundedJson(value, key);
     if (!isObject(parsed)) throw new MalformedDataError(key, 'expected a JSON object');
     document = parsed;
     switch (ref.kind) {

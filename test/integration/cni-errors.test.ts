@@ -58,6 +58,7 @@ const CASES: [string, Record<string, string | undefined>, (b: Record<string, unk
   ['a netns that does not exist', { CNI_NETNS: '/var/run/netns/none-such' }, (b) => b, 4, /network namespace "\/var\/run\/netns\/none-such" does not exist/],
   ['unparsable stdin', {}, () => '{"cniVersion": ', 6, /cannot decode the network config/],
   ['stdin that is not an object', {}, () => '[1,2]', 6, /expected a JSON object/],
+  ['stdin nested 100,000 deep', {}, (b) => `${JSON.stringify(b).slice(0, -1)},"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 6, /JSON nested deeper than 64 levels/],
   ['an unsupported cniVersion', {}, (b) => ({ ...b, cniVersion: '9.9.9' }), 1, /incompatible CNI version "9\.9\.9"/],
   ['no network name', {}, (b) => ({ ...b, name: undefined }), 7, /"name" undefined must be a network name/],
   ['no ipam section', {}, (b) => ({ ...b, ipam: undefined }), 7, /"ipam" is required/],
@@ -81,6 +82,15 @@ for (const [what, envOverrides, stdin, code, message] of CASES) {
     await assertNothingLeft(t, scenario.ds, [agent]);
   });
 }
+
+test.serial('cni errors - an error about the environment answers in the config\'s version', async (t) => {
+  for (const cniVersion of ['0.3.1', '1.0.0', '0.2.0']) {
+    const run = await calico(env({ CNI_IFNAME: 'eth/0' }), JSON.stringify({ ...base, cniVersion }));
+    await expectError(t, run, 4, /CNI_IFNAME/);
+    t.is(run.json?.cniVersion, cniVersion);
+  }
+  t.is((await calico(env({ CNI_IFNAME: 'eth/0' }), 'garbage')).json?.cniVersion, '1.1.0', 'no config to read: the latest');
+});
 
 test.serial('cni errors - an unreachable etcd: code 11 naming the endpoint, within the deadline, nothing left', async (t) => {
   const started = Date.now();

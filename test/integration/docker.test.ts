@@ -152,6 +152,15 @@ test.serial('docker - every unsupported option and bad request gets an error say
   t.is((await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.Leave', JSON.stringify({ NetworkID: 'x', EndpointID: 'feedface0000' }))).status, 200);
   const badId = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.DeleteEndpoint', JSON.stringify({ EndpointID: 42 }));
   t.regex(String(badId.json.Err), /EndpointID must be a string/);
+  // Fields of the wrong type are refused by name, never read as something else.
+  const v6AsText = await callAgentDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.RequestPool', JSON.stringify({ AddressSpace: 'CalicoGlobalAddressSpace', V6: 'true' }));
+  t.is(v6AsText.status, 500);
+  t.regex(String(v6AsText.json.Err), /V6 must be true or false, got "true"/);
+  const poolIdList = await callAgentDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.ReleasePool', JSON.stringify({ PoolID: [] }));
+  t.regex(String(poolIdList.json.Err), /PoolID must be a string, got \[\]/);
+  const deep = await callAgentDriver(`${IPAM_DRIVER}.sock`, '/IpamDriver.RequestPool', `{"V6":${'['.repeat(100_000)}${']'.repeat(100_000)}}`);
+  t.is(deep.status, 400);
+  t.regex(String(deep.json.Err), /JSON nested deeper than 64 levels/);
   const unknownPath = await callAgentDriver(`${DRIVER}.sock`, '/NetworkDriver.Frobnicate', '{}');
   t.is(unknownPath.status, 404);
   t.deepEqual((await callAgentDriver(`${DRIVER}.sock`, '/Plugin.Activate', '')).json, { Implements: ['NetworkDriver'] });

@@ -112,6 +112,8 @@ test.serial('netmodules - every answer is exactly one JSON object, whatever the 
     t.is(typeof run.answer?.error, 'string');
     t.is(run.stdout.trim().split('\n').length, 1);
   }
+  const deep = await agent.call('', {}, `{"command":"allocate","args":{"labels":${'['.repeat(10_000)}${']'.repeat(10_000)}}}`);
+  t.regex(String(deep.answer?.error), /invalid request: JSON nested deeper than 64 levels/);
   const offline = new NetmodulesAgent(setup.agent.host, { ETCD_ENDPOINTS: 'http://10.99.0.1:1', ETCD_TIMEOUT_MS: '1000', NODENAME: NODE }, 'h');
   const started = Date.now();
   const run = await offline.call('allocate', { hostname: 'h', uid: 'u', num_ipv4: 1 });

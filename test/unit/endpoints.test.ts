@@ -43,3 +43,13 @@ test('endpoints - labels are sanitised like Calico\'s Mesos integration', (t) =>
     { labels: { 'org.apache.app': 'web-server', 'weird-key': 'x'.repeat(63), tier: 'front' }, refused: ['pcn.netB', 'projectcalico.org.namespace'] },
   );
 });
+
+test('endpoints - label keys longer than 63 characters never collide: cut, with a hash of the whole key at the end', (t) => {
+  const long = 'k'.repeat(70);
+  const { labels } = sanitiseLabels([[`${long}-a`, '1'], [`${long}-b`, '2'], ['k'.repeat(63), '3']]);
+  const keys = Object.keys(labels);
+  t.is(keys.length, 3, 'three keys stay three');
+  for (const key of keys) t.true(key.length <= 63 && /^[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9]$/.test(key), key);
+  t.deepEqual(Object.values(labels).sort(), ['1', '2', '3']);
+  t.is(sanitiseLabels([[`${long}-a`, '1']]).labels[keys[0]!], '1', 'the same key always shortens the same way');
+});
