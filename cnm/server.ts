@@ -4,12 +4,13 @@
  * unknown paths 404.
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
-import type { Server } from 'node:http';
-import { createServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { Server } from 'node:net';
 import { CalicoError, messageOf } from '../shared/errors';
 import { checkJsonDepth } from '../shared/json';
 import type { Logger } from '../shared/log';
-import { HTTP_LIMITS, MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
+import { oneRequestPerConnection } from '../shared/one-request-server';
+import { HTTP_LIMITS, MAX_DRIVER_BODY_BYTES, REQUESTS_PER_CONNECTION, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 import { CONTENT_TYPE } from './protocol';
 
@@ -22,16 +23,18 @@ export function driverApp(implementsApi: string, handlers: Readonly<Record<strin
   const app = express();
   app.disable('x-powered-by');
   // node's own request timeout ends when the headers are in: the body gets the same deadline here.
-  app.use((req: Request, _res: Response, next: NextFunction) => {
+  app.use((req: Request, res: Response, next: NextFunction) => {
     const timer = setTimeout(() => req.destroy(), REQUEST_TIMEOUT_MS);
     const done = () => clearTimeout(timer);
     req.once('end', done);
     req.once('close', done);
+    // One request per connection (shared/one-request-server.ts): written, the connection goes.
+    res.once('finish', () => req.socket.destroy());
     next();
   });
   // Docker sends application/vnd.docker.plugins.v1.2+json (or nothing): parse any body as JSON,
   // its nesting bounded (a refusal is a 400 with the reason, as any malformed body).
-  app.use(express.json({ type: () => true, limit: MAX_BODY_BYTES, strict: false, verify: (_req, _res, buffer) => checkJsonDepth(buffer.toString('utf8'), 'request body') }));
+  app.use(express.json({ type: () => true, limit: MAX_DRIVER_BODY_BYTES, strict: false, verify: (_req, _res, buffer) => checkJsonDepth(buffer.toString('utf8'), 'request body') }));
   const send = (res: Response, status: number, body: unknown) => res.status(status).type(CONTENT_TYPE).send(JSON.stringify(body));
 
   app.post('/Plugin.Activate', (_req, res) => send(res, 200, { Implements: [implementsApi] }));
@@ -60,23 +63,27 @@ export function driverApp(implementsApi: string, handlers: Readonly<Record<strin
 }
 
 export class DriverServer {
-  private readonly server: Server;
+  private readonly http: HttpServer;
+  /** What listens: it hands the HTTP server one request per connection. */
+  private readonly listener: Server;
 
   constructor(
     app: express.Express,
     private readonly socketPath: string,
   ) {
-    this.server = createServer(HTTP_LIMITS, app);
+    this.http = createServer(HTTP_LIMITS, app);
+    this.http.maxRequestsPerSocket = REQUESTS_PER_CONNECTION;
+    this.listener = oneRequestPerConnection(this.http, { maxHeaderBytes: HTTP_LIMITS.maxHeaderSize!, maxBodyBytes: MAX_DRIVER_BODY_BYTES });
   }
 
   async start(): Promise<void> {
-    await listenOnSocket(this.server, this.socketPath);
+    await listenOnSocket(this.listener, this.socketPath);
   }
 
   /** Stops accepting, lets requests in flight finish, removes the socket. */
   async stop(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    this.http.closeIdleConnections();
     await closed;
     removeSocket(this.socketPath);
   }

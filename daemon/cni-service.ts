@@ -9,7 +9,7 @@ import { runCni, type PluginKind } from '../cni/skel';
 import { COMMANDS } from '../netmodules/request';
 import { runNetmodules } from '../netmodules/run';
 import type { Logger } from '../shared/log';
-import { MAX_BODY_BYTES, REQUEST_TIMEOUT_MS } from '../shared/request-limits';
+import { MAX_BODY_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT_MS, requestBudget } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
 import { decodeForwarded } from './forward-framing';
 
@@ -35,6 +35,7 @@ export class CniService {
   ) {
     // Half-open: the plugin ends its side after the request and still reads the answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => this.serve(socket));
+    this.server.maxConnections = MAX_CONNECTIONS;
   }
 
   async start(): Promise<void> {
@@ -43,19 +44,26 @@ export class CniService {
   }
 
   private serve(socket: Socket): void {
-    let request = '';
+    const chunks: Buffer[] = [];
+    let size = 0;
     // The plugin sends its whole request at once: one that trickles in or never ends is dropped.
     const deadline = setTimeout(() => socket.destroy(), REQUEST_TIMEOUT_MS);
-    socket.setEncoding('utf8');
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => clearTimeout(deadline));
-    socket.on('data', (chunk: string) => {
-      request += chunk;
-      if (request.length > MAX_BODY_BYTES) socket.destroy();
+    socket.on('close', () => {
+      clearTimeout(deadline);
+      requestBudget.release(socket);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) return void socket.destroy();
+      requestBudget.add(socket, chunk.length, () => socket.destroy());
     });
     socket.on('end', () => {
       clearTimeout(deadline);
-      const work = this.answer(request).then((answer) => socket.end(answer));
+      const request = Buffer.concat(chunks).toString('utf8');
+      chunks.length = 0;
+      const work = this.answer(request).then((answer) => socket.end(answer)).finally(() => requestBudget.release(socket));
       this.inFlight.add(work);
       void work.finally(() => this.inFlight.delete(work));
     });
