@@ -13,6 +13,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   policy: async () => (await import('./policy')).benchPolicy(),
   netmodules: async () => (await import('./netmodules')).benchNetmodules(),
   routing: async () => (await import('./routing')).benchRouting(),
+  sockets: async () => (await import('./sockets')).benchSockets(),
 };
 
 // Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.
