@@ -39,6 +39,7 @@ const CODE_OF: Record<string, number> = {
   INVALID_INPUT: CniCode.InvalidConfig,
   DATASTORE_UNAVAILABLE: CniCode.TryAgainLater,
   DATASTORE_CONFLICT: CniCode.TryAgainLater,
+  DATASTORE_ACCESS_DENIED: CniCode.InvalidConfig,
   IPAM_EXCESSIVE_CONFLICTS: CniCode.TryAgainLater,
   LOCK_BUSY: CniCode.TryAgainLater,
   IPAM_ADDRESS_IN_USE: CniCode.InvalidConfig,

@@ -16,6 +16,11 @@ export const CALICO_VERSION = 'calico-mesos-0.1.0';
 
 export async function datastoreInit(ds: Datastore, ipam: Ipam, defaultPool: string | undefined): Promise<string> {
   const lines: string[] = [];
+  // etcd answered a client that proved nothing: whoever reaches it over the network may rewrite isolation.
+  const settings = ds.kv.settings;
+  if (settings.certFile === undefined && settings.username === undefined && settings.endpoints.some((e) => !e.startsWith('unix://'))) {
+    lines.push('WARNING: etcd answered with neither a client certificate nor a user: anything that reaches it can rewrite every network\'s isolation. Serve it over TLS with --client-cert-auth (and give the plugins, the daemon and calicoctl etcd_cert_file/etcd_key_file), or enable its authentication (etcdctl auth enable; etcd_username/etcd_password). See the README\'s security model.');
+  }
   const existing = await ds.resources.get('ClusterInformation', 'default');
   if (!existing) {
     await ds.resources.create({

@@ -10,7 +10,8 @@
  *   calicoctl ipam release --from-report REPORT.json
  *   calicoctl datastore init [--default-pool CIDR]         calicoctl node status
  * Global: --config FILE (/etc/calico/calicoctl.cfg), --etcd-endpoints, --etcd-ca-cert-file,
- *   --etcd-cert-file, --etcd-key-file, --etcd-prefix; else ETCD_ENDPOINTS and friends.
+ *   --etcd-cert-file, --etcd-key-file, --etcd-username, --etcd-password, --etcd-prefix; else
+ *   ETCD_ENDPOINTS and friends.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -31,6 +32,8 @@ const OPTIONS = {
   'etcd-ca-cert-file': { type: 'string' },
   'etcd-cert-file': { type: 'string' },
   'etcd-key-file': { type: 'string' },
+  'etcd-username': { type: 'string' },
+  'etcd-password': { type: 'string' },
   'etcd-prefix': { type: 'string' },
   filename: { type: 'string', short: 'f' },
   output: { type: 'string', short: 'o' },
@@ -63,7 +66,7 @@ const USAGE = `usage:
   calicoctl ipam release --from-report REPORT.json
   calicoctl datastore init [--default-pool CIDR]
   calicoctl node status
-global options: --config FILE, --etcd-endpoints URLS, --etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file, --etcd-prefix`;
+global options: --config FILE, --etcd-endpoints URLS, --etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file, --etcd-username, --etcd-password, --etcd-prefix`;
 
 async function readInput(file: string): Promise<{ text: string; source: string }> {
   try {

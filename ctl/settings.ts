@@ -16,6 +16,8 @@ const FILE_KEYS: Record<string, keyof EtcdConfigKeys> = {
   etcdCACertFile: 'etcd_ca_cert_file',
   etcdCertFile: 'etcd_cert_file',
   etcdKeyFile: 'etcd_key_file',
+  etcdUsername: 'etcd_username',
+  etcdPassword: 'etcd_password',
 };
 
 function fromFile(path: string, required: boolean): EtcdConfigKeys {
@@ -54,6 +56,8 @@ export function ctlSettings(flags: Record<string, string | undefined>, env: Node
       etcd_ca_cert_file: pick('etcd_ca_cert_file', 'etcd-ca-cert-file'),
       etcd_cert_file: pick('etcd_cert_file', 'etcd-cert-file'),
       etcd_key_file: pick('etcd_key_file', 'etcd-key-file'),
+      etcd_username: pick('etcd_username', 'etcd-username'),
+      etcd_password: pick('etcd_password', 'etcd-password'),
       etcd_prefix: flags['etcd-prefix'] ?? env.ETCD_PREFIX,
       etcd_timeout_ms: env.ETCD_TIMEOUT_MS,
     }, {});

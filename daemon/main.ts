@@ -50,6 +50,8 @@ const USAGE = `usage: calico-libnetwork [options]
   --ipam-driver NAME           Docker IPAM driver name (calico-ipam)
   --etcd-endpoints URLS        etcd (ETCD_ENDPOINTS, else http://127.0.0.1:2379)
   --etcd-ca-cert-file F, --etcd-cert-file F, --etcd-key-file F, --etcd-prefix P
+  --etcd-username U, --etcd-password P   etcd's own authentication (ETCD_USERNAME, ETCD_PASSWORD;
+                               the environment keeps the password out of the process list)
   --nodename NAME              this host in the datastore (NODENAME, /var/lib/calico/nodename, host name)
   --scope global|local         Docker network scope (global)
   --veth-mtu N                 MTU of Docker containers' veths (the node's, below)
@@ -82,6 +84,8 @@ async function main(): Promise<void> {
       'etcd-ca-cert-file': { type: 'string' },
       'etcd-cert-file': { type: 'string' },
       'etcd-key-file': { type: 'string' },
+      'etcd-username': { type: 'string' },
+      'etcd-password': { type: 'string' },
       'etcd-prefix': { type: 'string' },
       nodename: { type: 'string' },
       scope: { type: 'string', default: 'global' },
@@ -114,6 +118,8 @@ async function main(): Promise<void> {
     etcd_ca_cert_file: values['etcd-ca-cert-file'],
     etcd_cert_file: values['etcd-cert-file'],
     etcd_key_file: values['etcd-key-file'],
+    etcd_username: values['etcd-username'],
+    etcd_password: values['etcd-password'],
     etcd_prefix: values['etcd-prefix'],
   });
   const node = nodename(values.nodename);

@@ -13,9 +13,22 @@ export class DatastoreUnavailableError extends CalicoError {
   }
 }
 
-/** etcd answered with an error we do not retry (permission denied, request too large, ...). */
+/** etcd answered with an error we do not retry (request too large, ...). */
 export class DatastoreRequestError extends CalicoError {
   readonly code = 'DATASTORE_REQUEST_FAILED';
+}
+
+/** etcd refused who we are (user and password) or what we asked (outside the role's keys); names the endpoints. */
+export class DatastoreAccessError extends CalicoError {
+  readonly code = 'DATASTORE_ACCESS_DENIED';
+
+  constructor(
+    readonly endpoints: readonly string[],
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`etcd at ${endpoints.join(',')} refused access: ${detail} (check etcd_username/etcd_password, and that the user's role may read and write the prefix)`, options);
+  }
 }
 
 /** A value stored in etcd that is not what our layout says; names the key, never crashes us. */

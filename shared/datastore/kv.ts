@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import type { Etcd3, IKeyValue, IRangeResponse, IRequestOp, ICompare, Watcher } from 'etcd3';
 import { etcdErrors } from '../diagnostics';
 import { InvalidInputError, messageOf } from '../errors';
-import { DatastoreRequestError, DatastoreUnavailableError } from './errors';
+import { DatastoreAccessError, DatastoreRequestError, DatastoreUnavailableError } from './errors';
 import type { EtcdSettings } from './settings';
 
 /** etcd's mod revision of a key, kept as the decimal string etcd sends. */
@@ -84,6 +84,7 @@ export class EtcdKv {
     const client = new Etcd3({
       hosts: [...settings.endpoints],
       ...(credentials ? { credentials } : {}),
+      ...(settings.username !== undefined ? { auth: { username: settings.username, password: settings.password ?? '' } } : {}),
       dialTimeout: settings.timeoutMs,
       grpcOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
       defaultCallOptions: () => ({ deadline: Date.now() + settings.timeoutMs }),
@@ -231,7 +232,8 @@ export class EtcdKv {
 
   /** The store's revision now (a snapshot read at it and a watch after it miss nothing). */
   async revision(): Promise<Revision> {
-    const res = await this.call('read of the revision', (c) => c.kv.range({ key: Buffer.from('\0'), limit: 1, keys_only: true }));
+    // A read within our prefix: a role limited to it may read nothing else.
+    const res = await this.call('read of the revision', (c) => c.kv.range({ key: Buffer.from(`${this.settings.prefix}/`), limit: 1, keys_only: true }));
     return String(res.header.revision);
   }
 
@@ -271,10 +273,16 @@ export class EtcdKv {
       const unavailable = isUnavailable(err);
       etcdErrors.publish({ kind: unavailable ? 'unavailable' : 'request' });
       if (unavailable) throw new DatastoreUnavailableError(endpoints, `${what} failed: ${messageOf(err)}`, { cause: err });
+      if (isAccessDenied(err)) throw new DatastoreAccessError(endpoints, `${what}: ${messageOf(err)}`, { cause: err });
       throw new DatastoreRequestError(`etcd refused ${what}: ${messageOf(err)}`, { cause: err });
     });
     return Promise.race([mapped, deadline]).finally(() => clearTimeout(timer));
   }
+}
+
+function isAccessDenied(err: unknown): boolean {
+  const name = err instanceof Error ? err.constructor.name : '';
+  return /AuthenticationFailed|PermissionDenied|InvalidAuthToken/.test(name) || /user name is empty|authentication is not enabled/i.test(messageOf(err));
 }
 
 function isUnavailable(err: unknown): boolean {

@@ -9,6 +9,9 @@ export interface EtcdSettings {
   readonly caCertFile?: string;
   readonly certFile?: string;
   readonly keyFile?: string;
+  /** etcd's own authentication (besides, or instead of, client certificates). */
+  readonly username?: string;
+  readonly password?: string;
   /** Key prefix of the Calico layout; `/calico` in production, unique per test run in tests. */
   readonly prefix: string;
   /** Deadline of every single etcd call, in milliseconds. */
@@ -22,6 +25,8 @@ export interface EtcdConfigKeys {
   etcd_ca_cert_file?: unknown;
   etcd_cert_file?: unknown;
   etcd_key_file?: unknown;
+  etcd_username?: unknown;
+  etcd_password?: unknown;
   etcd_prefix?: unknown;
   etcd_timeout_ms?: unknown;
 }
@@ -58,6 +63,10 @@ export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.Proces
     throw new InvalidInputError('etcd_cert_file/etcd_key_file', 'a client certificate and its key must be given together');
   }
 
+  const username = pick('etcd_username')?.value;
+  const password = pick('etcd_password')?.value;
+  if (password !== undefined && username === undefined) throw new InvalidInputError('etcd_username', 'a password needs the user it is for (etcd_username, ETCD_USERNAME)');
+
   const prefixSetting = pick('etcd_prefix');
   const prefix = prefixSetting?.value ?? DEFAULT_PREFIX;
   if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(prefix)) {
@@ -70,7 +79,7 @@ export function etcdSettingsFrom(config: EtcdConfigKeys = {}, env: NodeJS.Proces
     throw new InvalidInputError(timeoutSetting!.field, `"${timeoutSetting!.value}" must be a whole number of milliseconds from 50 to 600000`);
   }
 
-  return { endpoints: urls, caCertFile, certFile, keyFile, prefix, timeoutMs };
+  return { endpoints: urls, caCertFile, certFile, keyFile, ...(username !== undefined ? { username, password } : {}), prefix, timeoutMs };
 }
 
 function parseEndpoint(text: string, field: string): string {

@@ -4,6 +4,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
 import type { Datastore } from '../../shared/datastore';
 import { NFT } from '../../shared/dataplane/nftables';
 import { NodeDaemon } from '../../sim/daemon';
@@ -220,4 +221,9 @@ test.serial('security - closed from the first instant: after a reboot with etcd 
   state.daemons[1] = await startDaemon(1);
   t.true(await settles(s1, s2.ip4, true), 'a daemon programs them');
   await destroy(t, s1, s2);
+});
+
+test.serial('security - calicoctl datastore init warns when etcd answers with neither a client certificate nor a user', async (t) => {
+  const { stdout } = await state.agents[0]!.host.exec(resolve('dist/bin/calicoctl'), ['--etcd-endpoints', state.world.fabric.hostEndpoints, '--etcd-prefix', state.prefix, 'datastore', 'init']);
+  t.regex(stdout, /WARNING: etcd answered with neither a client certificate nor a user/);
 });
