@@ -9,12 +9,23 @@
  * - update_ms_100, update_ms_1000, update_ratio: adding one endpoint to a host that has 100 or
  *   1,000 (the change alone: calculation, script, nft), medians of 15; the ratio of the two;
  * - throughput_ratio: TCP throughput (iperf3, 3 s) between two tasks on one host with 200 policies
- *   in force over the same with policy off (--no-policy), in rounds alternating the two.
+ *   in force over the same with policy off (--no-policy), in rounds alternating the two;
+ * - guard_throughput_ratio: the same with the table's guard (anti-spoofing, what workloads may not
+ *   reach, the encapsulations they may not send: the prerouting chain) over the same without it,
+ *   alternating (floor: at least 0.95);
+ * - differential_cases, differential_disagreements, differential_delivered: random policies and
+ *   packets through the real table against the reference evaluator of Calico's semantics
+ *   (test/helpers/policy-differential.ts), 100 scenarios of 100 packets (floor: 0 disagreements).
  */
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { applyNftScript } from '../shared/dataplane/nftables';
+import { NFT, applyNftScript } from '../shared/dataplane/nftables';
+import { FIXED_PART } from '../shared/policy/ruleset';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, runDifferential } from '../test/helpers/policy-differential';
 import { PolicyCalculator, type EndpointRecord } from '../shared/policy/calculator';
 import { Ruleset, copyRuleset, planChanges, renderTable } from '../shared/policy/ruleset';
 import { validatePolicy, validateProfile } from '../shared/policy/validate';
@@ -29,6 +40,8 @@ const POLICIES = 200;
 const CONVERGE_ROUNDS = 30;
 const UPDATE_SAMPLES = 15;
 const THROUGHPUT_ROUNDS = 3;
+/** The guard's cost is a few per cent: more rounds than the throughput above, to see it through two cores' noise. */
+const GUARD_ROUNDS = 9;
 
 /** A policy of the bench's 200: it applies to one app of 20 and opens a port to one role of 10. */
 function benchPolicyResource(i: number) {
@@ -184,12 +197,21 @@ async function endToEnd(): Promise<Record<string, number>> {
       await pingWorks(agent, b, a, false);
     }
 
-    // Throughput with the 200 policies and with policy off, alternating.
+    // Throughput with the 200 policies and with policy off, alternating; then with the guard and
+    // without it (its prerouting chain emptied, then made again as the fixed part has it).
     const iperfServer = spawn('nsenter', [`--net=${agent.container(server.id).path}`, 'iperf3', '-s'], { stdio: 'ignore' });
     const withPolicy: number[] = [];
     const without: number[] = [];
+    const guarded: number[] = [];
+    const unguarded: number[] = [];
     try {
       await sleep(300);
+      for (let r = 0; r < GUARD_ROUNDS; r++) {
+        guarded.push(await iperf(agent, server, client));
+        await agent.host.exec(NFT, ['flush', 'chain', 'inet', 'calico', 'prerouting']);
+        unguarded.push(await iperf(agent, server, client));
+        await applyNftScript('restore the guard', FIXED_PART, { netns: agent.host.path });
+      }
       for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
         withPolicy.push(await iperf(agent, server, client));
         await daemon.destroy();
@@ -209,6 +231,9 @@ async function endToEnd(): Promise<Record<string, number>> {
       throughput_gbps_policy: round(median(withPolicy) / 1e9, 2),
       throughput_gbps_none: round(median(without) / 1e9, 2),
       throughput_ratio: round(median(withPolicy) / median(without), 3),
+      guard_throughput_gbps: round(median(guarded) / 1e9, 2),
+      unguarded_throughput_gbps: round(median(unguarded) / 1e9, 2),
+      guard_throughput_ratio: round(median(guarded) / median(unguarded), 3),
     };
   } finally {
     await daemon?.destroy();
@@ -217,8 +242,17 @@ async function endToEnd(): Promise<Record<string, number>> {
 }
 
 export async function benchPolicy(): Promise<Record<string, number>> {
+  // A seed of its own each run (DIFFERENTIAL_SEED repeats one); disagreements are written out whole.
+  const seed = Number(process.env.DIFFERENTIAL_SEED ?? Date.now() % 1_000_000);
+  const differential = await runDifferential(seed, 100, 100);
+  console.error(`differential (seed ${seed}): ${differential.cases} cases, ${differential.delivered} delivered, ${differential.disagreements.length} disagreements`);
+  if (differential.disagreements.length > 0) {
+    const file = join(tmpdir(), `differential-${seed}.json`);
+    writeFileSync(file, differential.disagreements.map(describe).join('\n'));
+    console.error(`disagreements written to ${file}`);
+  }
   const table = await programming();
   console.error('programming:', JSON.stringify(table));
   const traffic = await endToEnd();
-  return { ...traffic, ...table };
+  return { ...traffic, ...table, differential_cases: differential.cases, differential_delivered: differential.delivered, differential_disagreements: differential.disagreements.length };
 }

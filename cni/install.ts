@@ -3,9 +3,11 @@
  * and, when asked, writes a network config for them.
  *
  *   calico-install [--plugins-dir /opt/cni/bin] [--conf-dir DIR --network NAME
- *                  [--etcd-endpoints URLS] [--nodename NAME] [--cni-version 0.2.0] [--ipv6] [--force]]
+ *                  [--etcd-endpoints URLS] [--etcd-ca-cert-file F --etcd-cert-file F --etcd-key-file F]
+ *                  [--etcd-username U --etcd-password P] [--nodename NAME] [--cni-version 0.2.0]
+ *                  [--ipv6] [--no-policy] [--force]]
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseCommandLine } from '../shared/command-line';
 import { parseConfig } from './config';
@@ -13,22 +15,39 @@ import { CniError } from './errors';
 import { installPluginFiles } from './plugin-files';
 import { SUPPORTED_VERSIONS } from './version';
 
-export function networkConfig(options: { network: string; etcdEndpoints: string; nodename?: string; cniVersion: string; ipv6: boolean }) {
+export interface InstallOptions {
+  readonly network: string;
+  readonly etcdEndpoints: string;
+  /** etcd_* keys beyond the endpoints (TLS files, user and password), as the config names them. */
+  readonly etcd: Readonly<Record<string, string | undefined>>;
+  readonly nodename?: string;
+  readonly cniVersion: string;
+  readonly ipv6: boolean;
+  readonly noPolicy: boolean;
+}
+
+export function networkConfig(options: InstallOptions) {
   return {
     cniVersion: options.cniVersion,
     name: options.network,
     type: 'calico',
     etcd_endpoints: options.etcdEndpoints,
+    ...Object.fromEntries(Object.entries(options.etcd).filter(([, v]) => v !== undefined)),
     ...(options.nodename ? { nodename: options.nodename } : {}),
+    ...(options.noPolicy ? { no_policy: true } : {}),
     log_level: 'info',
     ipam: { type: 'calico-ipam', assign_ipv4: 'true', assign_ipv6: options.ipv6 ? 'true' : 'false' },
   };
 }
 
 const USAGE = `usage: calico-install [--plugins-dir /opt/cni/bin] [--conf-dir DIR --network NAME
-                      [--etcd-endpoints URLS] [--nodename NAME] [--cni-version 0.2.0] [--ipv6] [--force]]
+                      [--etcd-endpoints URLS] [--etcd-ca-cert-file F --etcd-cert-file F --etcd-key-file F]
+                      [--etcd-username U --etcd-password P] [--nodename NAME] [--cni-version 0.2.0]
+                      [--ipv6] [--no-policy] [--force]]
   Copies the calico and calico-ipam CNI plugins into --plugins-dir and, with --conf-dir, writes
-  the network config DIR/10-NAME.conf (an existing one only with --force).`;
+  the network config DIR/10-NAME.conf (an existing one only with --force; mode 0600 when it holds
+  a password). The etcd settings default to ETCD_ENDPOINTS, ETCD_CA_CERT_FILE... of this shell.
+  --no-policy: this host enforces no policy (the plugins then never make the policy table).`;
 
 function main(argv: string[]): void {
   const { values } = parseCommandLine('calico-install', USAGE, argv, {
@@ -36,6 +55,12 @@ function main(argv: string[]): void {
       'conf-dir': { type: 'string' },
       network: { type: 'string' },
       'etcd-endpoints': { type: 'string', default: process.env.ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379' },
+      'etcd-ca-cert-file': { type: 'string', default: process.env.ETCD_CA_CERT_FILE },
+      'etcd-cert-file': { type: 'string', default: process.env.ETCD_CERT_FILE },
+      'etcd-key-file': { type: 'string', default: process.env.ETCD_KEY_FILE },
+      'etcd-username': { type: 'string', default: process.env.ETCD_USERNAME },
+      'etcd-password': { type: 'string', default: process.env.ETCD_PASSWORD },
+      'no-policy': { type: 'boolean', default: false },
       nodename: { type: 'string' },
       'cni-version': { type: 'string', default: '0.2.0' },
       ipv6: { type: 'boolean', default: false },
@@ -47,7 +72,21 @@ function main(argv: string[]): void {
   if (values['conf-dir'] !== undefined) {
     if (!values.network) throw new Error('--conf-dir needs --network NAME');
     if (!(SUPPORTED_VERSIONS as readonly string[]).includes(values['cni-version']!)) throw new Error(`--cni-version must be one of ${SUPPORTED_VERSIONS.join(', ')}`);
-    conf = networkConfig({ network: values.network, etcdEndpoints: values['etcd-endpoints']!, nodename: values.nodename, cniVersion: values['cni-version']!, ipv6: values.ipv6! });
+    conf = networkConfig({
+      network: values.network,
+      etcdEndpoints: values['etcd-endpoints']!,
+      etcd: {
+        etcd_ca_cert_file: values['etcd-ca-cert-file'],
+        etcd_cert_file: values['etcd-cert-file'],
+        etcd_key_file: values['etcd-key-file'],
+        etcd_username: values['etcd-username'],
+        etcd_password: values['etcd-password'],
+      },
+      nodename: values.nodename,
+      cniVersion: values['cni-version']!,
+      ipv6: values.ipv6!,
+      noPolicy: values['no-policy']!,
+    });
     parseConfig(conf, undefined, {}); // the plugin's own checks
     file = join(values['conf-dir'], `10-${values.network}.conf`);
     if (existsSync(file) && !values.force) throw new Error(`${file} exists; pass --force to replace it`);
@@ -59,7 +98,9 @@ function main(argv: string[]): void {
   for (const installed of installPluginFiles(source, target)) console.log(`installed ${installed}`);
   if (conf && file) {
     mkdirSync(dirname(file), { recursive: true });
+    // A password is for root's eyes only (the agent reads the file as root).
     writeFileSync(file, `${JSON.stringify(conf, null, 2)}\n`);
+    chmodSync(file, 'etcd_password' in conf ? 0o600 : 0o644);
     console.log(`wrote ${file}`);
   }
 }

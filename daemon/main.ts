@@ -10,6 +10,7 @@
  * etcd connections are shared and kept warm, and its IPAM client serves concurrent requests in
  * batches (group commit). SIGTERM/SIGINT finish requests in flight and remove the sockets.
  */
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseCommandLine } from '../shared/command-line';
 import { Connections } from '../shared/connections';
@@ -195,6 +196,8 @@ async function main(): Promise<void> {
     await service.start();
   }
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
+  // Under systemd (Type=notify): ready, so the units ordered after this one (Docker, the Mesos agent) may start.
+  if (process.env.NOTIFY_SOCKET) execFile('systemd-notify', ['--ready', `--pid=${process.pid}`], (err) => err && log.warning('cannot tell systemd the daemon is ready', { error: err.message }));
   void claim.held.then(() => routes?.start());
   collector.start();
   blocks.start();

@@ -93,7 +93,8 @@ const FIXED_CHAINS: readonly (readonly [string, readonly string[]])[] = [
     'iifname . ip6 saddr != @wl_src6 drop',
     'ip daddr . meta l4proto . th dport @protected4 drop',
     'ip6 daddr . meta l4proto . th dport @protected6 drop',
-    'fib daddr type local meta l4proto . th dport @protected_local drop',
+    // The set first: the route lookup only for a port that is in it.
+    'meta l4proto . th dport @protected_local fib daddr type local drop',
     `jump ${WORKLOAD_ENCAP_CHAIN}`,
   ]],
   ['from-wl', [...ESTABLISHED, CLEAR_MARK, 'iifname vmap @egress', `${ALLOWED} return`, 'drop']],

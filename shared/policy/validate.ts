@@ -154,10 +154,12 @@ function ruleEnd(value: Json, field: string, scope: SelectorScope): RuleEnd {
   const endpointSelector = selector(object.selector, `${field}.selector`);
   const notSelector = selector(object.notSelector, `${field}.notSelector`);
   // As Calico: with a namespaceSelector the selectors look in the namespaces it picks, else a
-  // NetworkPolicy's in its own namespace and a global policy's everywhere; notSelector only
-  // excludes, so it is not scoped.
+  // NetworkPolicy's in its own namespace and a global policy's everywhere. A scoped rule that
+  // names endpoints (a notSelector alone too) matches only endpoints of those namespaces;
+  // notSelector itself only excludes, so it is not scoped. Unscoped, a notSelector alone matches
+  // every address it does not name, endpoints' or not.
   const namespaces = namespaceSelector ? namespaceScope(namespaceSelector) : scope.namespace !== undefined ? ({ op: '==', key: NAMESPACE_LABEL, value: scope.namespace } as const) : undefined;
-  const scoped = endpointSelector || notSelector || namespaceSelector ? both(endpointSelector ?? { op: 'all' }, namespaces ?? { op: 'all' }) : undefined;
+  const scoped = namespaces ? (endpointSelector || notSelector || namespaceSelector ? both(endpointSelector ?? { op: 'all' }, namespaces) : undefined) : endpointSelector;
   return {
     nets: list(object.nets, `${field}.nets`).map((n, i) => net(n, `${field}.nets[${i}]`)),
     notNets: list(object.notNets, `${field}.notNets`).map((n, i) => net(n, `${field}.notNets[${i}]`)),

@@ -1,7 +1,10 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { NFT } from '../../shared/dataplane/nftables';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
 import { waitFor } from '../../sim/wait';
@@ -55,4 +58,20 @@ test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart rep
   const again = spawnSync('nsenter', [`--net=${setup.agent.host.path}`, 'timeout', '2', 'dist/bin/calico-libnetwork', '--cni-socket', crashed.cniSocket, '--plugin-dir', join(crashed.dir, 'plugins'), '--no-routes', '--metrics-address', ''], { encoding: 'utf8' });
   t.regex(again.stderr, /serving CNI requests/);
   await crashed.destroy();
+});
+
+test.serial('cni daemon - under systemd (Type=notify) it says it is ready once it listens, with the policy table in place', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'notify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'notify.sock');
+  const listener = spawn('socat', ['-u', `UNIX-RECVFROM:${socket}`, '-'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => listener.kill('SIGKILL'));
+  let heard = '';
+  listener.stdout!.on('data', (d) => (heard += d));
+  await waitFor('socat to listen', () => existsSync(socket), 5000);
+  const daemon = spawn('nsenter', [`--net=${setup.agent.host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--no-routes', '--metrics-address', '', '--nodename', 'notify'], { env: { ...process.env, NOTIFY_SOCKET: socket }, stdio: 'ignore' });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  await waitFor('READY=1', () => heard.includes('READY=1'), 10_000);
+  t.true(existsSync(join(dir, 'cni.sock')), 'it listened before it said so');
+  t.regex((await setup.agent.host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /@wl_src4 drop/, 'and closed the workloads before');
 });

@@ -31,6 +31,23 @@ test('cni install - copies self-contained plugins and writes a config the plugin
   t.throws(() => statSync(join(dir, 'other')), undefined, 'nothing is installed when the config is refused');
 });
 
+test('cni install - TLS files, a user and password, and --no-policy go into the config; a password keeps it root\'s alone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'install-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const install = resolve('dist/bin/calico-install');
+  const common = ['--plugins-dir', join(dir, 'bin'), '--conf-dir', join(dir, 'conf'), '--etcd-endpoints', 'https://10.0.0.10:2379'];
+  await run(install, [...common, '--network', 'tls', '--etcd-ca-cert-file', '/etc/calico/pki/ca.crt', '--etcd-cert-file', '/etc/calico/pki/calico.crt', '--etcd-key-file', '/etc/calico/pki/calico.key', '--no-policy']);
+  const tls = JSON.parse(readFileSync(join(dir, 'conf', '10-tls.conf'), 'utf8'));
+  const parsed = parseConfig(tls, undefined, {});
+  t.deepEqual([parsed.etcd.caCertFile, parsed.etcd.certFile, parsed.etcd.keyFile], ['/etc/calico/pki/ca.crt', '/etc/calico/pki/calico.crt', '/etc/calico/pki/calico.key']);
+  t.true(parsed.noPolicy);
+  t.is(statSync(join(dir, 'conf', '10-tls.conf')).mode & 0o777, 0o644);
+  await run(install, [...common, '--network', 'auth', '--etcd-username', 'calico', '--etcd-password', 's3cret']);
+  const auth = parseConfig(JSON.parse(readFileSync(join(dir, 'conf', '10-auth.conf'), 'utf8')), undefined, {});
+  t.deepEqual([auth.etcd.username, auth.etcd.password, auth.noPolicy], ['calico', 's3cret', false]);
+  t.is(statSync(join(dir, 'conf', '10-auth.conf')).mode & 0o777, 0o600, 'a password: root only');
+});
+
 test('cni plugin - reads its config from a pipe, a socket or a file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'stdin-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

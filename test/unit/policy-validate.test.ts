@@ -54,6 +54,9 @@ test('policy validation - a NetworkPolicy applies to, and looks for peers in, it
   t.true(matches(policy.ingress[1]!.source.selector!, inNs));
   t.false(matches(policy.ingress[1]!.source.selector!, elsewhere));
   t.is(printSelector(policy.ingress[1]!.source.notSelector!), "app == 'z'");
+  // In a global policy (or a profile), a notSelector alone names no endpoints: any other address matches.
+  const globalNot = validatePolicy(gnp({ ingress: [{ action: 'Allow', source: { notSelector: "app == 'z'" } }] }));
+  t.is(globalNot.ingress[0]!.source.selector, undefined);
   // A namespaceSelector picks namespaces by name.
   const cross = validatePolicy(np({ ingress: [{ action: 'Allow', source: { namespaceSelector: "projectcalico.org/name == 'default'" } }] }));
   t.true(matches(cross.ingress[0]!.source.selector!, elsewhere));
