@@ -1,6 +1,8 @@
 /**
  * The little of Docker's own API the driver needs: a network's name from its ID (the driver API
- * carries only IDs, and profiles are named after networks, as Calico's driver does).
+ * carries only IDs, and profiles are named after networks, as Calico's driver does), and the
+ * labels of the container behind an endpoint (they become the endpoint's, as with Calico's
+ * CALICO_LIBNETWORK_LABEL_ENDPOINTS).
  */
 import { request } from 'node:http';
 import { CalicoError } from '../shared/errors';
@@ -30,11 +32,36 @@ export class DockerApi {
 
   /** Whether Docker still has a container attached to the network through this endpoint. */
   async endpointAttached(networkId: string, endpointId: string): Promise<boolean> {
+    return (await this.containerOf(networkId, endpointId)) !== undefined;
+  }
+
+  /**
+   * The labels of the container attached to the network through this endpoint; undefined while
+   * Docker shows no such container (it is still being created, or it is gone).
+   */
+  async containerLabels(networkId: string, endpointId: string): Promise<Record<string, string> | undefined> {
+    const container = await this.containerOf(networkId, endpointId);
+    if (container === undefined) return undefined;
+    const inspected = (await this.get(`/containers/${encodeURIComponent(container)}/json`).catch((err: DockerApiError) => {
+      if (/answered 404/.test(err.message)) return undefined;
+      throw err;
+    })) as { Config?: { Labels?: unknown } } | undefined;
+    if (inspected === undefined) return undefined;
+    const labels = inspected.Config?.Labels;
+    if (labels === undefined || labels === null) return {};
+    if (typeof labels !== 'object' || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) {
+      throw new DockerApiError(`Docker's answer for container ${container} has labels that are not a map of strings`);
+    }
+    return labels as Record<string, string>;
+  }
+
+  /** The ID of the container attached to the network through this endpoint, if any. */
+  private async containerOf(networkId: string, endpointId: string): Promise<string | undefined> {
     const network = (await this.get(`/networks/${encodeURIComponent(networkId)}`).catch((err: DockerApiError) => {
       if (/answered 404/.test(err.message)) return { Containers: {} };
       throw err;
-    })) as { Containers?: Record<string, { EndpointID?: string }> };
-    return Object.values(network.Containers ?? {}).some((c) => c.EndpointID === endpointId);
+    })) as { Containers?: Record<string, { EndpointID?: string }> | null };
+    return Object.entries(network.Containers ?? {}).find(([, c]) => c.EndpointID === endpointId)?.[0];
   }
 
   private get(path: string): Promise<unknown> {

@@ -15,6 +15,7 @@ import type { Ipam } from '../shared/ipam/ipam';
 import type { Logger } from '../shared/log';
 import { formatAddress, parseAddress, type IpAddress } from '../shared/net';
 import type { DockerApi } from './docker-api';
+import { ContainerLabels } from './container-labels';
 import { workloadMtu } from '../shared/routing/workload-mtu';
 import { DriverRequestError, field, mapField } from './errors';
 import type { Handler } from './server';
@@ -33,15 +34,21 @@ export interface NetworkDriverSettings {
   readonly mtuFile: string;
   /** Name prefix of the interface inside the container (Docker appends a number). */
   readonly containerIfPrefix: string;
+  /** Containers' `org.projectcalico.label.*` labels become their endpoints' (container-labels.ts). */
+  readonly labelEndpoints: boolean;
 }
 
 export class NetworkDriver {
+  private readonly labels: ContainerLabels | undefined;
+
   constructor(
     private readonly datastore: () => Promise<{ ds: Datastore; ipam: Ipam }>,
     private readonly docker: DockerApi,
     private readonly settings: NetworkDriverSettings,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.labels = settings.labelEndpoints ? new ContainerLabels(async () => (await datastore()).ds, docker, log) : undefined;
+  }
 
   /** The calls of Docker's NetworkDriver API, by name, as the driver server routes them. */
   handlers(): Readonly<Record<string, Handler>> {
@@ -181,7 +188,13 @@ export class NetworkDriver {
     return { Value: {} };
   }
 
+  /** Stops what runs in the background (reading containers' labels). */
+  stop(): void {
+    this.labels?.stop();
+  }
+
   async join(body: Record<string, unknown>): Promise<JoinResponse> {
+    const networkId = field(body, 'NetworkID', true);
     const endpointId = endpointIdOf(body);
     const sandbox = field(body, 'SandboxKey');
     const endpoint = await this.endpoint(endpointId);
@@ -199,6 +212,8 @@ export class NetworkDriver {
       // Docker moves the peer in after we answer; pin the gateway neighbours once it is there.
       void this.pin(endpointId, sandbox, mac, { v4, v6 });
     }
+    // The container shows in Docker once it has started: its labels follow.
+    this.labels?.apply(networkId, workload);
     this.log.info('endpoint joined', { endpoint: endpointId, hostIf: endpoint.spec.interfaceName });
     return {
       InterfaceName: { SrcName: peerIf, DstPrefix: this.settings.containerIfPrefix },
@@ -224,7 +239,8 @@ export class NetworkDriver {
 
   /**
    * After a start: a crash between a Join and its container coming up left that container without
-   * its gateway neighbours. Pin them for every endpoint of this host whose container still exists.
+   * its gateway neighbours (and its labels). Pin them for every endpoint of this host whose
+   * container still exists.
    */
   async reconcile(): Promise<void> {
     const { ds } = await this.datastore();
@@ -235,6 +251,9 @@ export class NetworkDriver {
     await Promise.all(endpoints.map(async (endpoint) => {
       const sandbox = endpoint.metadata.annotations?.[SANDBOX_ANNOTATION];
       if (!sandbox || !endpoint.spec.mac) return;
+      // Labels a crash kept from being written (Docker away meanwhile) are read again.
+      const network = endpoint.metadata.annotations?.[DOCKER_NETWORK_ANNOTATION];
+      if (network) this.labels?.apply(network, this.workload(endpoint.spec.endpoint));
       const families = { v4: endpoint.spec.ipNetworks.some((n) => !n.includes(':')), v6: endpoint.spec.ipNetworks.some((n) => n.includes(':')) };
       await this.pin(endpoint.spec.endpoint, sandbox, endpoint.spec.mac, families);
     }));

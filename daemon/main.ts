@@ -60,6 +60,8 @@ const USAGE = `usage: calico-libnetwork [options]
                                less their overhead; plugins without an MTU of their own read it
                                (CALICO_MTU_FILE, /var/lib/calico/mtu)
   --container-if-prefix P      interface name prefix inside Docker containers (cali)
+  --no-label-endpoints         do not copy containers' org.projectcalico.label.* labels onto their
+                               endpoints (CALICO_LIBNETWORK_LABEL_ENDPOINTS=false)
   --docker-host URL            Docker's API (unix:///var/run/docker.sock)
   --node-address A             auto, none or A.B.C.D/LEN: this host's Node address (auto)
   --backend B                  how workloads on other hosts are reached: bird (BGP), vxlan,
@@ -93,6 +95,7 @@ async function main(): Promise<void> {
       'veth-mtu': { type: 'string', default: process.env.CALICO_LIBNETWORK_VETH_MTU },
       'mtu-file': { type: 'string', default: process.env.CALICO_MTU_FILE ?? DEFAULT_MTU_FILE },
       'container-if-prefix': { type: 'string', default: 'cali' },
+      'no-label-endpoints': { type: 'boolean', default: process.env.CALICO_LIBNETWORK_LABEL_ENDPOINTS === 'false' },
       'docker-host': { type: 'string', default: process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock' },
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
@@ -138,6 +141,7 @@ async function main(): Promise<void> {
     mtu,
     mtuFile,
     containerIfPrefix: values['container-if-prefix']!,
+    labelEndpoints: !values['no-label-endpoints'],
   }, log.with({ driver: 'network' }));
 
   const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay' | 'policy-resync') => {
@@ -177,6 +181,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
+    networkDriver.stop();
     await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     await claim.stop();
     await connections.close();

@@ -26,6 +26,8 @@ export interface TaskSpec {
   readonly netgroups: readonly string[];
   readonly autoIpv4?: number;
   readonly staticIps?: readonly string[];
+  /** The task's labels (Mesos labels; a Docker container's org.projectcalico.label.* labels). */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 export interface Task {
@@ -88,7 +90,7 @@ export class Datacenter {
       launch: async (task) => {
         const agent = agents[task.slot % AGENTS]!;
         const id = randomUUID();
-        const outcome = await agent.launch(id, { netgroups: task.netgroups, staticIps: task.staticIps ?? [], autoIpv4: task.autoIpv4 ?? (task.staticIps?.length ? 0 : 1) });
+        const outcome = await agent.launch(id, { netgroups: task.netgroups, staticIps: task.staticIps ?? [], autoIpv4: task.autoIpv4 ?? (task.staticIps?.length ? 0 : 1), labels: task.labels });
         started.push({ agent, id });
         if (outcome.error) return { error: outcome.error };
         const netns = agent.container(id);
@@ -120,8 +122,8 @@ export class Datacenter {
         const agent = agents[task.slot % AGENTS]!;
         const id = randomUUID();
         const network = this.world.network(CNI_NETWORK, this.prefix, nodeName(task.slot % AGENTS), { daemon_socket: this.daemons[task.slot % AGENTS]!.cniSocket });
-        const labels = task.staticIps?.length ? { ipv4_addrs: JSON.stringify(task.staticIps) } : undefined;
-        const launched = await agent.launch(id, [{ network, groups: task.netgroups, ...(labels ? { labels } : {}) }]);
+        const labels = { ...task.labels, ...(task.staticIps?.length ? { ipv4_addrs: JSON.stringify(task.staticIps) } : {}) };
+        const launched = await agent.launch(id, [{ network, groups: task.netgroups, ...(Object.keys(labels).length > 0 ? { labels } : {}) }]);
         started.push({ agent, id });
         const run = launched.runs[0]!;
         if (run.code !== 0) return { error: run.stdout };

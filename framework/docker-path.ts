@@ -2,12 +2,13 @@
  * The framework's Docker path: three agents of their own, each with dockerd and the node daemon
  * (local scope), on the framework's fabric and datastore. A netgroup is a Docker network of that
  * name (created on an agent when a task there first needs it); a task is a busybox container on
- * it, its static address asked for with `--ip`.
+ * it, its static address asked for with `--ip`, its labels as `org.projectcalico.label.*` labels.
  *
  * A Docker container joins several networks by one endpoint each, with an address on each and
  * each endpoint only in its own network's profile: the several-netgroup and several-address tasks
  * of the scenarios have no Docker equivalent, and are skipped saying so.
  */
+import { DOCKER_LABEL_PREFIX } from '../cnm/container-labels';
 import { DockerAgent } from '../sim/docker-agent';
 import { POOL, type Task, type TaskPath, type TaskSpec } from './datacenter';
 import type { CniWorld } from '../sim/world';
@@ -54,7 +55,8 @@ export class DockerPath implements TaskPath {
     }
     const name = `task-${++this.counter}`;
     try {
-      await agent.docker('run', '-d', '--name', name, '--net', network, ...(task.staticIps?.length ? ['--ip', task.staticIps[0]!] : []), 'local/busybox', 'sleep', '600');
+      const labels = Object.entries(task.labels ?? {}).flatMap(([key, value]) => ['--label', `${DOCKER_LABEL_PREFIX}${key}=${value}`]);
+      await agent.docker('run', '-d', '--name', name, '--net', network, ...(task.staticIps?.length ? ['--ip', task.staticIps[0]!] : []), ...labels, 'local/busybox', 'sleep', '600');
     } catch (err) {
       this.started.push({ agent, name });
       return { error: (err as { stderr?: string }).stderr || (err as Error).message };

@@ -22,6 +22,8 @@ interface Scenario {
   readonly pingers: readonly Pinger[];
   /** The number of IPv4 addresses each sleeper, then each pinger, must get. */
   readonly ipCounts?: readonly number[];
+  /** GlobalNetworkPolicies in force while it runs: name -> spec. */
+  readonly policies?: Readonly<Record<string, Record<string, unknown>>>;
 }
 
 const task = (slot: number, netgroups: string[], extra: Partial<TaskSpec> = {}): TaskSpec => ({ slot, netgroups, ...extra });
@@ -44,6 +46,14 @@ export const SCENARIOS: readonly Scenario[] = [
   { name: 'Multiple IPs Can Ping', sleepers: [task(0, ['A'], { autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { autoIpv4: 3 }), can: [0] }], ipCounts: [2, 3] },
   { name: 'Static IPs', sleepers: [task(0, ['A'], { staticIps: ['192.168.28.23'], autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { staticIps: ['192.168.28.34'], autoIpv4: 1 }), can: [0] }], ipCounts: [3, 2] },
   { name: 'Static IP, one per task', sleepers: [task(0, ['A'], { staticIps: ['192.168.28.23'] })], pingers: [{ task: task(1, ['A'], { staticIps: ['192.168.28.34'] }), can: [0] }], ipCounts: [1, 1] },
+  {
+    // Ours: policy selects tasks by their labels, whatever path they took (for Docker, the
+    // container's org.projectcalico.label.* labels): app=web may reach app=db, and nothing else may.
+    name: 'Tasks Selected by Label',
+    sleepers: [task(0, ['lbl'], { labels: { app: 'db' } })],
+    pingers: [{ task: task(1, ['lbl'], { labels: { app: 'web' } }), can: [0] }, { task: task(1, ['lbl'], { labels: { app: 'cache' } }), can: [], cant: [0] }],
+    policies: { 'db-from-web': { selector: "app == 'db'", ingress: [{ action: 'Allow', source: { selector: "app == 'web'" } }] } },
+  },
   { name: 'Mix static and assigned IPs', sleepers: [task(0, ['A'], { staticIps: ['192.168.27.23', '192.168.27.34'], autoIpv4: 2 })], pingers: [{ task: task(1, ['A', 'D'], { autoIpv4: 1 }), can: [0] }], ipCounts: [4, 1] },
 ];
 
@@ -55,9 +65,9 @@ export interface Outcome {
   readonly problems: readonly string[];
 }
 
-/** Tries a ping a few times: the daemons route and program a new task within moments. */
+/** Tries a ping a few times: the daemons route and program a new task (and its labels) within moments. */
 async function reachesSoon(from: Task, ip: string): Promise<boolean> {
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 12; i++) {
     if (await from.ping(ip)) return true;
     await sleep(250);
   }
@@ -69,7 +79,9 @@ export async function runScenario(dc: Datacenter, path: TaskPath, scenario: Scen
   const why = specs.map((s) => path.cannot(s)).find((reason) => reason !== undefined);
   if (why) return { scenario: scenario.name, path: path.name, status: 'SKIP', problems: [why] };
   const problems: string[] = [];
+  const policies = Object.entries(scenario.policies ?? {});
   try {
+    for (const [name, spec] of policies) await dc.ds.resources.create({ kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name }, spec } as never);
     const tasks: Task[] = [];
     for (const spec of specs) {
       const launched = await path.launch(spec);
@@ -94,6 +106,7 @@ export async function runScenario(dc: Datacenter, path: TaskPath, scenario: Scen
     problems.push((err as Error).message);
   } finally {
     problems.push(...(await path.destroyAll()).map((f) => `cleanup failed: ${f}`));
+    for (const [name] of policies) await dc.ds.resources.delete('GlobalNetworkPolicy', name);
     problems.push(...(await leftovers(dc)));
   }
   return { scenario: scenario.name, path: path.name, status: problems.length === 0 ? 'PASS' : 'FAIL', problems };

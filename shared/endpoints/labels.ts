@@ -44,16 +44,18 @@ function isReservedLabelKey(key: string): boolean {
 }
 
 /**
- * Sanitises every pair; pairs whose key sanitises to nothing are dropped, and so are those with a
- * reserved key (listed in `refused`, for the caller to log).
+ * Sanitises every pair; pairs whose key sanitises to nothing are dropped (listed in `dropped`), and
+ * so are those with a reserved key (listed in `refused`), for the caller to log.
  */
-export function sanitiseLabels(labels: Iterable<readonly [string, string]>): { labels: Record<string, string>; refused: string[] } {
+export function sanitiseLabels(labels: Iterable<readonly [string, string]>): { labels: Record<string, string>; refused: string[]; dropped: string[] } {
   const out: Record<string, string> = {};
   const refused: string[] = [];
+  const dropped: string[] = [];
   for (const [key, value] of labels) {
     const k = sanitiseLabelKey(key);
-    if (k && isReservedLabelKey(k)) refused.push(k);
-    else if (k) out[k] = sanitiseLabelValue(value);
+    if (!k) dropped.push(key);
+    else if (isReservedLabelKey(k)) refused.push(k);
+    else out[k] = sanitiseLabelValue(value);
   }
-  return { labels: out, refused };
+  return { labels: out, refused, dropped };
 }

@@ -1,6 +1,8 @@
 import test from 'ava';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { malformedRecords } from '../../shared/diagnostics';
 import { formatAddress, parseAddress } from '../../shared/net/address';
-import { formatCidr, parseCidr } from '../../shared/net/cidr';
+import { cidrContains, formatCidr, parseCidr } from '../../shared/net/cidr';
 import { useEtcd } from '../helpers/etcd-hooks';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
@@ -151,14 +153,20 @@ test('ipam - a cached host view notices a pool disabled by someone else', async 
   t.false(formatAddress(second.ipv4[0]!).startsWith(usedPool === 'p' ? '10.71.' : '10.72.'), 'the disabled pool is not used');
 });
 
-test('ipam - malformed blocks in etcd are errors naming the key', async (t) => {
+test('ipam - a malformed block of the host is skipped alone, told with its key and field: allocation goes on in another block, never in it', async (t) => {
   const { ipam, ds } = await setup('malformed', [['p', '10.80.0.0/24']]);
   await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
   const [block] = await ds.kv.list(ds.keys.blockPrefix(4));
-  await ds.kv.txn([{ key: block!.key, put: '{"cidr":"10.80.0.0/26","allocations":"lots"}' }]);
+  const cidr = ds.keys.blockCidrOf(block!.key)!;
+  await ds.kv.txn([{ key: block!.key, put: JSON.stringify({ cidr: formatCidr(cidr), allocations: 'lots' }) }]);
+  const told: { key: string; error: string }[] = [];
+  const listen = (message: unknown) => told.push(message as { key: string; error: string });
+  subscribe(malformedRecords.name, listen);
+  t.teardown(() => unsubscribe(malformedRecords.name, listen));
   const fresh = await (await new IpamEnvFor(ds).ipam());
-  const err = await t.throwsAsync(fresh.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 }), { code: 'DATASTORE_MALFORMED' } as never);
-  t.true(err!.message.includes(block!.key));
+  const got = await fresh.autoAssign({ handle: 'n.b', node: 'h', num4: 1, num6: 0 });
+  t.false(cidrContains(cidr, got.ipv4[0]!), 'nothing from the block that cannot be read');
+  t.true(told.some((m) => m.key === block!.key && /field "\w+" must be an array/.test(m.error)), JSON.stringify(told));
 });
 
 test('ipam - an interrupted claim (pending affinity, no block) is finished by the next claim', async (t) => {

@@ -40,7 +40,7 @@ test('endpoints - labels are sanitised like Calico\'s Mesos integration', (t) =>
       ['pcn.netB', ''],
       ['projectcalico.org/namespace', 'libnetwork'],
     ]),
-    { labels: { 'org.apache.app': 'web-server', 'weird-key': 'x'.repeat(63), tier: 'front' }, refused: ['pcn.netB', 'projectcalico.org.namespace'] },
+    { labels: { 'org.apache.app': 'web-server', 'weird-key': 'x'.repeat(63), tier: 'front' }, refused: ['pcn.netB', 'projectcalico.org.namespace'], dropped: ['///'] },
   );
 });
 
