@@ -28,9 +28,11 @@ export interface RunOptions {
   readonly sinks?: readonly Sink[];
   /** Run by the plugin itself, not by the node daemon. */
   readonly standalone?: boolean;
+  /** Told the node a command is for (the daemon checks it is its own). */
+  readonly forNode?: (nodename: string) => void;
 }
 
-export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, { sinks = [stderrSink], standalone = false }: RunOptions = {}): Promise<Outcome> {
+export async function runCni(kind: PluginKind, invocation: Invocation, connections: Connections, { sinks = [stderrSink], standalone = false, forNode }: RunOptions = {}): Promise<Outcome> {
   let version: CniVersion | undefined;
   let log = new Logger('info', sinks);
   try {
@@ -48,6 +50,7 @@ export async function runCni(kind: PluginKind, invocation: Invocation, connectio
     version = parseVersion(raw.cniVersion);
     const conf = parseConfig(raw, env, invocation.env);
     log = loggerFor(conf, env, kind, sinks);
+    forNode?.(conf.nodename);
     log.debug('invoked');
     const result = await HANDLERS[kind][command]({ env, processEnv: invocation.env, conf, log, connections, standalone });
     return { stdout: result ? JSON.stringify(formatResult(result, version)) : '', exitCode: 0 };

@@ -1,6 +1,7 @@
 /** Printing: aligned tables, and YAML/JSON that `apply` reads back. */
 import { stringify } from 'yaml';
 import type { CtlResource } from './resource-client';
+import { policyTypes } from '../shared/policy/validate';
 import { CtlError } from './errors';
 
 export type Format = 'table' | 'wide' | 'yaml' | 'json';
@@ -46,11 +47,11 @@ const COLUMNS: Record<string, { table: Columns; wide: Columns }> = {
   },
   GlobalNetworkPolicy: {
     table: { header: ['NAME'], row: (r) => [r.metadata.name] },
-    wide: { header: ['NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(r.spec.types)] },
+    wide: { header: ['NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(policyTypes(r.spec))] },
   },
   NetworkPolicy: {
     table: { header: ['NAMESPACE', 'NAME'], row: (r) => [s(r.metadata.namespace), r.metadata.name] },
-    wide: { header: ['NAMESPACE', 'NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [s(r.metadata.namespace), r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(r.spec.types)] },
+    wide: { header: ['NAMESPACE', 'NAME', 'ORDER', 'SELECTOR', 'TYPES'], row: (r) => [s(r.metadata.namespace), r.metadata.name, s(r.spec.order), s(r.spec.selector ?? 'all()'), s(policyTypes(r.spec))] },
   },
   FelixConfiguration: {
     table: { header: ['NAME'], row: (r) => [r.metadata.name] },

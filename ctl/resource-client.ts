@@ -6,7 +6,7 @@
 import type { Datastore, Resource } from '../shared/datastore';
 import { isNamespaced } from '../shared/datastore/keys';
 import { API_VERSION } from '../shared/datastore/resources';
-import { PolicyValidationError, validateFelixConfiguration, validatePolicy, validateProfile } from '../shared/policy/validate';
+import { PolicyValidationError, policyTypes, validateFelixConfiguration, validatePolicy, validateProfile } from '../shared/policy/validate';
 import { BgpValidationError, validateBgpConfiguration, validateBgpPeer } from '../shared/routing/bgp-resources';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds, validatePoolSpec } from '../shared/ipam/pool';
@@ -40,6 +40,12 @@ function checkKind(doc: Document): void {
     if (err instanceof PolicyValidationError || err instanceof BgpValidationError) throw new CtlError(`${doc.where}: ${doc.kind} "${doc.metadata.name}": ${err.message}`);
     throw err;
   }
+}
+
+/** The spec as written: a policy's types defaulted from its rules when it has none, as Calico writes them. */
+function writtenSpec(doc: Document): Record<string, unknown> {
+  if (doc.kind !== 'GlobalNetworkPolicy' && doc.kind !== 'NetworkPolicy') return doc.spec;
+  return { ...doc.spec, types: policyTypes(doc.spec) };
 }
 
 export class ResourceClient {
@@ -93,7 +99,7 @@ export class ResourceClient {
   }
 
   private async update(doc: Document, existing: Resource): Promise<void> {
-    let spec = doc.spec;
+    let spec = writtenSpec(doc);
     if (doc.kind === 'IPPool') {
       const { cidr, spec: full } = validateOrExplain(doc);
       if (formatCidr(cidr) !== (existing.spec as { cidr: string }).cidr) {
@@ -119,7 +125,7 @@ export class ResourceClient {
 
   private resourceOf(doc: Document): Resource {
     const { resourceVersion: _ignored, ...metadata } = doc.metadata;
-    return { kind: doc.kind, apiVersion: API_VERSION, metadata: { ...metadata, ...(this.namespaceOf(doc) ? { namespace: this.namespaceOf(doc) } : {}) }, spec: doc.spec } as unknown as Resource;
+    return { kind: doc.kind, apiVersion: API_VERSION, metadata: { ...metadata, ...(this.namespaceOf(doc) ? { namespace: this.namespaceOf(doc) } : {}) }, spec: writtenSpec(doc) } as unknown as Resource;
   }
 
   private async refuseBusyPool(name: string): Promise<void> {

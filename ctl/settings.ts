@@ -46,6 +46,30 @@ function fromFile(path: string, required: boolean): EtcdConfigKeys {
   return keys;
 }
 
+/** Where the etcd endpoints came from, for messages; undefined when nothing named them (the local default). */
+export function endpointsSource(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): string | undefined {
+  if (flags['etcd-endpoints']) return '--etcd-endpoints';
+  if (env.ETCD_ENDPOINTS) return 'ETCD_ENDPOINTS';
+  if (env.ETCD_AUTHORITY) return 'ETCD_AUTHORITY';
+  const path = flags.config ?? DEFAULT_CONFIG_FILE;
+  return fromFile(path, flags.config !== undefined).etcd_endpoints !== undefined ? `the config file ${path}` : undefined;
+}
+
+/** What calicoctl says when etcd does not answer, and where it was told to look (Calico's calicoctl names the same three ways). */
+export function unreachableDatastore(message: string, source: string | undefined): string {
+  if (source) return `${message} (the endpoints come from ${source})`;
+  return `${message}
+No datastore is configured, so calicoctl tried the local default. Point it at etcd in one of these ways:
+  - the flags: --etcd-endpoints https://10.0.0.10:2379 (and --etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file, or --etcd-username, --etcd-password)
+  - the environment: ETCD_ENDPOINTS (and ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, or ETCD_USERNAME, ETCD_PASSWORD)
+  - a config file, ${DEFAULT_CONFIG_FILE} (or --config FILE):
+      apiVersion: projectcalico.org/v3
+      kind: CalicoAPIConfig
+      spec:
+        datastoreType: etcdv3
+        etcdEndpoints: https://10.0.0.10:2379`;
+}
+
 export function ctlSettings(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): EtcdSettings {
   const file = fromFile(flags.config ?? DEFAULT_CONFIG_FILE, flags.config !== undefined);
   const fromEnv = (name: keyof EtcdConfigKeys) => env[name.toUpperCase()];

@@ -26,10 +26,13 @@ function netmodulesCommandOf(stdin: string): string {
 export class CniService {
   private readonly server: Server;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Node names of commands that were not this daemon's, each warned about once. */
+  private readonly strangers = new Set<string>();
 
   constructor(
     private readonly socketPath: string,
     private readonly connections: Connections,
+    private readonly node: string,
     private readonly log: Logger,
     private readonly served: (call: string, ok: boolean, seconds: number) => void = () => undefined,
   ) {
@@ -75,10 +78,22 @@ export class CniService {
     const started = process.hrtime.bigint();
     const invocation = { env: request.env, stdin: request.stdin };
     const netmodules = request.kind === 'calico_mesos';
-    const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks) : await runCni(request.kind as PluginKind, invocation, this.connections, { sinks: this.log.sinks });
+    const forNode = (nodename: string) => this.checkNode(nodename);
+    const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks, false, forNode) : await runCni(request.kind as PluginKind, invocation, this.connections, { sinks: this.log.sinks, forNode });
     const call = netmodules ? netmodulesCommandOf(request.stdin) : String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16);
     this.served(`${request.kind} ${call}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
     return encode(outcome);
+  }
+
+  /**
+   * A command for another node's name: its endpoints and blocks are that name's, which this host's
+   * GC and routes do not look after. Said once per name: the plugins' `nodename` (or NODENAME)
+   * and the daemon's --nodename must be the same, or both left to their default.
+   */
+  private checkNode(nodename: string): void {
+    if (nodename === this.node || this.strangers.has(nodename)) return;
+    this.strangers.add(nodename);
+    this.log.warning('a command arrived for another node name than this daemon\'s: give the plugins\' config (nodename) and the daemon (--nodename) the same name, or leave both to their default', { commandNode: nodename.slice(0, 100), daemonNode: this.node });
   }
 
   /** Stops taking requests, lets those in flight finish, removes the socket. */

@@ -32,6 +32,7 @@ import { protectedServices } from './protected-services';
 import { NodeClaim } from './node-claim';
 import { MalformedRecordLog } from './malformed-records';
 import { detectHostAddresses } from '../shared/dataplane/routes';
+import { birdMissing } from '../shared/dataplane/bird';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
@@ -153,6 +154,8 @@ async function main(): Promise<void> {
   const blocks = new BlockReclaimer(async () => (await datastore()).ipam, { node, delayMs: seconds('block-release-delay'), spare: 1 }, log.with({ job: 'blocks' }));
   const backend = values.backend as RoutingBackend;
   if (!ROUTING_BACKENDS.includes(backend)) throw new Error(`--backend must be one of ${ROUTING_BACKENDS.join(', ')}`);
+  const noBird = backend === 'bird' && !values['no-routes'] ? birdMissing() : undefined;
+  if (noBird) log.error(`${noBird}; until it is, this host neither learns nor announces routes`);
   const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']!, mtuFile }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
     void stop('node name taken', 1);
   });
   const services = [
-    new CniService(values['cni-socket']!, connections, log, served('cni')),
+    new CniService(values['cni-socket']!, connections, node, log, served('cni')),
     new DriverServer(driverApp('IpamDriver', ipamDriver.handlers(), log, served('ipam')), join(values['plugin-dir']!, `${values['ipam-driver']}.sock`)),
     new DriverServer(driverApp('NetworkDriver', networkDriver.handlers(), log, served('network')), join(values['plugin-dir']!, `${values['network-driver']}.sock`)),
   ];

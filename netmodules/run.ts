@@ -29,7 +29,6 @@ function failure(err: unknown): Outcome {
   return { stdout: JSON.stringify({ error: message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message }), exitCode: 1 };
 }
 
-/** `standalone`: run by calico_mesos itself, not by the node daemon. */
 /** CALICO_NO_POLICY: "true" when the host enforces no policy (as the daemon's --no-policy). */
 function parseNoPolicy(value: string | undefined): boolean {
   if (value === undefined || value === '' || value === 'false') return false;
@@ -37,12 +36,14 @@ function parseNoPolicy(value: string | undefined): boolean {
   throw new InvalidInputError('CALICO_NO_POLICY', `must be "true" or "false", not ${JSON.stringify(value.slice(0, 40))}`);
 }
 
-export async function runNetmodules(invocation: Invocation, connections: Connections, sinks: readonly Sink[], standalone = false): Promise<Outcome> {
+/** `standalone`: run by calico_mesos itself, not by the node daemon; `forNode` is told the node a command is for. */
+export async function runNetmodules(invocation: Invocation, connections: Connections, sinks: readonly Sink[], standalone = false, forNode?: (nodename: string) => void): Promise<Outcome> {
   const levelSetting = invocation.env.CALICO_LOG_LEVEL ?? 'info';
   const log = new Logger(LEVELS.includes(levelSetting as Level) ? (levelSetting as Level) : 'info', sinks, { plugin: 'calico_mesos' });
   try {
     const request = parseRequest(invocation.stdin);
     const node = invocation.env.NODENAME || defaultNodename();
+    forNode?.(node);
     const etcd = etcdSettingsFrom({}, invocation.env);
     const [ds, ipam] = await Promise.all([connections.datastore(etcd), connections.ipam(etcd)]);
     const mtuFile = invocation.env.CALICO_MTU_FILE || DEFAULT_MTU_FILE;

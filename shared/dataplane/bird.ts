@@ -46,9 +46,15 @@ export async function birdc(socket: string, command: string): Promise<string[]> 
   return output.split('\n').filter((line) => !/^BIRD [\d.]+ ready\.$/.test(line));
 }
 
+/** Why BIRD cannot run here (not installed), or undefined when it can. */
+export function birdMissing(): string | undefined {
+  return existsSync(BIRD) ? undefined : `BIRD 2 is not installed (no ${BIRD}): install Debian's bird2 for --backend bird`;
+}
+
 /** Checks `text` with `bird -p`, then puts it at `paths.config`; a refused one leaves the old in place. */
 export async function installBirdConfig(paths: BirdPaths, text: string): Promise<void> {
-  if (!existsSync(BIRD)) throw new BirdError(`BIRD 2 is not installed (no ${BIRD}): install Debian's bird2 for --backend bird`);
+  const missing = birdMissing();
+  if (missing) throw new BirdError(missing);
   const candidate = `${paths.config}.new`;
   await writeFile(candidate, text);
   const { code, output } = await run(BIRD, ['-p', '-c', candidate]);

@@ -272,9 +272,11 @@ export class EtcdKv {
     const mapped = pending.catch((err: unknown) => {
       const unavailable = isUnavailable(err);
       etcdErrors.publish({ kind: unavailable ? 'unavailable' : 'request' });
-      if (unavailable) throw new DatastoreUnavailableError(endpoints, `${what} failed: ${messageOf(err)}`, { cause: err });
-      if (isAccessDenied(err)) throw new DatastoreAccessError(endpoints, `${what}: ${messageOf(err)}`, { cause: err });
-      throw new DatastoreRequestError(`etcd refused ${what}: ${messageOf(err)}`, { cause: err });
+      // gRPC ends some messages with an empty "Resolution note:": it says nothing.
+      const detail = messageOf(err).replace(/\.?\s*Resolution note:\s*$/, '');
+      if (unavailable) throw new DatastoreUnavailableError(endpoints, `${what} failed: ${detail}`, { cause: err });
+      if (isAccessDenied(err)) throw new DatastoreAccessError(endpoints, `${what}: ${detail}`, { cause: err });
+      throw new DatastoreRequestError(`etcd refused ${what}: ${detail}`, { cause: err });
     });
     return Promise.race([mapped, deadline]).finally(() => clearTimeout(timer));
   }

@@ -167,6 +167,8 @@ class Parser {
 
   private comparison(key: string): Selector {
     const token = this.take();
+    // A well-formed has(key) or all() is one token: here the call is open, or holds something else.
+    if ((key === 'has' || key === 'all') && token.kind === '(') return this.openCall(key);
     switch (token.kind) {
       case '==':
       case '!=':
@@ -180,6 +182,16 @@ class Parser {
       default:
         return this.fail(token, `an operator after label ${JSON.stringify(key)} (==, !=, in, not in, contains, starts with, ends with)`);
     }
+  }
+
+  /** The error for `has(` or `all(` that is not closed (or holds what it may not). */
+  private openCall(name: 'has' | 'all'): never {
+    if (name === 'has') {
+      const label = this.take();
+      if (label.kind !== 'key') return this.fail(label, 'a label inside has( )');
+      return this.fail(this.take(), `")" to close has(${label.text}`);
+    }
+    return this.fail(this.take(), '")" to close all(');
   }
 
   private set(): string[] {

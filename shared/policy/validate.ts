@@ -296,6 +296,16 @@ function defaultTypes(hasIngress: boolean, hasEgress: boolean): Direction[] {
   return hasEgress ? ['ingress', 'egress'] : ['ingress'];
 }
 
+/**
+ * A policy's types as Calico writes them: the spec's own, else the default from the rules present
+ * (calicoctl writes the defaulted value, and shows it for a policy written without).
+ */
+export function policyTypes(spec: Record<string, unknown>): ('Ingress' | 'Egress')[] {
+  if (Array.isArray(spec.types) && spec.types.length > 0) return spec.types as ('Ingress' | 'Egress')[];
+  const present = (rules: unknown) => Array.isArray(rules) && rules.length > 0;
+  return defaultTypes(present(spec.ingress), present(spec.egress)).map((d) => (d === 'ingress' ? 'Ingress' : 'Egress'));
+}
+
 export function validateProfile(resource: Json): Profile {
   const object = record(resource, 'profile');
   const metadata = record(object.metadata, 'metadata');

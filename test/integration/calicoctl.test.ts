@@ -195,7 +195,7 @@ spec:
 
   const refused: [string, RegExp][] = [
     [gnp.replace("app == 'web'", "app = 'web'"), /GlobalNetworkPolicy "refused": spec\.selector: invalid selector "has\(pcn\.netA\) && app = 'web'": unexpected character "=" at position 21/],
-    [gnp.replace('"app == \'web-client\'"', '"has(app"'), /spec\.ingress\[0\]\.source\.selector: invalid selector "has\(app": expected an operator after label "has" .* at position 3/],
+    [gnp.replace('"app == \'web-client\'"', '"has(app"'), /spec\.ingress\[0\]\.source\.selector: invalid selector "has\(app": expected "\)" to close has\(app, found the end at position 7/],
     [gnp.replace('protocol: TCP', 'protocol: ICMP'), /spec\.ingress\[0\]\.destination\.ports: ports need protocol TCP, UDP, SCTP or UDPLite/],
     [gnp.replace('"8000:8080"', '"9000:8080"'), /spec\.ingress\[0\]\.destination\.ports\[1\]: range "9000:8080" ends before it starts/],
     [gnp.replace('action: Pass', 'action: Reject'), /spec\.ingress\[1\]\.action: must be one of Allow, Deny, Log, Pass, not "Reject"/],
@@ -266,4 +266,45 @@ spec:
     t.is(applied.code, 0, `${sample}: ${applied.stderr}`);
   }
   t.regex((await ctl(['get', 'ippool', '-o', 'wide'])).stdout, /racks\s+10\.97\.0\.0\/16\s+false\s+Never\s+CrossSubnet/);
+});
+
+test('calicoctl - messages a newcomer meets: no datastore configured says the three ways to name one; a selector missing its ")" says so', async (t) => {
+  // Nothing names a datastore (no flags, no ETCD_*, no config file): the default does not answer.
+  const bare = await new Promise<{ code: number; stderr: string }>((done) => {
+    execFile(resolve('dist/bin/calicoctl'), ['--config', join(dir, 'none.cfg'), 'get', 'ippool'], { env: { PATH: process.env.PATH, ETCD_TIMEOUT_MS: '1000' } }, (err, _stdout, stderr) => done({ code: err ? 1 : 0, stderr }));
+  });
+  t.is(bare.code, 1);
+  t.regex(bare.stderr, /config file .*none\.cfg does not exist/, 'a config file named and missing is said first');
+  const unset = await new Promise<{ code: number; stderr: string }>((done) => {
+    execFile(resolve('dist/bin/calicoctl'), ['get', 'ippool'], { env: { PATH: process.env.PATH, ETCD_TIMEOUT_MS: '1000' } }, (err, _stdout, stderr) => done({ code: err ? 1 : 0, stderr }));
+  });
+  t.is(unset.code, 1);
+  t.regex(unset.stderr, /No datastore is configured/);
+  for (const way of [/--etcd-endpoints/, /ETCD_ENDPOINTS/, /\/etc\/calico\/calicoctl\.cfg/, /kind: CalicoAPIConfig/]) t.regex(unset.stderr, way);
+  t.notRegex(unset.stderr, /Resolution note: *$/m, 'no empty note from gRPC');
+
+  const ctl = await ctlFor('messages');
+  const open = await ctl(['apply', '-f', '-'], 'apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: open}\nspec: {selector: has(pcn.calico}\n');
+  t.not(open.code, 0);
+  t.regex(open.stderr, /spec\.selector: invalid selector "has\(pcn\.calico": expected "\)" to close has\(pcn\.calico, found the end at position 14/);
+});
+
+test('calicoctl - a policy without types gets Calico\'s default, written and shown; one written past calicoctl is shown with it too', async (t) => {
+  const ctl = await ctlFor('types');
+  const documents = [
+    ['ingress-only', 'ingress: [{action: Allow}]', ['Ingress']],
+    ['egress-only', 'egress: [{action: Allow}]', ['Egress']],
+    ['both', 'ingress: [{action: Allow}]\n  egress: [{action: Allow}]', ['Ingress', 'Egress']],
+    ['neither', 'order: 1', ['Ingress']],
+  ] as const;
+  for (const [name, rules, types] of documents) {
+    const applied = await ctl(['apply', '-f', '-'], `apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: ${name}}\nspec:\n  selector: all()\n  ${rules}\n`);
+    t.is(applied.code, 0, applied.stderr);
+    t.deepEqual((await ctl.ds.resources.get('GlobalNetworkPolicy', name))?.spec.types, types, `${name}: the defaulted types are written`);
+  }
+  await ctl.ds.resources.create({ kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: 'raw' }, spec: { selector: 'all()', egress: [{ action: 'Allow' }] } });
+  const wide = (await ctl(['get', 'gnp', '-o', 'wide'])).stdout;
+  t.regex(wide, /^both\s.*Ingress,Egress$/m);
+  t.regex(wide, /^raw\s.*Egress$/m, 'written past calicoctl: shown with the default');
+  t.regex(wide, /^neither\s+1\s.*Ingress$/m);
 });

@@ -75,3 +75,25 @@ test.serial('cni daemon - under systemd (Type=notify) it says it is ready once i
   t.true(existsSync(join(dir, 'cni.sock')), 'it listened before it said so');
   t.regex((await setup.agent.host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /@wl_src4 drop/, 'and closed the workloads before');
 });
+
+test.serial('cni daemon - a command for another node name is served, with a warning (once) saying to give both the same name; --backend bird without BIRD says so at start', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('names');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
+  const network = setup.world.network('calico', prefix, 'agent-one', { daemon_socket: daemon.cniSocket });
+  const ids = [randomUUID(), randomUUID()];
+  for (const id of ids) t.is((await setup.agent.launch(id, [{ network }])).runs[0]!.code, 0);
+  await waitFor('the warning', () => daemon.stderr.includes('a command arrived for another node name'), 5000);
+  t.is(daemon.stderr.split('\n').filter((l) => l.includes('a command arrived for another node name')).length, 1, 'said once per name');
+  t.regex(daemon.stderr, /commandNode=agent-one daemonNode=agent1/);
+  for (const id of ids) for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);
+  await assertNothingLeft(t, ds, [setup.agent]);
+
+  // A mount namespace of its own in which /usr/sbin holds no bird (nothing else changes).
+  const dir = mkdtempSync(join(tmpdir(), 'nobird-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const script = `mount -t tmpfs tmpfs /usr/sbin && exec nsenter --net=${setup.agent.host.path} timeout 5 ${resolve('dist/bin/calico-libnetwork')} --backend bird --cni-socket ${join(dir, 'cni.sock')} --plugin-dir ${join(dir, 'plugins')} --bird-dir ${join(dir, 'bird')} --mtu-file ${join(dir, 'mtu')} --no-policy --metrics-address '' --nodename nobird --etcd-endpoints ${setup.world.fabric.hostEndpoints} --etcd-prefix ${prefix}`;
+  const { spawnSync } = await import('node:child_process');
+  const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', timeout: 20_000 });
+  t.regex(run.stderr, /BIRD 2 is not installed \(no \/usr\/sbin\/bird\): install Debian's bird2 for --backend bird; until it is, this host neither learns nor announces routes/);
+});
