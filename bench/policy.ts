@@ -206,11 +206,15 @@ async function endToEnd(): Promise<Record<string, number>> {
     const unguarded: number[] = [];
     try {
       await sleep(300);
-      for (let r = 0; r < GUARD_ROUNDS; r++) {
-        guarded.push(await iperf(agent, server, client));
+      // In turns, each going first every other round, so that a drift hits both alike.
+      const withGuard = async () => guarded.push(await iperf(agent, server, client));
+      const withoutGuard = async () => {
         await agent.host.exec(NFT, ['flush', 'chain', 'inet', 'calico', 'prerouting']);
         unguarded.push(await iperf(agent, server, client));
         await applyNftScript('restore the guard', FIXED_PART, { netns: agent.host.path });
+      };
+      for (let r = 0; r < GUARD_ROUNDS; r++) {
+        for (const run of r % 2 === 0 ? [withGuard, withoutGuard] : [withoutGuard, withGuard]) await run();
       }
       for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
         withPolicy.push(await iperf(agent, server, client));

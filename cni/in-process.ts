@@ -1,9 +1,6 @@
-/**
- * The whole plugin, run in this process: loaded only when no node daemon answers, because
- * compiling the core and its etcd client is most of a plugin's start-up time.
- */
+/** The whole plugin, run in this process, with connections of its own for this one command. */
 import { Connections } from '../shared/connections';
-import type { Invocation, Outcome } from '../shared/daemon-forward';
+import type { Invocation, Outcome } from '../shared/invocation';
 import { runCni, type PluginKind } from './skel';
 
 export async function runInProcess(kind: PluginKind, invocation: Invocation): Promise<Outcome> {

@@ -4,7 +4,7 @@
  */
 import { Logger, fileSink, stderrSink, type Sink } from '../shared/log';
 import type { Connections } from '../shared/connections';
-import type { Invocation, Outcome } from '../shared/daemon-forward';
+import type { Invocation, Outcome } from '../shared/invocation';
 import { parseConfig, parseJson, type NetConf } from './config';
 import type { CniContext } from './context';
 import { NeverCreatedError, parseCommand, parseEnv, type Command, type CniEnv } from './env';

@@ -1,7 +1,7 @@
 /**
- * Serves invocations forwarded by our executables (shared/daemon-forward.ts): the CNI plugins'
- * and calico_mesos'. One request in, one answer out (framed as daemon/forward-framing.ts says);
- * the commands run exactly as in-process, with warm connections.
+ * Serves invocations handed over by our executables' shell front (shared/front.sh): the CNI
+ * plugins' and calico_mesos'. One request in, one answer out (framed as daemon/forward-framing.ts
+ * says); the commands run exactly as in-process, with warm connections.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Connections } from '../shared/connections';
@@ -11,7 +11,7 @@ import { runNetmodules } from '../netmodules/run';
 import type { Logger } from '../shared/log';
 import { MAX_BODY_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT_MS, requestBudget } from '../shared/request-limits';
 import { listenOnSocket, removeSocket } from '../shared/unix-socket';
-import { decodeForwarded } from './forward-framing';
+import { REFUSAL, decodeForwarded, encodeAnswer, namesItsSocket } from './forward-framing';
 
 /** The net-modules command of a request, for metrics (one of the five, else "unknown"). */
 function netmodulesCommandOf(stdin: string): string {
@@ -73,8 +73,9 @@ export class CniService {
   }
 
   private async answer(text: string): Promise<string> {
-    const { request, encode, refusal } = decodeForwarded(text);
-    if (!request) return refusal;
+    const request = decodeForwarded(text);
+    // One that names another socket (or none) is node's to run, as the front would have had it.
+    if (!request || !namesItsSocket(request)) return REFUSAL;
     const started = process.hrtime.bigint();
     const invocation = { env: request.env, stdin: request.stdin };
     const netmodules = request.kind === 'calico_mesos';
@@ -82,7 +83,7 @@ export class CniService {
     const outcome = netmodules ? await runNetmodules(invocation, this.connections, this.log.sinks, false, forNode) : await runCni(request.kind as PluginKind, invocation, this.connections, { sinks: this.log.sinks, forNode });
     const call = netmodules ? netmodulesCommandOf(request.stdin) : String(request.env.CNI_COMMAND ?? 'unknown').slice(0, 16);
     this.served(`${request.kind} ${call}`, outcome.exitCode === 0, Number(process.hrtime.bigint() - started) / 1e9);
-    return encode(outcome);
+    return encodeAnswer(outcome);
   }
 
   /**

@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseCommandLine } from '../shared/command-line';
 import { Connections } from '../shared/connections';
-import { DEFAULT_DAEMON_SOCKET } from '../shared/daemon-forward';
+import { DEFAULT_DAEMON_SOCKET } from '../shared/invocation';
 import { DockerApi } from '../cnm/docker-api';
 import { IpamDriver } from '../cnm/ipam-driver';
 import { NetworkDriver } from '../cnm/network-driver';

@@ -1,9 +1,6 @@
-/**
- * calico_mesos run in this process: loaded only when no node daemon answers, because compiling
- * the core and its etcd client is most of the executable's start-up time.
- */
+/** calico_mesos run in this process, with connections of its own for this one command. */
 import { Connections } from '../shared/connections';
-import type { Invocation, Outcome } from '../shared/daemon-forward';
+import type { Invocation, Outcome } from '../shared/invocation';
 import { stderrSink } from '../shared/log';
 import { runNetmodules } from './run';
 

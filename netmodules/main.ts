@@ -5,11 +5,13 @@
  * code says the same (0 or 1). Log lines go to stderr, which the isolator passes to the agent's.
  *
  * The node daemon runs the command when it listens on CALICO_CNI_SOCKET (its --cni-socket;
- * /var/run/calico/cni.sock by default; "" never asks it), with its etcd connections warm;
- * otherwise this process does, and loads the core only then.
+ * /var/run/calico/cni.sock by default; "" never asks it), with its etcd connections warm: the
+ * executable's shell front hands it over (shared/front.sh). Otherwise node runs this, and the
+ * command runs here.
  */
-import { DEFAULT_DAEMON_SOCKET, forward, type Outcome } from '../shared/daemon-forward';
+import type { Outcome } from '../shared/invocation';
 import { print, readStdin } from '../shared/stdio';
+import { runInProcess } from './in-process';
 
 const USAGE = `usage: calico_mesos < REQUEST
   The net-modules isolator's ipam_command and isolator_command: one JSON request
@@ -41,10 +43,7 @@ async function main(): Promise<never> {
     process.stderr.write(`${USAGE}\n`);
     finish({ stdout: JSON.stringify({ error: `calico_mesos takes no arguments (got ${JSON.stringify(args.join(' ').slice(0, 200))}); the request comes on stdin` }), exitCode: 2 });
   }
-  const invocation = { env: process.env, stdin: await readStdin() };
-  const socket = process.env.CALICO_CNI_SOCKET ?? DEFAULT_DAEMON_SOCKET;
-  const forwarded = socket ? await forward(socket, { kind: 'calico_mesos', ...invocation }) : undefined;
-  finish(forwarded ?? (await (await import('./in-process')).runInProcess(invocation)));
+  finish(await runInProcess({ env: process.env, stdin: await readStdin() }));
 }
 
 setTimeout(() => fail(new Error(`the command did not finish within ${COMMAND_DEADLINE_MS / 1000} s`)), COMMAND_DEADLINE_MS).unref();

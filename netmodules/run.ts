@@ -10,7 +10,7 @@
  * when the host enforces no policy.
  */
 import type { Connections } from '../shared/connections';
-import type { Invocation, Outcome } from '../shared/daemon-forward';
+import type { Invocation, Outcome } from '../shared/invocation';
 import { etcdSettingsFrom } from '../shared/datastore/settings';
 import { InvalidInputError, messageOf } from '../shared/errors';
 import { Logger, type Level, type Sink } from '../shared/log';

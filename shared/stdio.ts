@@ -1,11 +1,9 @@
 /**
  * Stdin and stdout of a short-lived executable through their file descriptors, not
  * process.stdin/stdout: those are streams whose modules node would compile first (about 4 ms of a
- * start-up, measured). A pipe or socket is read on the raw stream handles where they are verified
- * (no thread pool started). A terminal (or /dev/null) gives nothing.
+ * start-up, measured). A terminal (or /dev/null) gives nothing.
  */
 import { fstatSync, read, writeSync } from 'node:fs';
-import { rawStreams } from './raw-streams';
 
 /** A caller that never closes stdin must not hang the process: after this, what came is what there is. */
 const STDIN_TIMEOUT_MS = 10_000;
@@ -13,8 +11,6 @@ const STDIN_TIMEOUT_MS = 10_000;
 export async function readStdin(): Promise<string> {
   const stat = fstatSync(0);
   if (stat.isCharacterDevice()) return '';
-  const streams = stat.isFIFO() || stat.isSocket() ? rawStreams() : undefined;
-  if (streams) return (await streams.readToEnd(0, STDIN_TIMEOUT_MS)).data.toString('utf8');
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const buffer = Buffer.alloc(64 << 10);

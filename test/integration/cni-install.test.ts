@@ -15,8 +15,9 @@ test('cni install - copies self-contained plugins and writes a config the plugin
   await run(install, ['--plugins-dir', join(dir, 'bin'), '--conf-dir', join(dir, 'conf'), '--network', 'calico', '--nodename', 'agent-7', '--etcd-endpoints', 'http://10.0.0.10:2379']);
   for (const plugin of ['calico', 'calico-ipam']) {
     t.true((statSync(join(dir, 'bin', plugin)).mode & 0o111) !== 0, `${plugin} is executable`);
-    t.is(readFileSync(join(dir, 'bin', plugin), 'utf8').split('\n')[0], `#!${process.execPath} --v8-pool-size=0`, 'the node that installed it runs it');
-    // From another directory, with no node_modules anywhere near, and no node in PATH: the bundle stands alone.
+    t.true(readFileSync(join(dir, 'bin', plugin), 'utf8').includes(`\n":" //; front_node='${process.execPath}'\n`), 'the node that installed it runs it');
+    // From another directory, with no node_modules anywhere near, and nothing in PATH (the shell
+    // can read nothing: node answers): the bundle stands alone.
     const version = run(join(dir, 'bin', plugin), [], { cwd: '/', env: { CNI_COMMAND: 'VERSION', PATH: '/nonexistent' } });
     version.child.stdin!.end('{"cniVersion":"0.3.1"}');
     t.is(JSON.parse((await version).stdout).cniVersion, '0.3.1');

@@ -1,9 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { formatAddress } from '../../shared/net';
 import { NodeDaemon } from '../../sim/daemon';
 import { NetmodulesAgent } from '../../sim/netmodules-agent';
@@ -119,53 +116,4 @@ test.serial('netmodules - every answer is exactly one JSON object, whatever the 
   const run = await offline.call('allocate', { hostname: 'h', uid: 'u', num_ipv4: 1 });
   t.regex(String(run.answer?.error), /etcd at http:\/\/10\.99\.0\.1:1 is unavailable/);
   t.true(Date.now() - started < 15_000, 'within the deadline');
-});
-
-test.serial('netmodules - run as a script it hands the request to the daemon through socat (an agent without node is served); without socat, node forwards it; a stale socket or an oversized request is answered by node; one JSON object each time', async (t) => {
-  const { prefix } = await setup.world.scenario('nm-front');
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', NODE, '--no-routes', '--no-policy', '--gc-interval', '0', '--metrics-address', '']);
-  t.teardown(() => daemon.destroy());
-  const dir = mkdtempSync(join(tmpdir(), 'nm-front-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  // PATHs of one directory each, with only the programs named (nsenter starts calico_mesos).
-  const pathWith = (name: string, programs: string[]) => {
-    mkdirSync(join(dir, name));
-    for (const program of programs) symlinkSync(program === 'node' ? process.execPath : execFileSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' }).trim(), join(dir, name, program));
-    return join(dir, name);
-  };
-  const withoutNode = pathWith('no-node', ['nsenter', 'socat', 'timeout', 'cat', 'env']);
-  const withoutSocat = pathWith('no-socat', ['nsenter', 'node']);
-  const stale = join(dir, 'stale.sock');
-  const listener = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(stale)})`], { stdio: 'ignore' });
-  await waitFor('the stale socket', async () => existsSync(stale), 5000);
-  listener.kill('SIGKILL');
-  await new Promise((exited) => listener.once('exit', exited));
-
-  const env = { ETCD_ENDPOINTS: setup.world.fabric.hostEndpoints, ETCD_PREFIX: prefix, NODENAME: NODE };
-  const agent = (extra: Record<string, string>) => new NetmodulesAgent(setup.agent.host, { ...env, ...extra }, 'h');
-  const served = () => daemon.stderr.match(/plugin=calico_mesos command=allocate/g)?.length ?? 0;
-  const allocateAndRelease = async (through: NetmodulesAgent, uid: string) => {
-    const allocated = await through.call('allocate', { hostname: 'h', uid, num_ipv4: 1 });
-    t.is(allocated.answer?.error, null, allocated.stdout);
-    t.is(allocated.stdout.split('\n').length, 2, 'one line of JSON');
-    t.is((await through.call('release', { uid })).answer?.error, null);
-  };
-
-  await allocateAndRelease(agent({ PATH: withoutNode, CALICO_CNI_SOCKET: daemon.cniSocket }), 'script');
-  t.is(served(), 1, 'the script reached the daemon with no node on PATH');
-  await allocateAndRelease(agent({ PATH: withoutSocat, CALICO_CNI_SOCKET: daemon.cniSocket }), 'node-forwarded');
-  t.is(served(), 2, 'node forwarded it');
-  await allocateAndRelease(agent({ CALICO_CNI_SOCKET: stale }), 'stale');
-  t.is(served(), 2, 'with no daemon behind the socket node ran it itself');
-  const nowhere = await agent({ PATH: withoutNode, CALICO_CNI_SOCKET: stale }).call('allocate', { hostname: 'h', uid: 'u', num_ipv4: 1 });
-  t.is(nowhere.code, 1);
-  t.regex(String(nowhere.answer?.error), /needs its node daemon listening, or node/);
-
-  const script = agent({ CALICO_CNI_SOCKET: daemon.cniSocket });
-  for (const raw of ['', 'not json', '{"command": 7}\n\n', 'x'.repeat(1 << 20)]) {
-    const run = await script.call('', {}, raw);
-    t.is(run.code, 1);
-    t.is(typeof run.answer?.error, 'string', `stdout is one JSON object: ${run.stdout.slice(0, 100)}`);
-    t.is(run.stdout.trim().split('\n').length, 1);
-  }
 });

@@ -1,31 +1,44 @@
 import test from 'ava';
-import { decodeForwarded } from '../../daemon/forward-framing';
+import { ANSWER_END, decodeForwarded, encodeAnswer, namesItsSocket, type ForwardRequest } from '../../daemon/forward-framing';
+import { DEFAULT_DAEMON_SOCKET } from '../../shared/invocation';
 
-test('forward framing - a JSON request is answered in JSON', (t) => {
-  const decoded = decodeForwarded(JSON.stringify({ kind: 'calico', env: { CNI_COMMAND: 'ADD' }, stdin: '{}' }));
-  t.deepEqual(decoded.request, { kind: 'calico', env: { CNI_COMMAND: 'ADD' }, stdin: '{}' });
-  t.is(decoded.encode({ stdout: '{"a":1}', exitCode: 0 }), '{"stdout":"{\\"a\\":1}","exitCode":0}\n');
-});
-
-test('forward framing - the script\'s request: kind, the environment as env -0 lists it, stdin to the end (NULs, "=" and newlines in values kept)', (t) => {
+test('forward framing - the front\'s request: kind, the socket asked, the environment as env -0 lists it, stdin to the end (NULs, "=" and newlines in values kept)', (t) => {
   const stdin = '{"command": "release",\n "args": {}}\n\n';
-  const decoded = decodeForwarded(`calico_mesos\0PATH=/bin\0A=b=c\0MULTI=one\ntwo\0EMPTY=\0\0${stdin}`);
-  t.deepEqual(decoded.request, { kind: 'calico_mesos', env: { PATH: '/bin', A: 'b=c', MULTI: 'one\ntwo', EMPTY: '' }, stdin });
-  t.is(decoded.encode({ stdout: '{"error": null}', exitCode: 0 }), '0{"error": null}');
-  t.is(decoded.encode({ stdout: '{"error": "x"}', exitCode: 1 }), '1{"error": "x"}');
-  t.is(decoded.encode({ stdout: '', exitCode: 300 }), '1', 'an exit code the digit cannot hold is a failure');
-  t.deepEqual(decodeForwarded('calico_mesos\0\0').request, { kind: 'calico_mesos', env: {}, stdin: '' }, 'an empty environment and stdin');
+  t.deepEqual(decodeForwarded(`calico_mesos\0/run/s.sock\0PATH=/bin\0A=b=c\0MULTI=one\ntwo\0EMPTY=\0\0${stdin}`), {
+    kind: 'calico_mesos',
+    socket: '/run/s.sock',
+    env: { PATH: '/bin', A: 'b=c', MULTI: 'one\ntwo', EMPTY: '' },
+    stdin,
+  });
+  t.deepEqual(decodeForwarded('calico\0/s\0\0'), { kind: 'calico', socket: '/s', env: {}, stdin: '' }, 'an empty environment and stdin');
 });
 
-test('forward framing - what is not a request we serve is refused: JSON in JSON, the script with nothing (node then answers)', (t) => {
-  for (const text of ['', 'calico_mesos', 'calico_mesos\0A=b', 'calico_mesos\0noequals\0\0{}', 'calico_mesos\0=x\0\0{}', 'other\0\0{}']) {
-    const decoded = decodeForwarded(text);
-    t.is(decoded.request, undefined, JSON.stringify(text));
-    t.is(decoded.refusal, '');
+test('forward framing - the answer: the exit code\'s digit, stdout, the end mark', (t) => {
+  t.is(encodeAnswer({ stdout: '{"error": null}', exitCode: 0 }), `0{"error": null}${ANSWER_END}`);
+  t.is(encodeAnswer({ stdout: '{"code": 7}', exitCode: 1 }), `1{"code": 7}${ANSWER_END}`);
+  t.is(encodeAnswer({ stdout: '', exitCode: 300 }), `1${ANSWER_END}`, 'an exit code the digit cannot hold is a failure');
+  t.false(ANSWER_END.includes("'"), 'the front keeps it in single quotes');
+});
+
+test('forward framing - what is not a request we serve is undefined (the front then runs node)', (t) => {
+  for (const text of ['', 'calico_mesos', 'calico_mesos\0/s', 'calico_mesos\0/s\0A=b', 'calico_mesos\0/s\0noequals\0\0{}', 'calico_mesos\0/s\0=x\0\0{}', 'other\0/s\0\0{}', '{"kind": "calico"}']) {
+    t.is(decodeForwarded(text), undefined, JSON.stringify(text));
   }
-  for (const text of ['{', '{"kind": "other", "env": {}, "stdin": ""}', '{"kind": "calico", "env": [], "stdin": ""}', '{"kind": "calico", "env": {}, "stdin": 7}']) {
-    const decoded = decodeForwarded(text);
-    t.is(decoded.request, undefined, text);
-    t.deepEqual(JSON.parse(decoded.refusal), { stdout: '', exitCode: 1 });
-  }
+});
+
+test('forward framing - served only when the invocation names the socket it came through, read as node reads it', (t) => {
+  const cni = (stdin: string, socket = '/run/a.sock'): ForwardRequest => ({ kind: 'calico', socket, env: {}, stdin });
+  t.true(namesItsSocket(cni('{"daemon_socket": "/run/a.sock"}')));
+  t.false(namesItsSocket(cni('{"daemon_socket": "/run/b.sock"}')));
+  t.false(namesItsSocket(cni('{"daemon_socket": ""}')), 'none');
+  t.false(namesItsSocket(cni('{"daemon_socket": 7}')), 'not a path: none');
+  t.false(namesItsSocket(cni('{"ipam": {"daemon_socket": "/run/a.sock"}}')), 'only the top level counts: this one names the default');
+  t.true(namesItsSocket(cni('{"ipam": {}}', DEFAULT_DAEMON_SOCKET)), 'none named: the default');
+  t.true(namesItsSocket(cni('{"daemon_socket": "/run/\\u0061.sock"}')), 'escapes read as JSON');
+  t.true(namesItsSocket(cni('{"daemon_socket": "/run/a.sock"')), 'no JSON: the command itself says what is wrong');
+  t.true(namesItsSocket(cni(`${'['.repeat(100)}${']'.repeat(100)}`)), 'too deep: likewise');
+  const mesos = (env: Record<string, string>): ForwardRequest => ({ kind: 'calico_mesos', socket: '/run/b.sock', env, stdin: '{}' });
+  t.true(namesItsSocket(mesos({ CALICO_CNI_SOCKET: '/run/b.sock' })));
+  t.false(namesItsSocket(mesos({})), 'the default is another');
+  t.false(namesItsSocket(mesos({ CALICO_CNI_SOCKET: '' })));
 });
