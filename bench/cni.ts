@@ -18,9 +18,11 @@ import { HOST_PATH, runPlugin } from '../sim/cni-exec';
 import { CniWorld } from '../sim/world';
 import { NodeDaemon } from '../sim/daemon';
 import type { MesosAgent } from '../sim/mesos-agent';
+import { scrapeMetrics } from './daemon-metrics';
 import { median, nowMs, round } from './stats';
 
-const RUNS = 40;
+/** Rounds measured (BENCH_ROUNDS for a quick look). */
+const RUNS = Number(process.env.BENCH_ROUNDS) || 40;
 const METRICS_PORT = 9199;
 
 export async function benchCni(): Promise<Record<string, number>> {
@@ -81,18 +83,18 @@ export async function benchCni(): Promise<Record<string, number>> {
   }
 }
 
-/** The daemon's mean time per ADD phase, read from its metrics inside the agent's namespace. */
+/** The daemon's mean time per ADD and DEL phase, read from its metrics inside the agent's namespace. */
 async function addPhases(agent: MesosAgent): Promise<Record<string, number>> {
-  const fetchMetrics = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
-  const { stdout } = await agent.host.exec(process.execPath, ['-e', fetchMetrics]);
+  const stdout = await scrapeMetrics(agent, METRICS_PORT);
   const sums = new Map<string, number>();
   const counts = new Map<string, number>();
-  for (const [, kind, phase, value] of stdout.matchAll(/^calico_cni_add_phase_seconds_(sum|count)\{phase="(\w+)"\} (\S+)$/gm)) {
-    (kind === 'sum' ? sums : counts).set(phase!, Number(value));
+  for (const [, kind, command, phase, value] of stdout.matchAll(/^calico_cni_phase_seconds_(sum|count)\{command="(ADD|DEL)",phase="(\w+)"\} (\S+)$/gm)) {
+    const name = command === 'ADD' ? phase! : `del_${phase}`;
+    (kind === 'sum' ? sums : counts).set(name, Number(value));
   }
   // The whole request as the daemon served it, from reading it to answering.
-  for (const [, kind, value] of stdout.matchAll(/^calico_request_duration_seconds_(sum|count)\{driver="cni",call="calico ADD"\} (\S+)$/gm)) {
-    (kind === 'sum' ? sums : counts).set('request', Number(value));
+  for (const [, kind, command, value] of stdout.matchAll(/^calico_request_duration_seconds_(sum|count)\{driver="cni",call="calico (ADD|DEL)"\} (\S+)$/gm)) {
+    (kind === 'sum' ? sums : counts).set(command === 'ADD' ? 'request' : 'del_request', Number(value));
   }
   return Object.fromEntries([...sums].map(([phase, sum]) => [phase, (sum / (counts.get(phase) || 1)) * 1000]));
 }

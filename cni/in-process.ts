@@ -1,5 +1,6 @@
 /** The whole plugin, run in this process, with connections of its own for this one command. */
 import { Connections } from '../shared/connections';
+import { hostLinksDeleted } from '../shared/dataplane/workload';
 import type { Invocation, Outcome } from '../shared/invocation';
 import { runCni, type PluginKind } from './skel';
 
@@ -8,6 +9,7 @@ export async function runInProcess(kind: PluginKind, invocation: Invocation): Pr
   try {
     return await runCni(kind, invocation, connections, { standalone: true });
   } finally {
-    await connections.close();
+    // Links it began to delete go before the process does.
+    await Promise.all([hostLinksDeleted(), connections.close()]);
   }
 }

@@ -45,7 +45,7 @@ export async function add(ctx: CniContext): Promise<CniResult> {
 async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promise<CniResult> {
   const { conf, env, log } = ctx;
   const netns = env.netns!;
-  const timer = new PhaseTimer();
+  const timer = new PhaseTimer('ADD');
   const { hostIf, ownerTag } = interfacesOf(attachment);
   const ds = await datastoreOf(ctx);
   const name = endpointNameOf(attachment);
@@ -97,8 +97,8 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     annotations: { [NETNS_ANNOTATION]: netns },
   });
   const [wiring, recording] = await Promise.allSettled([
-    timer.measure('dataplane', wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) })),
-    timer.measure('record', Promise.all([
+    timer.measure('dataplane', () => wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) }, timer)),
+    timer.measure('record', () => Promise.all([
       profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? undefined : ensureNetworkProfile(ds, conf.name),
       ...conf.groups.map((group) => ensureGroupProfile(ds, group)),
     ]).then(() => writeEndpoint(ctx, endpoint, existing))),
@@ -151,12 +151,14 @@ async function delAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     }
   };
   // Independent steps, all tried, at once.
+  const timer = new PhaseTimer('DEL');
   await Promise.all([
-    attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment))),
-    attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment)),
-    attempt('releasing the addresses', () => delegateDel(ctx)),
+    timer.measure('interfaces', () => attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment)))),
+    timer.measure('record', () => attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment))),
+    timer.measure('addresses', () => attempt('releasing the addresses', () => delegateDel(ctx))),
   ]);
   if (failures.length > 0) throw failures[0];
+  timer.publish();
   log.info('workload deleted', { endpoint: endpointNameOf(attachment) });
 }
 

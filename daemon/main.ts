@@ -33,6 +33,8 @@ import { NodeClaim } from './node-claim';
 import { MalformedRecordLog } from './malformed-records';
 import { detectHostAddresses } from '../shared/dataplane/routes';
 import { birdMissing } from '../shared/dataplane/bird';
+import { hostLinksDeleted } from '../shared/dataplane/workload';
+import { stopCommandHelper, useCommandHelper } from '../shared/dataplane/command-runner';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
@@ -130,6 +132,8 @@ async function main(): Promise<void> {
   const node = nodename(values.nodename);
   const stderr = asyncStderrSink();
   const log = new Logger(level, [stderr], { daemon: 'calico-libnetwork', node });
+  // Before anything runs a command: the daemon's forks would stall its event loop.
+  useCommandHelper();
 
   const malformed = new MalformedRecordLog(log);
   const connections = new Connections();
@@ -186,6 +190,9 @@ async function main(): Promise<void> {
     log.info('stopping', { signal });
     networkDriver.stop();
     await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
+    // After the requests in flight, whose DELs may have begun some.
+    await hostLinksDeleted();
+    stopCommandHelper();
     await claim.stop();
     await connections.close();
     await stderr.flush();

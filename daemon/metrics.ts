@@ -2,13 +2,14 @@
  * Prometheus metrics of the node daemon, with prom-client (the well-kept exposition library), on a
  * local address: requests by driver, call and outcome with their durations; addresses in use per
  * pool and host; CAS conflicts and exhausted retries; etcd errors; the CNI ADD's phases; the
- * policy table (rules programmed, how long programming took, failures). No per-container labels:
+ * policy table (rules programmed, how long programming took, failures); node's own process metrics
+ * (CPU, memory, the event loop's delay). No per-container labels:
  * cardinality stays bounded by calls, pools and hosts.
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { addPhases, casConflicts, casExhausted, etcdErrors } from '../shared/diagnostics';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { commandPhases, casConflicts, casExhausted, etcdErrors } from '../shared/diagnostics';
 import type { Ipam } from '../shared/ipam/ipam';
 import { poolHolds } from '../shared/ipam/pool';
 import { formatCidr } from '../shared/net';
@@ -39,7 +40,7 @@ export class Metrics {
     const conflicts = new Counter({ name: 'calico_ipam_cas_conflicts_total', help: 'IPAM compare-and-swap rounds lost to a concurrent writer and retried.', labelNames: ['operation'], registers });
     const exhausted = new Counter({ name: 'calico_ipam_cas_retries_exhausted_total', help: 'IPAM operations that gave up after too many conflicts.', labelNames: ['operation'], registers });
     const etcd = new Counter({ name: 'calico_etcd_errors_total', help: 'etcd calls that failed, by kind (unavailable, request).', labelNames: ['kind'], registers });
-    const phases = new Histogram({ name: 'calico_cni_add_phase_seconds', help: 'Time a CNI ADD served by the daemon spends in each phase (lookup, ipam, dataplane, record, wiring).', labelNames: ['phase'], buckets: BUCKETS, registers });
+    const phases = new Histogram({ name: 'calico_cni_phase_seconds', help: 'Time a CNI command served by the daemon spends in each phase (ADD: lookup, ipam, dataplane (of which host_end and workload_end: each end of the veth), record, wiring; DEL: interfaces, record, addresses).', labelNames: ['command', 'phase'], buckets: BUCKETS, registers });
     const metrics = this;
     new Gauge({
       name: 'calico_ipam_addresses_in_use',
@@ -54,8 +55,9 @@ export class Metrics {
     subscribe(casConflicts.name, (message) => conflicts.inc({ operation: operationOf(message) }));
     subscribe(casExhausted.name, (message) => exhausted.inc({ operation: operationOf(message) }));
     subscribe(etcdErrors.name, (message) => etcd.inc({ kind: String((message as { kind?: string }).kind ?? 'unknown') }));
-    subscribe(addPhases.name, (message) => {
-      for (const [phase, seconds] of Object.entries((message as { phases: Record<string, number> }).phases)) phases.observe({ phase }, seconds);
+    subscribe(commandPhases.name, (message) => {
+      const { command, phases: times } = message as { command: string; phases: Record<string, number> };
+      for (const [phase, seconds] of Object.entries(times)) phases.observe({ command, phase }, seconds);
     });
   }
 
@@ -103,6 +105,9 @@ export class Metrics {
   async listen(address: string): Promise<void> {
     const match = /^(.*):(\d+)$/.exec(address);
     if (!match) throw new Error(`--metrics-address must be HOST:PORT, not "${address}"`);
+    // The process's own (CPU, memory, the event loop's delay since the last scrape): watched only
+    // when someone may read them.
+    collectDefaultMetrics({ register: this.registry });
     this.server = createServer(HTTP_LIMITS, (req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end('not found: try /metrics\n');

@@ -1,5 +1,6 @@
 /** calico_mesos run in this process, with connections of its own for this one command. */
 import { Connections } from '../shared/connections';
+import { hostLinksDeleted } from '../shared/dataplane/workload';
 import type { Invocation, Outcome } from '../shared/invocation';
 import { stderrSink } from '../shared/log';
 import { runNetmodules } from './run';
@@ -9,6 +10,7 @@ export async function runInProcess(invocation: Invocation): Promise<Outcome> {
   try {
     return await runNetmodules(invocation, connections, [stderrSink], true);
   } finally {
-    await connections.close();
+    // Links it began to delete go before the process does.
+    await Promise.all([hostLinksDeleted(), connections.close()]);
   }
 }

@@ -13,13 +13,15 @@ export const casExhausted = channel('calico.ipam.cas-exhausted');
 export const etcdErrors = channel('calico.etcd.error');
 /** A record skipped by a reader because it is malformed: `{ key, error }`. */
 export const malformedRecords = channel('calico.datastore.malformed');
-/** A CNI ADD finished: how long each of its phases took, in seconds: `{ phases }`. */
-export const addPhases = channel('calico.cni.add-phases');
+/** A CNI command finished: how long each of its phases took, in seconds: `{ command, phases }`. */
+export const commandPhases = channel('calico.cni.command-phases');
 
-/** Times the phases of one operation; publishes them when done, at no cost when nobody listens. */
+/** Times the phases of one command; publishes them when done, at no cost when nobody listens. */
 export class PhaseTimer {
   private readonly phases: Record<string, number> = {};
   private last = process.hrtime.bigint();
+
+  constructor(private readonly command: string) {}
 
   /** Ends the current phase under `name` and starts the next. */
   lap(name: string): void {
@@ -28,17 +30,20 @@ export class PhaseTimer {
     this.last = now;
   }
 
-  /** Times one of several steps that run at once, apart from the laps. */
-  async measure<T>(name: string, step: Promise<T>): Promise<T> {
+  /**
+   * Times one of several steps that run at once, apart from the laps: from its start (its
+   * synchronous part, such as a fork, included) to its end.
+   */
+  async measure<T>(name: string, step: () => Promise<T>): Promise<T> {
     const started = process.hrtime.bigint();
     try {
-      return await step;
+      return await step();
     } finally {
       this.phases[name] = (this.phases[name] ?? 0) + Number(process.hrtime.bigint() - started) / 1e9;
     }
   }
 
   publish(): void {
-    if (addPhases.hasSubscribers) addPhases.publish({ phases: { ...this.phases } });
+    if (commandPhases.hasSubscribers) commandPhases.publish({ command: this.command, phases: { ...this.phases } });
   }
 }

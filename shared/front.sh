@@ -65,8 +65,9 @@
 ":" //;   fi
 ":" //;   # socat reads "," ":" and "!" in an address as its own.
 ":" //;   case $front_socket in *[,:!]*) front_socket= ;; esac
+":" //;   # (-t: after sending, socat waits for the answer only half a second unless told otherwise.)
 ":" //;   if [ -n "$front_socket" ] && [ -S "$front_socket" ] && command -v socat >/dev/null 2>&1 && command -v env >/dev/null 2>&1; then
-":" //;     front_answer=$({ printf '%s\0%s\0' "$front_kind" "$front_socket"; env -0; printf '\0%s' "$front_request"; } | socat -T 125 - "UNIX-CONNECT:$front_socket" 2>/dev/null; echo .)
+":" //;     front_answer=$({ printf '%s\0%s\0' "$front_kind" "$front_socket"; env -0; printf '\0%s' "$front_request"; } | socat -t 125 -T 125 - "UNIX-CONNECT:$front_socket" 2>/dev/null; echo .)
 ":" //;     front_answer=${front_answer%.}
 ":" //;     # The exit code's digit, stdout, then the end mark: an answer cut short is no answer.
 ":" //;     case $front_answer in [0-9]*"$front_end")

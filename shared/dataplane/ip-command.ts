@@ -4,9 +4,9 @@
  * mount anywhere, not only under /run/netns). Several steps go in one `-batch` process: each
  * spawn costs milliseconds on the CNI hot path.
  */
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { runCommand, type CommandFailure } from './command-runner';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
 
 export interface IpRun {
@@ -38,13 +38,8 @@ function iproute2Batch(
 ): Promise<IpRun> {
   const ipArgs = [...(options.json ? ['-j'] : []), ...(options.details ? ['-d'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
   const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, program, ...ipArgs]] : [program, ipArgs];
-  return new Promise((resolve, reject) => {
-    const child = execFile(file, args, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new DataplaneCommandError(what, stderr || err.message));
-      else resolve({ stdout, stderr });
-    });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(lines.join('\n') + '\n');
+  return runCommand(file, args, lines.join('\n') + '\n', { timeoutMs: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }).catch((err: CommandFailure) => {
+    throw new DataplaneCommandError(what, err.stderr || err.message);
   });
 }
 

@@ -2,8 +2,8 @@
  * The only code that runs `nft`: a script on stdin, which nft applies as one transaction (all of
  * it or none of it), in this network namespace or inside another through `nsenter --net=PATH`.
  */
-import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
+import { runCommand, type CommandFailure } from './command-runner';
 import { DataplaneCommandError } from './errors';
 
 const NFT_TIMEOUT_MS = 30_000;
@@ -23,14 +23,12 @@ export const NFT = ['/usr/sbin/nft', '/sbin/nft'].find((path) => {
 
 function runNft(what: string, args: readonly string[], input: string, netns?: string): Promise<string> {
   const [file, argv] = netns ? ['nsenter', [`--net=${netns}`, NFT, ...args]] : [NFT, [...args]];
-  return new Promise((resolve, reject) => {
-    const child = execFile(file, argv, { timeout: NFT_TIMEOUT_MS, maxBuffer: 256 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new DataplaneCommandError(what, (stderr || err.message).trim().split('\n').slice(0, 6).join('\n')));
-      else resolve(stdout);
-    });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(input);
-  });
+  return runCommand(file, argv, input, { timeoutMs: NFT_TIMEOUT_MS, maxBuffer: 256 << 20 }).then(
+    ({ stdout }) => stdout,
+    (err: CommandFailure) => {
+      throw new DataplaneCommandError(what, (err.stderr || err.message).trim().split('\n').slice(0, 6).join('\n'));
+    },
+  );
 }
 
 /** Applies an nft script in one transaction. */

@@ -15,6 +15,7 @@ import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
 import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 import { DEFAULT_WORKLOAD_MTU } from '../routing/workload-mtu';
+import type { PhaseTimer } from '../diagnostics';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
@@ -56,8 +57,12 @@ function validated(request: WorkloadInterface): WorkloadInterface {
   };
 }
 
-/** Creates the veth pair and programs both ends. On failure nothing it made is left behind. */
-export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
+/**
+ * Creates the veth pair and programs both ends. On failure nothing it made is left behind.
+ * `timer` (optional) is given the time of each end of the veth: "host_end", "workload_end".
+ */
+export async function wireWorkload(request: WiringRequest, timer?: PhaseTimer): Promise<WiredWorkload> {
+  const measured = <T>(phase: string, step: () => Promise<T>) => (timer ? timer.measure(phase, step) : step());
   const { netns, containerIf, hostIf, ownerTag } = validated(request);
   const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
   const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
@@ -74,7 +79,7 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
   // (no interface ever moves between namespaces: a move waits for the kernel to synchronise, about
   // 20 ms), the host end tagged with its owner in the same ip run, then the container end is set up.
   try {
-    await createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac, v4, v6 });
+    await measured('host_end', () => createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac, v4, v6 }));
   } catch (err) {
     if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(hostIf)) throw new InterfaceExistsError(containerIf);
     throw err;
@@ -100,7 +105,7 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
     );
   }
   try {
-    await ipBatch(`set up ${containerIf} in ${netns}`, container, { netns });
+    await measured('workload_end', () => ipBatch(`set up ${containerIf} in ${netns}`, container, { netns }));
   } catch (err) {
     // Deleting the host end deletes the container end with it.
     await removeHostLink(hostIf);
@@ -238,20 +243,66 @@ export async function unwireWorkload(request: { hostIf: string; ownerTag: string
   return removeOwnedHostLink(validateInterfaceName(request.hostIf, 'host interface'), validateOwnerTag(request.ownerTag));
 }
 
+/**
+ * The kernel takes 10 to 30 ms to delete a veth (it waits out RCU grace periods), longer than all
+ * the rest of a DEL. So a host link being removed is cut off at once, in one ip run: set down,
+ * which takes its routes and neighbour entries with it, and renamed out of the way (a new link may
+ * take its name at once; the deletion below can only meet this one). Its deletion then runs in
+ * the background; a process waits for these before it exits (hostLinksDeleted). Were it to die
+ * first, the renamed link stays down until its container's namespace goes, which takes it along.
+ */
+const deletions = new Map<string, Promise<void>>();
+
+/** Resolves once every host link this process has begun to delete is gone. */
+export async function hostLinksDeleted(): Promise<void> {
+  await Promise.all([...deletions.values()]);
+}
+
+/**
+ * Before a host link is made: the one of that name being deleted must be gone, since its veth's
+ * other end still holds its name in the container until then.
+ */
+async function deletedBefore(hostIf: string): Promise<void> {
+  await deletions.get(hostIf);
+}
+
+/** A host link's name while it is deleted: "cali-" and ten random hex digits, never a workload's own ("cali" and eleven). */
+function deletionName(): string {
+  return `cali-${randomBytes(5).toString('hex')}`;
+}
+
 /** Removes a host link if it carries `ownerTag`; a link of another owner is left alone. */
 export async function removeOwnedHostLink(hostIf: string, ownerTag: string): Promise<HostLinkRemoval> {
   if (!(await localLinks()).has(hostIf)) return 'absent';
   const alias = await hostLinkAlias(hostIf);
   if (alias === undefined) return 'absent';
   if (alias !== ownerTag) return 'not ours';
-  await removeHostLink(hostIf);
+  const doomed = deletionName();
+  try {
+    await ipBatch(`cut off host interface ${hostIf}`, [`link set dev ${hostIf} down`, `link set dev ${hostIf} name ${doomed}`]);
+  } catch (err) {
+    if (isMissing(err)) return 'absent';
+    throw err;
+  }
+  // Down and nameless to anyone, a link whose deletion failed harms nobody: it stays as a crash
+  // would leave it.
+  const deletion = removeHostLink(doomed).catch(() => undefined);
+  deletions.set(hostIf, deletion);
+  void deletion.then(() => {
+    if (deletions.get(hostIf) === deletion) deletions.delete(hostIf);
+  });
   return 'removed';
 }
 
-/** Before creating a host link: one of ours left behind goes, anyone else's is an error. */
+/**
+ * Before creating a host link: one of ours left behind goes, anyone else's is an error. Either way
+ * its name is free when this returns, in the container too.
+ */
 async function removeStaleHostLink(hostIf: string, ownerTag: string): Promise<void> {
+  await deletedBefore(hostIf);
   const removal = await removeOwnedHostLink(hostIf, ownerTag);
   if (removal === 'not ours') throw new HostInterfaceOwnedError(hostIf);
+  await deletedBefore(hostIf);
 }
 
 /** The alias of a host link ("" when it has none), or undefined when the link is gone. */

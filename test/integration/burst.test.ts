@@ -1,5 +1,6 @@
 import test from 'ava';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockReclaimer } from '../../daemon/block-reclaimer';
 import { GarbageCollector } from '../../daemon/garbage-collector';
@@ -77,14 +78,47 @@ test.serial('burst - 200 parallel Docker RequestAddress on one host, a daemon re
   t.deepEqual((await readIpamState(ds)).problems, []);
 });
 
-test.serial('burst - 100 concurrent ADDs on one host and 25 on each of 4 hosts: unique, no over-claim, all DELs leave nothing', async (t) => {
+/** The command names of a process's children, now (none once it is gone). */
+function childrenOf(pid: number): { pid: number; comm: string }[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(' ').filter(Boolean))
+      .map((child) => ({ pid: Number(child), comm: readFileSync(`/proc/${child}/comm`, 'utf8').trim() }));
+  } catch {
+    return [];
+  }
+}
+
+/** What a daemon and its children started while `work` ran, sampled every few milliseconds. */
+async function processesStartedDuring(daemonPid: number, work: Promise<unknown>): Promise<{ byDaemon: Set<string>; byHelper: Set<string> }> {
+  const byDaemon = new Set<string>();
+  const byHelper = new Set<string>();
+  let done = false;
+  void work.finally(() => (done = true));
+  while (!done) {
+    for (const child of childrenOf(daemonPid)) {
+      byDaemon.add(child.comm);
+      for (const grandchild of childrenOf(child.pid)) byHelper.add(grandchild.comm);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return { byDaemon, byHelper };
+}
+
+test.serial('burst - 100 concurrent ADDs on one host and 25 on each of 4 hosts: all through the daemon, whose forks are its helper\'s; unique, no over-claim, all DELs leave nothing', async (t) => {
   const { prefix, ds } = await world.scenario('cni-burst');
   const nodes = world.agents.map((_, i) => `burst-${i}`);
-  const confs = await Promise.all(world.agents.map(async (agent, i) => world.network('burst-net', prefix, nodes[i]!, { cniVersion: '1.0.0', daemon_socket: (await daemonFor(agent, prefix, nodes[i]!)).cniSocket })));
+  const agentDaemons = await Promise.all(world.agents.map((agent, i) => daemonFor(agent, prefix, nodes[i]!)));
+  const confs = world.agents.map((_, i) => world.network('burst-net', prefix, nodes[i]!, { cniVersion: '1.0.0', daemon_socket: agentDaemons[i]!.cniSocket }));
   for (const [label, counts] of [['one host', [100, 0, 0, 0]], ['four hosts', [25, 25, 25, 25]]] as const) {
-    const runs = await Promise.all(world.agents.map((agent, i) => burst(agent, confs[i]!, counts[i]!)));
+    const running = Promise.all(world.agents.map((agent, i) => burst(agent, confs[i]!, counts[i]!)));
+    const started = await processesStartedDuring(agentDaemons[0]!.pid, running);
+    const runs = await running;
     const all = runs.flat();
     t.deepEqual(all.filter((r) => r.run.code !== 0).map((r) => r.run.stdout), [], `${label}: every ADD succeeds`);
+    // A plugin that ran the command itself (the daemon too slow to answer, say) logs on its stderr.
+    t.deepEqual(all.filter((r) => r.run.stderr !== '').map((r) => r.run.stderr.slice(0, 200)), [], `${label}: every ADD answered by the daemon`);
+    t.deepEqual([...started.byDaemon], ['node'], `${label}: the daemon started no command itself, only its helper`);
+    t.true(started.byHelper.has('ip') || started.byHelper.has('nsenter'), `${label}: the helper started the commands (${[...started.byHelper].join(', ')})`);
     const addresses = all.map((r) => String(r.run.json!.ips[0].address));
     t.is(new Set(addresses).size, addresses.length, `${label}: no address twice`);
     for (const [i, count] of counts.entries()) {

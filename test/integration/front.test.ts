@@ -6,9 +6,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ANSWER_END } from '../../daemon/forward-framing';
 import { NodeDaemon } from '../../sim/daemon';
 import { HOST_PATH, runPlugin, type PluginRun } from '../../sim/cni-exec';
 import { NetmodulesAgent } from '../../sim/netmodules-agent';
@@ -97,27 +98,28 @@ for (const version of VERSIONS) {
   });
 }
 
-/** A socket whose server reads a request, writes half an answer and closes: a daemon dying as it answers. */
-async function dyingDaemon(t: ExecutionContext, path: string, halfAnswer: string): Promise<void> {
-  const server = spawn(process.execPath, ['-e', `require('node:net').createServer({ allowHalfOpen: true }, (s) => { s.on('data', () => {}); s.on('end', () => { s.write(${JSON.stringify(halfAnswer)}); s.destroy(); }); }).listen(${JSON.stringify(path)})`], { stdio: 'ignore' });
+/** A socket whose server reads a request and, after `delayMs`, writes `answer` and closes (half an answer: a daemon dying as it answers). */
+async function fakeDaemon(t: ExecutionContext, path: string, answer: string, delayMs = 0): Promise<void> {
+  const serve = `(s) => { s.on('data', () => {}); s.on('end', () => setTimeout(() => { s.write(${JSON.stringify(answer)}); s.destroy(); }, ${delayMs})); }`;
+  const server = spawn(process.execPath, ['-e', `require('node:net').createServer({ allowHalfOpen: true }, ${serve}).listen(${JSON.stringify(path)})`], { stdio: 'ignore' });
   t.teardown(() => server.kill('SIGKILL'));
-  await waitFor('the dying daemon to listen', async () => (await import('node:fs')).existsSync(path), 5000);
+  await waitFor('the fake daemon to listen', async () => existsSync(path), 5000);
 }
 
 /** A socket file left by a daemon that is gone. */
 async function staleSocket(path: string): Promise<void> {
   const listener = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(path)})`], { stdio: 'ignore' });
-  await waitFor('the socket', async () => (await import('node:fs')).existsSync(path), 5000);
+  await waitFor('the socket', async () => existsSync(path), 5000);
   listener.kill('SIGKILL');
   await new Promise((exited) => listener.once('exit', exited));
 }
 
-test.serial('front - CNI: without socat, with a stale socket, with a daemon that dies while answering, with 1 MiB of stdin: node answers, whole; with no node either, an error in the config\'s version', async (t) => {
+test.serial('front - CNI: without socat, with a stale socket, with a daemon that dies while answering, with 1 MiB of stdin: node answers, whole; a slow daemon is waited for; with no node either, an error in the config\'s version', async (t) => {
   const { prefix, ds } = await scenario(t, 'front-cni-fail');
   const stale = join(dir, 'cni-stale.sock');
   const dying = join(dir, 'cni-dying.sock');
   await staleSocket(stale);
-  await dyingDaemon(t, dying, '0{"cniVersion":"1.0.0","interfaces":[{"na');
+  await fakeDaemon(t, dying, '0{"cniVersion":"1.0.0","interfaces":[{"na');
   const conf = (extra: Record<string, unknown>) => JSON.stringify({ ...setup.world.network('front', prefix, NODE, { log_level: 'debug', log_file_path: '' }), cniVersion: '1.0.0', ...extra });
   const cases: [string, Record<string, unknown>, string][] = [
     ['no socat', { daemon_socket: daemon.cniSocket }, paths.withoutSocat],
@@ -140,6 +142,12 @@ test.serial('front - CNI: without socat, with a stale socket, with a daemon that
       await setup.agent.destroy(id);
     }
   }
+  // A daemon that takes its time (a burst) is waited for.
+  const slow = join(dir, 'cni-slow.sock');
+  await fakeDaemon(t, slow, `0{"cniVersion":"1.0.0","slow":true}${ANSWER_END}`, 1500);
+  const waited = await runPlugin(setup.agent.host, CNI.calico, cniEnv('ADD', randomUUID(), paths.withoutNode), conf({ daemon_socket: slow }));
+  t.is(waited.stdout, '{"cniVersion":"1.0.0","slow":true}\n', 'the slow answer, printed');
+  t.is(waited.code, 0);
   // The daemon's socket named, with no node on PATH: the daemon answers.
   const status = await runPlugin(setup.agent.host, CNI.calico, cniEnv('STATUS', '', paths.withoutNode), conf({ cniVersion: '1.1.0', daemon_socket: daemon.cniSocket }));
   t.is(status.code, 0, status.stdout);
@@ -158,7 +166,7 @@ test.serial('front - calico_mesos: through the daemon with no node on PATH; with
   const stale = join(dir, 'nm-stale.sock');
   const dying = join(dir, 'nm-dying.sock');
   await staleSocket(stale);
-  await dyingDaemon(t, dying, '0{"error": n');
+  await fakeDaemon(t, dying, '0{"error": n');
   const env = { ETCD_ENDPOINTS: setup.world.fabric.hostEndpoints, ETCD_PREFIX: prefix, NODENAME: NODE };
   const agent = (extra: Record<string, string>) => new NetmodulesAgent(setup.agent.host, { ...env, ...extra }, 'h');
   const served = () => daemon.stderr.match(/plugin=calico_mesos command=allocate/g)?.length ?? 0;
