@@ -28,10 +28,11 @@ const METRICS_PORT = 9199;
 export async function benchCni(): Promise<Record<string, number>> {
   if (!existsSync('/usr/lib/cni/ptp')) throw new Error('Debian\'s containernetworking-plugins is missing: run scripts/install-deps.sh');
   const world = await CniWorld.create();
+  let daemon: NodeDaemon | undefined;
   try {
     const agent = await world.addAgent();
     const { prefix } = await world.scenario('bench', { v4: '10.210.0.0/16', v6: 'fd00:210::/64' });
-    const daemon = await NodeDaemon.start(agent.host, ['--metrics-address', `127.0.0.1:${METRICS_PORT}`]);
+    daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'bench-agent', '--no-routes', '--gc-interval', '0', '--metrics-address', `127.0.0.1:${METRICS_PORT}`]);
     const viaDaemon = world.network('bench-net', prefix, 'bench-agent', { cniVersion: '1.0.0', log_file_path: '', daemon_socket: daemon.cniSocket });
     // Another host's name: its blocks are its own, as a plugin on another agent would have.
     const standalone = { ...viaDaemon, daemon_socket: '', nodename: 'bench-agent-solo' };
@@ -78,7 +79,10 @@ export async function benchCni(): Promise<Record<string, number>> {
       ratio_vs_node_standalone: round(median(samples.soloAdd) / nodeMs, 3),
       ...Object.fromEntries(Object.entries(phases).map(([phase, ms]) => [`daemon_${phase}_ms`, round(ms)])),
     };
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\nthe daemon's log ends:\n${daemon?.stderr.slice(-3000)}`);
   } finally {
+    await daemon?.destroy();
     await world.destroy();
   }
 }
