@@ -195,7 +195,37 @@ export class EtcdKv {
       c.kv.txn({ compare, success, failure: keys.map(rangeOp) }),
     );
     if (res.succeeded) return { ok: true, revision: String(res.header.revision) };
-    return { ok: false, current: readResponses(keys, res.responses) };
+    const current = readResponses(keys, res.responses);
+    const applied = await this.appliedAt(ops, current);
+    return applied === undefined ? { ok: false, current } : { ok: true, revision: applied };
+  }
+
+  /**
+   * The revision at which this very transaction was already applied, if it was. When a member
+   * commits it and dies before answering, the client sends it again to another member, where its
+   * expectations fail because it changed the keys itself; taken for a lost race, an allocation
+   * would be planned and written a second time (an address held with no endpoint). It landed if
+   * at one revision every key it puts holds exactly its value and every key it deletes is absent
+   * (a byte-identical write by someone else leaves the same state). Only when some key holds our
+   * value now is that revision read back: one more round trip, and only then.
+   */
+  private async appliedAt(ops: readonly TxnOp[], current: ReadonlyMap<string, Entry | undefined>): Promise<Revision | undefined> {
+    const puts = ops.filter((op): op is Extract<TxnOp, { put: string }> => 'put' in op);
+    const revision = puts.map((op) => current.get(op.key)).find((entry, i) => entry?.value === puts[i]!.put)?.modRevision;
+    if (revision === undefined) return undefined;
+    const keys = [...current.keys()];
+    let then = current;
+    if (puts.some((op) => current.get(op.key)?.modRevision !== revision) || ops.some((op) => 'delete' in op && current.get(op.key))) {
+      // Failing here (etcd gone, the revision compacted) fails the write: unproven either way, it
+      // must not be taken for a lost race.
+      const res = await this.call(`read of ${keys.length} keys at revision ${revision}`, (c) =>
+        c.kv.txn({ success: keys.map((key) => ({ request_range: { key: Buffer.from(key), revision } })) }),
+      );
+      then = readResponses(keys, res.responses);
+    }
+    const held = puts.every((op) => then.get(op.key)?.value === op.put && then.get(op.key)?.modRevision === revision);
+    const deleted = ops.every((op) => !('delete' in op) || then.get(op.key) === undefined);
+    return held && deleted ? revision : undefined;
   }
 
   /**

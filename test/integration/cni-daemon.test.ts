@@ -22,7 +22,8 @@ test.serial('cni daemon - plugins forward to the node daemon; it wires the task 
   t.is(launchA.runs[0]!.code, 0, launchA.runs[0]!.stdout);
   // The daemon's log is written off its event loop: it may follow the answer by a moment.
   await waitFor('the daemon logging the work', () => daemon.stderr.includes('workload added'), 5000);
-  t.true(await setup.agent.container(a).ping(launchB.ips[0]!.ip4!.split('/')[0]!));
+  // Closed until the daemon has programmed both endpoints, tens of milliseconds after their records.
+  await waitFor('task a to reach task b', () => setup.agent.container(a).ping(launchB.ips[0]!.ip4!.split('/')[0]!), 5000);
   for (const id of [a, b]) for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);
 });

@@ -57,6 +57,35 @@ test('datastore - a multi-key transaction applies all or nothing', async (t) => 
   t.is(await ds.kv.get(b), undefined);
 });
 
+test('datastore - a transaction sent again after it was applied (its answer lost) is known as applied, not as a lost race', async (t) => {
+  const ds = await connect();
+  const block = `${ds.keys.prefix}/x/block`;
+  const handle = `${ds.keys.prefix}/x/handle`;
+  const old = `${ds.keys.prefix}/x/old`;
+  await ds.kv.txn([{ key: block, put: 'empty' }, { key: old, put: 'stale' }]);
+  const read = (await ds.kv.get(block))!;
+  // What a client resends to another member when the first commits and dies before answering.
+  const allocation = [
+    { key: block, put: 'one address, handle h', expect: { modRevision: read.modRevision } },
+    { key: handle, put: 'h: 1', expect: { absent: true } },
+    { key: old, delete: true },
+  ] as const;
+  const first = await ds.kv.txn(allocation);
+  t.true(first.ok);
+  const again = await ds.kv.txn(allocation);
+  t.deepEqual(again, first, 'sent again at once: applied at the first revision');
+
+  await ds.kv.txn([{ key: block, put: 'two addresses, handles h and k' }]);
+  const later = await ds.kv.txn(allocation);
+  t.deepEqual(later, first, 'sent again after another write to the block: still applied, read back at its revision');
+
+  const race = await ds.kv.txn([
+    { key: block, put: 'one address, handle m', expect: { modRevision: read.modRevision } },
+    { key: `${ds.keys.prefix}/x/m`, put: 'm: 1', expect: { absent: true } },
+  ]);
+  t.false(race.ok, 'a write that never landed is a lost race');
+});
+
 test('datastore - malformed JSON in etcd is an error naming the key', async (t) => {
   const ds = await connect();
   const key = ds.resources.keyOf('Profile', 'broken');
