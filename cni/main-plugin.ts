@@ -3,7 +3,7 @@
  * dataplane, and its WorkloadEndpoint and Profile records. A failed ADD undoes what it did.
  */
 import type { Resource } from '../shared/datastore';
-import { inspectWorkload, randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
+import { addressWorkloadVeth, createWorkloadVeth, inspectWorkload, randomMac, unwireWorkload } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
@@ -78,14 +78,27 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
   // Without the daemon, nobody else closes the workloads before their endpoints are programmed.
   if (ctx.standalone && !conf.noPolicy) await installPolicyTable();
   if (conf.refusedLabels.length > 0) log.warning('labels with reserved keys were dropped: only attaching to a network makes a workload its member', { labels: conf.refusedLabels.join(',') });
-  const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
-  const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
-  if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
-  timer.lap('ipam');
-
-  // We choose the container's MAC, so the record need not wait for the wiring: both go at once,
-  // and whichever fails, both are undone.
+  // We choose the container's MAC, and the veth needs no address: it is made while the addresses
+  // are allocated, and the record written while they are put on it. Whatever fails, all is undone
+  // (a veth or record found in the way was never taken over, so never removed).
   const containerMac = randomMac();
+  const [allocation, veth] = await Promise.allSettled([
+    timer.measure('ipam', () => delegateAdd(ctx)),
+    timer.measure('veth', () => createWorkloadVeth({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, mtu: conf.mtu })),
+  ]);
+  timer.lap('allocation');
+  const undo = async (what: { veth: boolean; record: boolean }, err: unknown): Promise<never> => {
+    log.error('ADD failed, undoing it', { error: messageOf(err) });
+    if (what.veth) await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
+    if (what.record) await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
+    if (allocation.status === 'fulfilled') await allocation.value.undo().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
+    throw err;
+  };
+  if (allocation.status === 'rejected') return undo({ veth: veth.status === 'fulfilled', record: false }, allocation.reason);
+  if (veth.status === 'rejected') return undo({ veth: false, record: false }, veth.reason);
+  const addresses = allocation.value.result.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
+  if (addresses.length === 0) return undo({ veth: true, record: false }, new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`));
+
   const endpoint = buildWorkloadEndpoint(attachment, {
     containerID: env.containerId,
     addresses,
@@ -96,26 +109,21 @@ async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     labels: conf.labels,
     annotations: { [NETNS_ANNOTATION]: netns },
   });
-  const [wiring, recording] = await Promise.allSettled([
-    timer.measure('dataplane', () => wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) }, timer)),
+  const [addressing, recording] = await Promise.allSettled([
+    timer.measure('addresses', () => addressWorkloadVeth(veth.value, addresses, routeMetricFor(env.ifname))),
     timer.measure('record', () => Promise.all([
       profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? undefined : ensureNetworkProfile(ds, conf.name),
       ...conf.groups.map((group) => ensureGroupProfile(ds, group)),
     ]).then(() => writeEndpoint(ctx, endpoint, existing))),
   ]);
   timer.lap('wiring');
-  if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {
-    timer.publish();
-    log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });
-    return resultFor(addresses, env, containerMac, conf.mtu);
+  if (addressing.status === 'rejected' || recording.status === 'rejected') {
+    // A failed addressing removed the pair itself.
+    return undo({ veth: addressing.status === 'fulfilled', record: recording.status === 'fulfilled' }, addressing.status === 'rejected' ? addressing.reason : (recording as PromiseRejectedResult).reason);
   }
-  const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
-  log.error('ADD failed, undoing it', { error: messageOf(err) });
-  // Only our own interface and record are removed: a clash with an existing one never took it over.
-  if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
-  if (recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
-  await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
-  throw err;
+  timer.publish();
+  log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });
+  return resultFor(addresses, env, containerMac, conf.mtu);
 }
 
 /** Creates the record, or replaces a stale one left by an earlier attempt for the same container. */

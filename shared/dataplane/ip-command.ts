@@ -4,7 +4,7 @@
  * mount anywhere, not only under /run/netns). Several steps go in one `-batch` process: each
  * spawn costs milliseconds on the CNI hot path.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { runCommand, type CommandFailure } from './command-runner';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
@@ -69,6 +69,11 @@ export async function setSysctl(path: string, value: string): Promise<void> {
   } catch (err) {
     throw new DataplaneCommandError(`set sysctl ${path.replaceAll('/', '.')}=${value}`, (err as Error).message);
   }
+}
+
+/** Whether a sysctl of this network namespace exists (IPv6's do not where the kernel has IPv6 off). */
+export function sysctlExists(path: string): boolean {
+  return existsSync(`/proc/sys/${path}`);
 }
 
 export async function netnsExists(path: string): Promise<boolean> {

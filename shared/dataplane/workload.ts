@@ -12,10 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
-import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl } from './ip-command';
+import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl, sysctlExists } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 import { DEFAULT_WORKLOAD_MTU } from '../routing/workload-mtu';
-import type { PhaseTimer } from '../diagnostics';
 
 export const GATEWAY_IPV4 = '169.254.1.1';
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
@@ -31,11 +30,14 @@ export interface WorkloadInterface {
   readonly ownerTag: string;
 }
 
-export interface WiringRequest extends WorkloadInterface {
-  readonly addresses: readonly IpAddress[];
+export interface VethRequest extends WorkloadInterface {
   readonly mtu?: number;
   /** Chosen by us when absent. */
   readonly containerMac?: string;
+}
+
+export interface WiringRequest extends VethRequest {
+  readonly addresses: readonly IpAddress[];
   /**
    * Metric of this interface's gateway and default routes. A container on several networks has
    * one interface per network, each with routes to 169.254.1.1; equal routes on two devices
@@ -57,39 +59,63 @@ function validated(request: WorkloadInterface): WorkloadInterface {
   };
 }
 
+/** A workload's veth pair, made, its addresses yet to come. */
+export interface WorkloadVeth extends WiredWorkload {
+  readonly mtu: number;
+}
+
 /**
- * Creates the veth pair and programs both ends. On failure nothing it made is left behind.
- * `timer` (optional) is given the time of each end of the veth: "host_end", "workload_end".
+ * Creates the veth pair and programs both ends: createWorkloadVeth, then addressWorkloadVeth. On
+ * failure nothing it made is left behind.
  */
-export async function wireWorkload(request: WiringRequest, timer?: PhaseTimer): Promise<WiredWorkload> {
-  const measured = <T>(phase: string, step: () => Promise<T>) => (timer ? timer.measure(phase, step) : step());
+export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
+  if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
+  const veth = await createWorkloadVeth(request);
+  await addressWorkloadVeth(veth, request.addresses, request.routeMetric);
+  return veth;
+}
+
+/**
+ * The first step of wiring, which needs no address, so that it runs while the addresses are
+ * allocated: the veth pair, made on the host with its container end created straight inside the
+ * container (no interface ever moves between namespaces: a move waits for the kernel to
+ * synchronise, about 20 ms), the host end tagged with its owner and up in the same ip run, then its
+ * sysctls. On failure nothing it made is left behind.
+ */
+export async function createWorkloadVeth(request: VethRequest): Promise<WorkloadVeth> {
   const { netns, containerIf, hostIf, ownerTag } = validated(request);
   const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
   const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
-  if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
-  const v4 = request.addresses.filter((a) => a.version === 4);
-  const v6 = request.addresses.filter((a) => a.version === 6);
   await requireNetns(netns);
 
   // A host link of this name is left from an earlier attempt of this same workload: replace it.
   // One that is not ours (its alias names another owner) is never touched.
   await removeStaleHostLink(hostIf, ownerTag);
-
-  // The pair is made on the host with its container end created straight inside the container
-  // (no interface ever moves between namespaces: a move waits for the kernel to synchronise, about
-  // 20 ms), the host end tagged with its owner in the same ip run, then the container end is set up.
   try {
-    await measured('host_end', () => createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac, v4, v6 }));
+    await createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac });
   } catch (err) {
     if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(hostIf)) throw new InterfaceExistsError(containerIf);
     throw err;
   }
+  return { netns, containerIf, hostIf, ownerTag, containerMac, mtu };
+}
+
+/**
+ * The second step: the addresses, on both ends at once (one ip run in each namespace): the host's
+ * route and neighbour entry per address, the container's addresses, gateway routes and gateway
+ * neighbour entries. On failure the pair is removed.
+ */
+export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonly IpAddress[], routeMetric?: number): Promise<void> {
+  const { netns, containerIf, hostIf, containerMac } = veth;
+  if (addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
+  const v4 = addresses.filter((a) => a.version === 4);
+  const v6 = addresses.filter((a) => a.version === 6);
   const container = [
     `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
   ];
-  const metric = request.routeMetric ? ` metric ${validateMetric(request.routeMetric)}` : '';
+  const metric = routeMetric ? ` metric ${validateMetric(routeMetric)}` : '';
   if (v4.length > 0) {
     container.push(
       `route add ${GATEWAY_IPV4} dev ${containerIf} scope link${metric}`,
@@ -104,14 +130,24 @@ export async function wireWorkload(request: WiringRequest, timer?: PhaseTimer): 
       `route add default via ${GATEWAY_IPV6} dev ${containerIf}${metric}`,
     );
   }
-  try {
-    await measured('workload_end', () => ipBatch(`set up ${containerIf} in ${netns}`, container, { netns }));
-  } catch (err) {
-    // Deleting the host end deletes the container end with it.
+  const steps = await Promise.allSettled([
+    ipBatch(`route to ${hostIf}`, hostRoutes(hostIf, containerMac, addresses)),
+    ipBatch(`set up ${containerIf} in ${netns}`, container, { netns }),
+  ]);
+  const failed = steps.find((step): step is PromiseRejectedResult => step.status === 'rejected');
+  if (failed) {
+    // Deleting the host end deletes the container end, and the host routes, with it.
     await removeHostLink(hostIf);
-    throw err;
+    throw failed.reason;
   }
-  return { netns, containerIf, hostIf, ownerTag, containerMac };
+}
+
+/** The host's way to a workload's addresses: a route through its host end, and a permanent neighbour entry for each. */
+function hostRoutes(hostIf: string, containerMac: string, addresses: readonly IpAddress[]): string[] {
+  return addresses.flatMap((a) => [
+    `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
+    `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
+  ]);
 }
 
 interface HostEnd {
@@ -122,33 +158,33 @@ interface HostEnd {
   readonly peerNetns?: string;
   readonly mtu: number;
   readonly containerMac: string;
-  readonly v4: readonly IpAddress[];
-  readonly v6: readonly IpAddress[];
+  /** Routed in the same ip run, when known already (Docker's). */
+  readonly addresses?: readonly IpAddress[];
 }
 
 /**
  * The veth pair and its host end, in one ip run: created, tagged with its owner (so a host link
- * of ours never exists untagged), up, with a route and a neighbour entry per address; then its
- * sysctls, as files. On failure nothing of ours is left behind.
+ * of ours never exists untagged), up (with its routes when the addresses are known); then its
+ * sysctls, as files: both families' whatever the addresses, as the host end serves whichever the
+ * workload uses (IPv6's only where the kernel has IPv6). On failure nothing of ours is left behind.
  */
 async function createHostEnd(end: HostEnd): Promise<void> {
-  const { hostIf, ownerTag, peerIf, mtu, containerMac, v4, v6 } = end;
+  const { hostIf, ownerTag, peerIf, mtu, containerMac } = end;
   const peerNetns = end.peerNetns === undefined ? '' : ` netns ${end.peerNetns}`;
   try {
     await ipBatch(`create veth ${hostIf}`, [
       `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}${peerNetns}`,
       `link set dev ${hostIf} alias ${ownerTag} up`,
-      ...[...v4, ...v6].flatMap((a) => [
-        `route replace ${hostPrefix(a)} dev ${hostIf} scope link`,
-        `neigh replace ${formatAddress(a)} lladdr ${containerMac} dev ${hostIf} nud permanent`,
-      ]),
+      ...hostRoutes(hostIf, containerMac, end.addresses ?? []),
     ]);
     // The kernel's reverse-path check, strict, behind the policy table's source check.
-    const sysctls: [string, string][] = [[`net/ipv4/conf/${hostIf}/rp_filter`, '1']];
-    if (v4.length > 0) {
-      sysctls.push([`net/ipv4/conf/${hostIf}/proxy_arp`, '1'], [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'], [`net/ipv4/conf/${hostIf}/forwarding`, '1']);
-    }
-    if (v6.length > 0) {
+    const sysctls: [string, string][] = [
+      [`net/ipv4/conf/${hostIf}/rp_filter`, '1'],
+      [`net/ipv4/conf/${hostIf}/proxy_arp`, '1'],
+      [`net/ipv4/neigh/${hostIf}/proxy_delay`, '0'],
+      [`net/ipv4/conf/${hostIf}/forwarding`, '1'],
+    ];
+    if (sysctlExists(`net/ipv6/conf/${hostIf}`)) {
       sysctls.push([`net/ipv6/conf/${hostIf}/accept_ra`, '0'], [`net/ipv6/conf/${hostIf}/proxy_ndp`, '1'], [`net/ipv6/conf/${hostIf}/forwarding`, '1']);
     }
     await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
@@ -182,7 +218,7 @@ export async function createHostSideVeth(request: HostSideRequest): Promise<void
   // The peer is named from the same identity and is ours until Docker moves it away.
   await removeStaleHostLink(hostIf, ownerTag);
   if ((await localLinks()).has(peerIf)) await removeHostLink(peerIf);
-  await createHostEnd({ hostIf, ownerTag, peerIf, mtu, containerMac, v4: request.addresses.filter((a) => a.version === 4), v6: request.addresses.filter((a) => a.version === 6) });
+  await createHostEnd({ hostIf, ownerTag, peerIf, mtu, containerMac, addresses: request.addresses });
 }
 
 /** Docker moves the interface in within a few hundred ms: look often at first, then seldom. */
