@@ -34,13 +34,21 @@ export class CommandFailure extends Error {
 /** The helper, as `node -e` runs it. Plain JavaScript: it is compiled by node, not by us. */
 const HELPER_SOURCE = `
 const { execFile } = require('node:child_process');
+const started = new Map();
 let pending = [];
 const answer = (line) => process.stdout.write(line + '\\n');
+// A line with a file starts a command; a line with only its id and input gives it its stdin.
 const run = (r) => {
+  if (r.file === undefined) {
+    const child = started.get(r.id);
+    started.delete(r.id);
+    if (child) child.stdin.end(r.input);
+    return;
+  }
   const child = execFile(r.file, r.args, { timeout: r.timeoutMs, maxBuffer: r.maxBuffer }, (err, stdout, stderr) =>
     answer(JSON.stringify({ id: r.id, failed: err ? err.message : null, stdout, stderr })));
   child.stdin.on('error', () => undefined);
-  child.stdin.end(r.input);
+  started.set(r.id, child);
 };
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk) => {
@@ -69,14 +77,15 @@ class CommandHelper {
   private nextId = 1;
   private partial: string[] = [];
 
-  run(file: string, args: readonly string[], input: string, options: CommandOptions): Promise<CommandOutput> {
-    const child = this.child ?? this.start();
+  start(file: string, args: readonly string[], options: CommandOptions): StartedCommand {
+    const child = this.child ?? this.spawnHelper();
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    const output = new Promise<CommandOutput>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(id, 'the command helper did not answer in time'), options.timeoutMs + HELPER_GRACE_MS);
       this.waiting.set(id, { resolve, reject, timer });
-      child.stdin!.write(`${JSON.stringify({ id, file, args, input, ...options })}\n`);
+      child.stdin!.write(`${JSON.stringify({ id, file, args, ...options })}\n`);
     });
+    return startedCommand(output, (input) => child.stdin!.write(`${JSON.stringify({ id, input })}\n`));
   }
 
   stop(): void {
@@ -84,7 +93,7 @@ class CommandHelper {
     this.child = undefined;
   }
 
-  private start(): ChildProcess {
+  private spawnHelper(): ChildProcess {
     const child = spawn(process.execPath, ['-e', HELPER_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child = child;
     this.partial = [];
@@ -136,15 +145,43 @@ export function stopCommandHelper(): void {
   helper = undefined;
 }
 
-/** Runs `file` with `args` and `input` on its stdin; rejects with a CommandFailure. */
-export function runCommand(file: string, args: readonly string[], input: string, options: CommandOptions): Promise<CommandOutput> {
-  if (helper) return helper.run(file, args, input, options);
-  return new Promise((resolve, reject) => {
-    const child = execFile(file, args, { timeout: options.timeoutMs, maxBuffer: options.maxBuffer }, (err, stdout, stderr) => {
+/** A command started ahead of its input: it runs once given its stdin, which is then closed. */
+export interface StartedCommand {
+  /** Gives the command its whole stdin (once); its output, or a CommandFailure. */
+  finish(input: string): Promise<CommandOutput>;
+}
+
+function startedCommand(output: Promise<CommandOutput>, give: (input: string) => void): StartedCommand {
+  // A command that fails before it is given its input is reported by finish, never unhandled.
+  output.catch(() => undefined);
+  let given = false;
+  return {
+    finish(input) {
+      if (!given) give(input);
+      given = true;
+      return output;
+    },
+  };
+}
+
+/**
+ * Starts `file` with `args` now and gives it its stdin later: the milliseconds a process takes to
+ * start (and, through nsenter, to enter a namespace) pass while its input is still being worked out.
+ */
+export function startCommand(file: string, args: readonly string[], options: CommandOptions): StartedCommand {
+  if (helper) return helper.start(file, args, options);
+  let child: ChildProcess | undefined;
+  const output = new Promise<CommandOutput>((resolve, reject) => {
+    child = execFile(file, args, { timeout: options.timeoutMs, maxBuffer: options.maxBuffer }, (err, stdout, stderr) => {
       if (err) reject(new CommandFailure(err.message, stderr));
       else resolve({ stdout, stderr });
     });
     child.stdin!.on('error', () => undefined);
-    child.stdin!.end(input);
   });
+  return startedCommand(output, (input) => child!.stdin!.end(input));
+}
+
+/** Runs `file` with `args` and `input` on its stdin; rejects with a CommandFailure. */
+export function runCommand(file: string, args: readonly string[], input: string, options: CommandOptions): Promise<CommandOutput> {
+  return startCommand(file, args, options).finish(input);
 }

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
-import { runCommand, type CommandFailure } from './command-runner';
+import { startCommand, type CommandFailure } from './command-runner';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
 
 export interface IpRun {
@@ -16,31 +16,37 @@ export interface IpRun {
 
 const COMMAND_TIMEOUT_MS = 10_000;
 
+type BatchOptions = { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean };
+
 /** Runs `ip [-j] [-4|-6] -batch -` with the given lines, in `netns` if given. */
-export function ipBatch(
-  what: string,
-  lines: readonly string[],
-  options: { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean } = {},
-): Promise<IpRun> {
-  return iproute2Batch('ip', what, lines, options);
+export function ipBatch(what: string, lines: readonly string[], options: BatchOptions = {}): Promise<IpRun> {
+  return startIpBatch(what, options).run(lines);
+}
+
+/** An `ip -batch` started before its lines are known (see startCommand); `run` gives them, once. */
+export interface StartedBatch {
+  run(lines: readonly string[]): Promise<IpRun>;
+}
+
+export function startIpBatch(what: string, options: BatchOptions = {}): StartedBatch {
+  return startBatch('ip', what, options);
 }
 
 /** Runs `bridge [-j] -batch -` with the given lines, in this network namespace. */
 export function bridgeBatch(what: string, lines: readonly string[], options: { json?: boolean; force?: boolean } = {}): Promise<IpRun> {
-  return iproute2Batch('bridge', what, lines, options);
+  return startBatch('bridge', what, options).run(lines);
 }
 
-function iproute2Batch(
-  program: 'ip' | 'bridge',
-  what: string,
-  lines: readonly string[],
-  options: { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean },
-): Promise<IpRun> {
+function startBatch(program: 'ip' | 'bridge', what: string, options: BatchOptions): StartedBatch {
   const ipArgs = [...(options.json ? ['-j'] : []), ...(options.details ? ['-d'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
   const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, program, ...ipArgs]] : [program, ipArgs];
-  return runCommand(file, args, lines.join('\n') + '\n', { timeoutMs: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 }).catch((err: CommandFailure) => {
-    throw new DataplaneCommandError(what, err.stderr || err.message);
-  });
+  const started = startCommand(file, args, { timeoutMs: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 });
+  return {
+    run: (lines) =>
+      started.finish(lines.length === 0 ? '' : lines.join('\n') + '\n').catch((err: CommandFailure) => {
+        throw new DataplaneCommandError(what, err.stderr || err.message);
+      }),
+  };
 }
 
 /** Parses the JSON documents `ip -j -batch` prints, one per command, one per line. */

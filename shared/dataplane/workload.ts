@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
-import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl, sysctlExists } from './ip-command';
+import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl, startIpBatch, sysctlExists, type StartedBatch } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 import { DEFAULT_WORKLOAD_MTU } from '../routing/workload-mtu';
 
@@ -70,9 +70,35 @@ export interface WorkloadVeth extends WiredWorkload {
  */
 export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
   if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
-  const veth = await createWorkloadVeth(request);
-  await addressWorkloadVeth(veth, request.addresses, request.routeMetric);
-  return veth;
+  const runs = startAddressing(request.netns);
+  try {
+    const veth = await createWorkloadVeth(request);
+    await addressWorkloadVeth(veth, request.addresses, request.routeMetric, runs);
+    return veth;
+  } finally {
+    abandonAddressing(runs);
+  }
+}
+
+/** The two ip runs that address a veth, one on the host and one in the container. */
+export interface AddressingRuns {
+  readonly host: StartedBatch;
+  readonly container: StartedBatch;
+}
+
+/**
+ * Starts the ip runs of addressWorkloadVeth ahead of it: a process takes milliseconds to start
+ * (through nsenter, to enter the container), and these pass while the veth is made and the
+ * addresses allocated. Runs not used are let go with abandonAddressing.
+ */
+export function startAddressing(netns: string): AddressingRuns {
+  const path = validateNetnsPath(netns, 'netns');
+  return { host: startIpBatch('route to the workload'), container: startIpBatch(`set up the workload in ${path}`, { netns: path }) };
+}
+
+/** Ends runs that were started and not used (with nothing to do); harmless on used ones. */
+export function abandonAddressing(runs: AddressingRuns): void {
+  for (const run of [runs.host, runs.container]) run.run([]).catch(() => undefined);
 }
 
 /**
@@ -83,21 +109,43 @@ export async function wireWorkload(request: WiringRequest): Promise<WiredWorkloa
  * sysctls. On failure nothing it made is left behind.
  */
 export async function createWorkloadVeth(request: VethRequest): Promise<WorkloadVeth> {
-  const { netns, containerIf, hostIf, ownerTag } = validated(request);
-  const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
-  const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
-  await requireNetns(netns);
-
+  const veth = vethOf(request);
+  await requireNetns(veth.netns);
   // A host link of this name is left from an earlier attempt of this same workload: replace it.
   // One that is not ours (its alias names another owner) is never touched.
-  await removeStaleHostLink(hostIf, ownerTag);
+  await removeStaleHostLink(veth.hostIf, veth.ownerTag);
   try {
-    await createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac });
+    await createHostEnd({ ...veth, peerIf: veth.containerIf, peerNetns: veth.netns });
   } catch (err) {
-    if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(hostIf)) throw new InterfaceExistsError(containerIf);
+    if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(veth.hostIf)) throw new InterfaceExistsError(veth.containerIf);
     throw err;
   }
-  return { netns, containerIf, hostIf, ownerTag, containerMac, mtu };
+  return veth;
+}
+
+/**
+ * createWorkloadVeth before anything is known of the workload, so that it runs while the
+ * workload is looked up: nothing in the way is touched (a live workload's veth, on a repeated
+ * ADD, must stay), and anything in the way, or any failure, makes it give up with nothing made
+ * (undefined): createWorkloadVeth then does it properly once the lookup has said what is there.
+ */
+export async function tryCreateWorkloadVeth(request: VethRequest): Promise<WorkloadVeth | undefined> {
+  try {
+    const veth = vethOf(request);
+    if ((await localLinks()).has(veth.hostIf)) return undefined;
+    await createHostEnd({ ...veth, peerIf: veth.containerIf, peerNetns: veth.netns });
+    return veth;
+  } catch {
+    return undefined;
+  }
+}
+
+function vethOf(request: VethRequest): WorkloadVeth {
+  return {
+    ...validated(request),
+    mtu: validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU),
+    containerMac: request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC'),
+  };
 }
 
 /**
@@ -105,9 +153,10 @@ export async function createWorkloadVeth(request: VethRequest): Promise<Workload
  * route and neighbour entry per address, the container's addresses, gateway routes and gateway
  * neighbour entries. On failure the pair is removed.
  */
-export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonly IpAddress[], routeMetric?: number): Promise<void> {
+export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonly IpAddress[], routeMetric?: number, runs?: AddressingRuns): Promise<void> {
   const { netns, containerIf, hostIf, containerMac } = veth;
   if (addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
+  const { host, container: inContainer } = runs ?? startAddressing(netns);
   const v4 = addresses.filter((a) => a.version === 4);
   const v6 = addresses.filter((a) => a.version === 6);
   const container = [
@@ -130,10 +179,7 @@ export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonl
       `route add default via ${GATEWAY_IPV6} dev ${containerIf}${metric}`,
     );
   }
-  const steps = await Promise.allSettled([
-    ipBatch(`route to ${hostIf}`, hostRoutes(hostIf, containerMac, addresses)),
-    ipBatch(`set up ${containerIf} in ${netns}`, container, { netns }),
-  ]);
+  const steps = await Promise.allSettled([host.run(hostRoutes(hostIf, containerMac, addresses)), inContainer.run(container)]);
   const failed = steps.find((step): step is PromiseRejectedResult => step.status === 'rejected');
   if (failed) {
     // Deleting the host end deletes the container end, and the host routes, with it.
@@ -189,6 +235,9 @@ async function createHostEnd(end: HostEnd): Promise<void> {
     }
     await Promise.all(sysctls.map(([path, value]) => setSysctl(path, value)));
   } catch (err) {
+    // ip stops at the first line that fails: when that is the first, no pair was made, and a link
+    // of that name (a live one of this same workload, on a repeated ADD) is not ours to remove.
+    if (/^Command failed -:1$/m.test((err as { stderr?: string }).stderr ?? '')) throw err;
     // Only a link that carries our tag is ours: one made by someone else meanwhile stays.
     await removeOwnedHostLink(hostIf, ownerTag);
     throw err;
