@@ -3,19 +3,7 @@
  * dataplane, and its WorkloadEndpoint and Profile records. A failed ADD undoes what it did.
  */
 import type { Resource } from '../shared/datastore';
-import {
-  abandonAddressing,
-  addressWorkloadVeth,
-  createWorkloadVeth,
-  inspectWorkload,
-  randomMac,
-  startAddressing,
-  tryCreateWorkloadVeth,
-  unwireWorkload,
-  type AddressingRuns,
-  type VethRequest,
-  type WorkloadVeth,
-} from '../shared/dataplane/workload';
+import { abandonWiring, inspectWorkload, randomMac, startWiring, unwireWorkload, wireWorkload, type WiringRuns } from '../shared/dataplane/workload';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
@@ -55,99 +43,61 @@ export async function add(ctx: CniContext): Promise<CniResult> {
 }
 
 async function addAttachment(ctx: CniContext, attachment: CniAttachment): Promise<CniResult> {
+  // The two ip runs that will wire the workload start first: their start-up (through nsenter for
+  // the container's) passes while the workload is looked up and its addresses allocated.
+  const runs = startWiring(ctx.env.netns!);
+  try {
+    return await addWith(ctx, attachment, runs);
+  } finally {
+    abandonWiring(runs);
+  }
+}
+
+async function addWith(ctx: CniContext, attachment: CniAttachment, runs: WiringRuns): Promise<CniResult> {
   const { conf, env, log } = ctx;
   const netns = env.netns!;
   const timer = new PhaseTimer('ADD');
   const { hostIf, ownerTag } = interfacesOf(attachment);
-  const name = endpointNameOf(attachment);
-  // The two ip runs that will address the veth start now: their start-up passes while the
-  // workload is looked up and its addresses allocated. We choose the container's MAC, and the veth
-  // needs no address: it is made meanwhile too, unless something is in its way
-  // (tryCreateWorkloadVeth: a repeated ADD's veth stays). Not before a standalone plugin has
-  // closed the workloads (in addNew), though.
-  const runs = startAddressing(netns);
-  const vethRequest = { netns, containerIf: env.ifname, hostIf, ownerTag, containerMac: randomMac(), mtu: conf.mtu };
-  const closedFirst = ctx.standalone && !conf.noPolicy;
-  const early = closedFirst ? Promise.resolve(undefined) : timer.measure('veth', () => tryCreateWorkloadVeth(vethRequest));
-  let handedOver = false;
-  try {
-    const ds = await datastoreOf(ctx);
-    // The record of a finished ADD and the network's profile, in one round trip: a member-local
-    // read, since the record is created only if absent, and the profile likewise. (Issued while
-    // the allocation's write is in flight it only waits for that write: measured slower than one
-    // after the other.)
-    const [found, profile] = await ds.resources.getMany([
-      { kind: 'WorkloadEndpoint', name, namespace: ENDPOINT_NAMESPACES.cni },
-      { kind: 'Profile', name: conf.name },
-    ], { serializable: true });
-    const existing = found as Resource<'WorkloadEndpoint'> | undefined;
-    timer.lap('lookup');
-    if (existing && !isEndpointOf(existing, attachment)) {
-      // The same container and interface, attached to another network: never taken over.
-      throw new InterfaceExistsError(env.ifname, `in container ${env.containerId}: it is attached to network "${existing.spec.profiles[0] ?? '?'}"`);
-    }
-    if (existing) {
-      await early;
-      const state = await inspectWorkload({ netns, containerIf: env.ifname, hostIf });
-      // The wiring found must be the one the record describes: crashed attempts may each have left
-      // one of the two.
-      if (state.host.exists && state.container.exists && existing.spec.mac && state.container.mac === existing.spec.mac) {
-        log.info('repeat ADD: the workload is already wired', { endpoint: name });
-        const addresses = existing.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
-        return resultFor(addresses, env, existing.spec.mac, conf.mtu);
-      }
-    }
-    handedOver = true;
-    return await addNew(ctx, attachment, { existing, profile, timer, runs, early, vethRequest });
-  } finally {
-    abandonAddressing(runs);
-    if (!handedOver && (await early)) await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('could not remove the veth made ahead', { error: messageOf(e) }));
-  }
-}
-
-/** ADD of a workload not wired yet (or left half-wired by an earlier attempt). */
-async function addNew(
-  ctx: CniContext,
-  attachment: CniAttachment,
-  known: {
-    existing: Resource<'WorkloadEndpoint'> | undefined;
-    profile: Resource | undefined;
-    timer: PhaseTimer;
-    runs: AddressingRuns;
-    /** The veth made while the workload was looked up, if it could be. */
-    early: Promise<WorkloadVeth | undefined>;
-    vethRequest: VethRequest & { containerMac: string };
-  },
-): Promise<CniResult> {
-  const { conf, env, log } = ctx;
-  const { existing, profile, timer, runs, early, vethRequest } = known;
-  const { netns, hostIf } = vethRequest;
   const ds = await datastoreOf(ctx);
   const name = endpointNameOf(attachment);
+
+  // The record of a finished ADD and the network's profile, in one round trip: a member-local
+  // read, since the record is created only if absent, and the profile likewise. (Issued while
+  // the allocation's write is in flight it only waits for that write: measured slower than one
+  // after the other.)
+  const [found, profile] = await ds.resources.getMany([
+    { kind: 'WorkloadEndpoint', name, namespace: ENDPOINT_NAMESPACES.cni },
+    { kind: 'Profile', name: conf.name },
+  ], { serializable: true });
+  const existing = found as Resource<'WorkloadEndpoint'> | undefined;
+  timer.lap('lookup');
+  if (existing && !isEndpointOf(existing, attachment)) {
+    // The same container and interface, attached to another network: never taken over.
+    throw new InterfaceExistsError(env.ifname, `in container ${env.containerId}: it is attached to network "${existing.spec.profiles[0] ?? '?'}"`);
+  }
+  if (existing) {
+    const state = await inspectWorkload({ netns, containerIf: env.ifname, hostIf });
+    // The wiring found must be the one the record describes: crashed attempts may each have left
+    // one of the two.
+    if (state.host.exists && state.container.exists && existing.spec.mac && state.container.mac === existing.spec.mac) {
+      log.info('repeat ADD: the workload is already wired', { endpoint: name });
+      const addresses = existing.spec.ipNetworks.map((n) => parseAddress(n.split('/')[0]!, 'ipNetworks'));
+      return resultFor(addresses, env, existing.spec.mac, conf.mtu);
+    }
+  }
+
   // Without the daemon, nobody else closes the workloads before their endpoints are programmed.
   if (ctx.standalone && !conf.noPolicy) await installPolicyTable();
   if (conf.refusedLabels.length > 0) log.warning('labels with reserved keys were dropped: only attaching to a network makes a workload its member', { labels: conf.refusedLabels.join(',') });
-  // The veth, if not made already, is made while the addresses are allocated, and the record
-  // written while they are put on it. Whatever fails, all is undone (a veth or record found in the
-  // way was never taken over, so never removed).
-  const { containerMac } = vethRequest;
-  const [allocation, veth] = await Promise.allSettled([
-    timer.measure('ipam', () => delegateAdd(ctx)),
-    early.then((made) => made ?? createWorkloadVeth(vethRequest)),
-  ]);
-  timer.lap('allocation');
-  const undo = async (what: { veth: boolean; record: boolean }, err: unknown): Promise<never> => {
-    log.error('ADD failed, undoing it', { error: messageOf(err) });
-    if (what.veth) await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
-    if (what.record) await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
-    if (allocation.status === 'fulfilled') await allocation.value.undo().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
-    throw err;
-  };
-  if (allocation.status === 'rejected') return undo({ veth: veth.status === 'fulfilled', record: false }, allocation.reason);
-  if (veth.status === 'rejected') return undo({ veth: false, record: false }, veth.reason);
-  const addresses = allocation.value.result.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
-  if (addresses.length === 0) return undo({ veth: true, record: false }, new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`));
+  const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
+  const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
+  if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
+  timer.lap('ipam');
 
+  // We choose the container's MAC, so the record need not wait for the wiring: both go at once,
+  // and whichever fails, both are undone (a veth or record found in the way was never taken
+  // over, so never removed).
+  const containerMac = randomMac();
   const endpoint = buildWorkloadEndpoint(attachment, {
     containerID: env.containerId,
     addresses,
@@ -158,21 +108,25 @@ async function addNew(
     labels: conf.labels,
     annotations: { [NETNS_ANNOTATION]: netns },
   });
-  const [addressing, recording] = await Promise.allSettled([
-    timer.measure('addresses', () => addressWorkloadVeth(veth.value, addresses, routeMetricFor(env.ifname), runs)),
+  const [wiring, recording] = await Promise.allSettled([
+    timer.measure('dataplane', () => wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) }, runs)),
     timer.measure('record', () => Promise.all([
       profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? undefined : ensureNetworkProfile(ds, conf.name),
       ...conf.groups.map((group) => ensureGroupProfile(ds, group)),
     ]).then(() => writeEndpoint(ctx, endpoint, existing))),
   ]);
   timer.lap('wiring');
-  if (addressing.status === 'rejected' || recording.status === 'rejected') {
-    // A failed addressing removed the pair itself.
-    return undo({ veth: addressing.status === 'fulfilled', record: recording.status === 'fulfilled' }, addressing.status === 'rejected' ? addressing.reason : (recording as PromiseRejectedResult).reason);
+  if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {
+    timer.publish();
+    log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });
+    return resultFor(addresses, env, containerMac, conf.mtu);
   }
-  timer.publish();
-  log.info('workload added', { endpoint: name, addresses: addresses.map(formatAddress).join(','), hostIf });
-  return resultFor(addresses, env, containerMac, conf.mtu);
+  const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
+  log.error('ADD failed, undoing it', { error: messageOf(err) });
+  if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
+  if (recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
+  await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
+  throw err;
 }
 
 /** Creates the record, or replaces a stale one left by an earlier attempt for the same container. */

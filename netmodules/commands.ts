@@ -13,7 +13,7 @@ import { AlreadyExistsError, type Datastore } from '../shared/datastore';
 import { requireNetns } from '../shared/dataplane/ip-command';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { installPolicyTable } from '../shared/dataplane/policy-table';
-import { randomMac, unwireWorkload, wireWorkload } from '../shared/dataplane/workload';
+import { abandonWiring, randomMac, startWiring, unwireWorkload, wireWorkload, type WiringRuns } from '../shared/dataplane/workload';
 import { workloadMtu } from '../shared/routing/workload-mtu';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
@@ -137,6 +137,17 @@ async function release(request: Extract<NetmodulesRequest, { command: 'release' 
 }
 
 async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext): Promise<void> {
+  const netns = `/proc/${request.pid}/ns/net`;
+  // The ip runs that will wire the container start first: their start-up passes during the checks.
+  const runs = startWiring(netns);
+  try {
+    await isolateWith(request, ctx, runs);
+  } finally {
+    abandonWiring(runs);
+  }
+}
+
+async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext, runs: WiringRuns): Promise<void> {
   const container = mesosWorkload(ctx.node, request.containerId);
   const netns = `/proc/${request.pid}/ns/net`;
   // The checks, and the profiles the container joins, at once.
@@ -168,7 +179,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
     annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
   });
   const [wiring, recording] = await Promise.allSettled([
-    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: workloadMtu(ctx.mtuFile) }),
+    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: workloadMtu(ctx.mtuFile) }, runs),
     ctx.ds.resources.create(record),
   ]);
   if (wiring.status === 'rejected' || recording.status === 'rejected') {

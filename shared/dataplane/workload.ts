@@ -30,14 +30,11 @@ export interface WorkloadInterface {
   readonly ownerTag: string;
 }
 
-export interface VethRequest extends WorkloadInterface {
+export interface WiringRequest extends WorkloadInterface {
+  readonly addresses: readonly IpAddress[];
   readonly mtu?: number;
   /** Chosen by us when absent. */
   readonly containerMac?: string;
-}
-
-export interface WiringRequest extends VethRequest {
-  readonly addresses: readonly IpAddress[];
   /**
    * Metric of this interface's gateway and default routes. A container on several networks has
    * one interface per network, each with routes to 169.254.1.1; equal routes on two devices
@@ -59,114 +56,74 @@ function validated(request: WorkloadInterface): WorkloadInterface {
   };
 }
 
-/** A workload's veth pair, made, its addresses yet to come. */
-export interface WorkloadVeth extends WiredWorkload {
-  readonly mtu: number;
-}
-
 /**
- * Creates the veth pair and programs both ends: createWorkloadVeth, then addressWorkloadVeth. On
- * failure nothing it made is left behind.
+ * Creates the veth pair and programs both ends. On failure nothing it made is left behind.
+ *
+ * Two ip runs do it: one on the host (the pair, made with its container end created straight
+ * inside the container, so no interface ever moves between namespaces, which waits about 20 ms for
+ * the kernel; the host end tagged with its owner, up, routed), then, once the container end exists,
+ * one in the container (up, addressed, its gateway routes and neighbour entries). Both may be
+ * started ahead (startWiring): a process takes milliseconds to start, more through nsenter, and a
+ * CNI ADD starts them before it looks the workload up and allocates its addresses.
  */
-export async function wireWorkload(request: WiringRequest): Promise<WiredWorkload> {
-  if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
-  const runs = startAddressing(request.netns);
+export async function wireWorkload(request: WiringRequest, runs: WiringRuns = startWiring(request.netns)): Promise<WiredWorkload> {
   try {
-    const veth = await createWorkloadVeth(request);
-    await addressWorkloadVeth(veth, request.addresses, request.routeMetric, runs);
-    return veth;
+    if (request.addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
+    const { netns, containerIf, hostIf, ownerTag } = validated(request);
+    const mtu = validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU);
+    const containerMac = request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC');
+    await requireNetns(netns);
+    // A host link of this name is left from an earlier attempt of this same workload: replace it.
+    // One that is not ours (its alias names another owner) is never touched.
+    await removeStaleHostLink(hostIf, ownerTag);
+    try {
+      await createHostEnd({ hostIf, ownerTag, peerIf: containerIf, peerNetns: netns, mtu, containerMac, addresses: request.addresses }, runs.host);
+    } catch (err) {
+      if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(hostIf)) throw new InterfaceExistsError(containerIf);
+      throw err;
+    }
+    try {
+      await runs.container.run(containerLines(containerIf, request.addresses, request.routeMetric));
+    } catch (err) {
+      // Deleting the host end deletes the container end, and the host routes, with it.
+      await removeHostLink(hostIf);
+      throw err;
+    }
+    return { netns, containerIf, hostIf, ownerTag, containerMac };
   } finally {
-    abandonAddressing(runs);
+    abandonWiring(runs);
   }
 }
 
-/** The two ip runs that address a veth, one on the host and one in the container. */
-export interface AddressingRuns {
+/** The two ip runs of wireWorkload, one on the host and one in the container. */
+export interface WiringRuns {
   readonly host: StartedBatch;
   readonly container: StartedBatch;
 }
 
-/**
- * Starts the ip runs of addressWorkloadVeth ahead of it: a process takes milliseconds to start
- * (through nsenter, to enter the container), and these pass while the veth is made and the
- * addresses allocated. Runs not used are let go with abandonAddressing.
- */
-export function startAddressing(netns: string): AddressingRuns {
+/** Starts the ip runs of wireWorkload ahead of it; wireWorkload ends them, else abandonWiring does. */
+export function startWiring(netns: string): WiringRuns {
   const path = validateNetnsPath(netns, 'netns');
-  return { host: startIpBatch('route to the workload'), container: startIpBatch(`set up the workload in ${path}`, { netns: path }) };
+  return { host: startIpBatch('create the workload\'s veth'), container: startIpBatch(`set up the workload in ${path}`, { netns: path }) };
 }
 
 /** Ends runs that were started and not used (with nothing to do); harmless on used ones. */
-export function abandonAddressing(runs: AddressingRuns): void {
+export function abandonWiring(runs: WiringRuns): void {
   for (const run of [runs.host, runs.container]) run.run([]).catch(() => undefined);
 }
 
-/**
- * The first step of wiring, which needs no address, so that it runs while the addresses are
- * allocated: the veth pair, made on the host with its container end created straight inside the
- * container (no interface ever moves between namespaces: a move waits for the kernel to
- * synchronise, about 20 ms), the host end tagged with its owner and up in the same ip run, then its
- * sysctls. On failure nothing it made is left behind.
- */
-export async function createWorkloadVeth(request: VethRequest): Promise<WorkloadVeth> {
-  const veth = vethOf(request);
-  await requireNetns(veth.netns);
-  // A host link of this name is left from an earlier attempt of this same workload: replace it.
-  // One that is not ours (its alias names another owner) is never touched.
-  await removeStaleHostLink(veth.hostIf, veth.ownerTag);
-  try {
-    await createHostEnd({ ...veth, peerIf: veth.containerIf, peerNetns: veth.netns });
-  } catch (err) {
-    if (/File exists/.test((err as { stderr?: string }).stderr ?? '') && !(await localLinks()).has(veth.hostIf)) throw new InterfaceExistsError(veth.containerIf);
-    throw err;
-  }
-  return veth;
-}
-
-/**
- * createWorkloadVeth before anything is known of the workload, so that it runs while the
- * workload is looked up: nothing in the way is touched (a live workload's veth, on a repeated
- * ADD, must stay), and anything in the way, or any failure, makes it give up with nothing made
- * (undefined): createWorkloadVeth then does it properly once the lookup has said what is there.
- */
-export async function tryCreateWorkloadVeth(request: VethRequest): Promise<WorkloadVeth | undefined> {
-  try {
-    const veth = vethOf(request);
-    if ((await localLinks()).has(veth.hostIf)) return undefined;
-    await createHostEnd({ ...veth, peerIf: veth.containerIf, peerNetns: veth.netns });
-    return veth;
-  } catch {
-    return undefined;
-  }
-}
-
-function vethOf(request: VethRequest): WorkloadVeth {
-  return {
-    ...validated(request),
-    mtu: validateMtu(request.mtu ?? DEFAULT_WORKLOAD_MTU),
-    containerMac: request.containerMac === undefined ? randomMac() : validateMac(request.containerMac, 'container MAC'),
-  };
-}
-
-/**
- * The second step: the addresses, on both ends at once (one ip run in each namespace): the host's
- * route and neighbour entry per address, the container's addresses, gateway routes and gateway
- * neighbour entries. On failure the pair is removed.
- */
-export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonly IpAddress[], routeMetric?: number, runs?: AddressingRuns): Promise<void> {
-  const { netns, containerIf, hostIf, containerMac } = veth;
-  if (addresses.length === 0) throw new InvalidInputError('addresses', 'a workload needs at least one address');
-  const { host, container: inContainer } = runs ?? startAddressing(netns);
+/** The container end: up, addressed, with its gateway's routes and permanent neighbour entries. */
+function containerLines(containerIf: string, addresses: readonly IpAddress[], routeMetric: number | undefined): string[] {
   const v4 = addresses.filter((a) => a.version === 4);
   const v6 = addresses.filter((a) => a.version === 6);
-  const container = [
+  const lines = [
     `link set dev ${containerIf} up`,
     ...v4.map((a) => `address add ${hostPrefix(a)} dev ${containerIf}`),
     ...v6.map((a) => `address add ${hostPrefix(a)} dev ${containerIf} nodad`),
   ];
   const metric = routeMetric ? ` metric ${validateMetric(routeMetric)}` : '';
   if (v4.length > 0) {
-    container.push(
+    lines.push(
       `route add ${GATEWAY_IPV4} dev ${containerIf} scope link${metric}`,
       `route add default via ${GATEWAY_IPV4} dev ${containerIf}${metric}`,
       // Replaced, not added: a namespace that already sends has made an INCOMPLETE entry by now.
@@ -174,18 +131,12 @@ export async function addressWorkloadVeth(veth: WorkloadVeth, addresses: readonl
     );
   }
   if (v6.length > 0) {
-    container.push(
+    lines.push(
       `neigh replace ${GATEWAY_IPV6} lladdr ${HOST_MAC} dev ${containerIf} nud permanent`,
       `route add default via ${GATEWAY_IPV6} dev ${containerIf}${metric}`,
     );
   }
-  const steps = await Promise.allSettled([host.run(hostRoutes(hostIf, containerMac, addresses)), inContainer.run(container)]);
-  const failed = steps.find((step): step is PromiseRejectedResult => step.status === 'rejected');
-  if (failed) {
-    // Deleting the host end deletes the container end, and the host routes, with it.
-    await removeHostLink(hostIf);
-    throw failed.reason;
-  }
+  return lines;
 }
 
 /** The host's way to a workload's addresses: a route through its host end, and a permanent neighbour entry for each. */
@@ -214,11 +165,11 @@ interface HostEnd {
  * sysctls, as files: both families' whatever the addresses, as the host end serves whichever the
  * workload uses (IPv6's only where the kernel has IPv6). On failure nothing of ours is left behind.
  */
-async function createHostEnd(end: HostEnd): Promise<void> {
+async function createHostEnd(end: HostEnd, run: StartedBatch = startIpBatch(`create veth ${end.hostIf}`)): Promise<void> {
   const { hostIf, ownerTag, peerIf, mtu, containerMac } = end;
   const peerNetns = end.peerNetns === undefined ? '' : ` netns ${end.peerNetns}`;
   try {
-    await ipBatch(`create veth ${hostIf}`, [
+    await run.run([
       `link add name ${hostIf} mtu ${mtu} address ${HOST_MAC} type veth peer name ${peerIf} mtu ${mtu} address ${containerMac}${peerNetns}`,
       `link set dev ${hostIf} alias ${ownerTag} up`,
       ...hostRoutes(hostIf, containerMac, end.addresses ?? []),
