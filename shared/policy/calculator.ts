@@ -65,7 +65,7 @@ interface SelectorSet {
 
 interface LocalEndpoint {
   readonly interfaceName: string;
-  /** Its elements in wl_src4 and wl_src6. */
+  /** Its elements in wl_src4 and wl_src6, and any allowed prefixes' in wl_pfx4 and wl_pfx6. */
   sources: readonly (readonly [FixedSetName, string])[];
   readonly applies: Record<Direction, Set<string>>;
   readonly chains: Partial<Record<Direction, string>>;
@@ -473,20 +473,23 @@ function protectedElement(service: ProtectedService): [FixedSetName, string] {
 }
 
 /**
- * The (interface, source) elements of a local endpoint: its addresses and, with spoofing allowed,
- * its allowed prefixes; a network or address inside another listed one is left out (the sets hold
+ * The (interface, source) elements of a local endpoint: its addresses, and, with spoofing allowed,
+ * its allowed prefixes apart; a prefix inside another listed one is left out (the prefix sets hold
  * intervals, which may not overlap).
  */
 function sourceElements(record: EndpointRecord, felix: FelixSettings): [FixedSetName, string][] {
   const allowed = felix.workloadSourceSpoofing === 'Any' ? record.allowedSources ?? [] : [];
   const elements: [FixedSetName, string][] = [];
   for (const version of [4, 6] as const) {
-    const own = (version === 4 ? record.ipv4 : record.ipv6).map((text) => parseCidr(`${text}/${ADDRESS_BITS[version]}`));
+    for (const text of version === 4 ? record.ipv4 : record.ipv6) {
+      const address = formatAddress({ version, value: parseCidr(`${text}/${ADDRESS_BITS[version]}`).network });
+      elements.push([version === 4 ? 'wl_src4' : 'wl_src6', `"${record.interfaceName}" . ${address}`]);
+    }
     const kept: Cidr[] = [];
-    for (const cidr of [...allowed.filter((c) => c.version === version), ...own].sort((a, b) => a.prefix - b.prefix)) {
+    for (const cidr of allowed.filter((c) => c.version === version).sort((a, b) => a.prefix - b.prefix)) {
       if (!kept.some((k) => cidrsOverlap(k, cidr))) kept.push(cidr);
     }
-    const set: FixedSetName = version === 4 ? 'wl_src4' : 'wl_src6';
+    const set: FixedSetName = version === 4 ? 'wl_pfx4' : 'wl_pfx6';
     for (const cidr of kept) elements.push([set, `"${record.interfaceName}" . ${cidr.prefix === ADDRESS_BITS[version] ? formatAddress({ version, value: cidr.network }) : formatCidr(cidr)}`]);
   }
   return elements;

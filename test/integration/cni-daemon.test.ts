@@ -74,7 +74,7 @@ test.serial('cni daemon - under systemd (Type=notify) it says it is ready once i
   t.teardown(() => daemon.kill('SIGKILL'));
   await waitFor('READY=1', () => heard.includes('READY=1'), 10_000);
   t.true(existsSync(join(dir, 'cni.sock')), 'it listened before it said so');
-  t.regex((await setup.agent.host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /@wl_src4 drop/, 'and closed the workloads before');
+  t.regex((await setup.agent.host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /@wl_pfx4 drop/, 'and closed the workloads before');
 });
 
 test.serial('cni daemon - a command for another node name is served, with a warning (once) saying to give both the same name; --backend bird without BIRD says so at start', async (t) => {

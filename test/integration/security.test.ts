@@ -202,7 +202,7 @@ test.serial('security - closed from the first instant: after a reboot with etcd 
   try {
     state.daemons[0] = await startDaemon(0);
     t.false(await a2.agent.container(a2.id).ping(a1.ip4), 'the new daemon closed every workload before reading etcd');
-    t.regex((await host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /iifname \. ip saddr != @wl_src4 drop/);
+    t.regex((await host.exec(NFT, ['list', 'chain', 'inet', 'calico', 'wl-guard'])).stdout, /iifname \. ip saddr != @wl_src4 iifname \. ip saddr != @wl_pfx4 drop/);
   } finally {
     state.world.fabric.etcd.thaw();
   }

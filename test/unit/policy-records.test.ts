@@ -89,11 +89,15 @@ test('policy records - Nodes are the known hosts; a FelixConfiguration gone bad 
 test('policy records - allowSpoofedSourcePrefixes widen an endpoint\'s sources only with workloadSourceSpoofing Any; nested prefixes merge', (t) => {
   const calc = new PolicyCalculator('h1');
   applyRecord(calc, keys, wepKey('s'), wep('calis', ['10.0.0.1/32', 'fd00::1/128'], { allowSpoofedSourcePrefixes: ['10.0.0.0/24', '192.168.0.0/16', '192.168.1.0/24'] }));
-  const sources = () => [...calc.ruleset.sets.get('wl_src4')!.elements, ...calc.ruleset.sets.get('wl_src6')!.elements].sort();
-  t.deepEqual(sources(), ['"calis" . 10.0.0.1', '"calis" . fd00::1'], 'ignored while spoofing is Disabled');
+  const elements = (...sets: string[]) => sets.flatMap((set) => [...calc.ruleset.sets.get(set)!.elements]).sort();
+  const sources = () => elements('wl_src4', 'wl_src6');
+  const prefixes = () => elements('wl_pfx4', 'wl_pfx6');
+  t.deepEqual(sources(), ['"calis" . 10.0.0.1', '"calis" . fd00::1'], 'its own addresses');
+  t.deepEqual(prefixes(), [], 'the prefixes ignored while spoofing is Disabled');
   t.deepEqual([...calc.spoofingInterfaces()], []);
   applyRecord(calc, keys, keys.resource('FelixConfiguration', 'default'), JSON.stringify({ spec: { workloadSourceSpoofing: 'Any' } }));
-  t.deepEqual(sources(), ['"calis" . 10.0.0.0/24', '"calis" . 192.168.0.0/16', '"calis" . fd00::1']);
+  t.deepEqual(sources(), ['"calis" . 10.0.0.1', '"calis" . fd00::1'], 'its own addresses, as before');
+  t.deepEqual(prefixes(), ['"calis" . 10.0.0.0/24', '"calis" . 192.168.0.0/16']);
   t.deepEqual([...calc.spoofingInterfaces()], ['calis']);
   t.throws(() => applyRecord(calc, keys, wepKey('t'), wep('calit', ['10.0.0.2/32'], { allowSpoofedSourcePrefixes: ['10.0.0.1/8'] })), { message: /allowSpoofedSourcePrefixes\[0\]/ });
 });

@@ -6,7 +6,7 @@ import { ENCAPSULATIONS } from '../../shared/routing/encapsulations';
 
 test('policy table - the fixed part closes every workload before anything is read, and changes nothing when added again', (t) => {
   t.regex(FIXED_PART, /add chain inet calico prerouting \{ type filter hook prerouting priority raw; policy accept; \}\nflush chain inet calico prerouting\nadd rule inet calico prerouting iifname "cali\*" goto wl-guard/);
-  t.regex(FIXED_PART, /add rule inet calico wl-guard iifname \. ip saddr != @wl_src4 drop\nadd rule inet calico wl-guard iifname \. ip6 saddr != @wl_src6 drop/, 'a source that is not the interface\'s own is dropped, before anything else but ND');
+  t.regex(FIXED_PART, /add rule inet calico wl-guard iifname \. ip saddr != @wl_src4 iifname \. ip saddr != @wl_pfx4 drop\nadd rule inet calico wl-guard iifname \. ip6 saddr != @wl_src6 iifname \. ip6 saddr != @wl_pfx6 drop/, 'a source that is not the interface\'s own is dropped, before anything else but ND');
   t.regex(FIXED_PART, /add rule inet calico wl-guard ip daddr \. meta l4proto \. th dport @protected4 drop/);
   t.regex(FIXED_PART, /add rule inet calico wl-guard meta l4proto \. th dport @protected_local fib daddr type local drop/);
   // Only additions of what may be absent, and rewrites of fixed chains: no element, map entry or kept chain is flushed.
