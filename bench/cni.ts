@@ -18,7 +18,7 @@ import { HOST_PATH, runPlugin } from '../sim/cni-exec';
 import { CniWorld } from '../sim/world';
 import { NodeDaemon } from '../sim/daemon';
 import type { MesosAgent } from '../sim/mesos-agent';
-import { scrapeMetrics } from './daemon-metrics';
+import { histogramMeansMs, scrapeMetrics } from './daemon-metrics';
 import { median, nowMs, round } from './stats';
 
 /** Rounds measured (BENCH_ROUNDS for a quick look). */
@@ -89,18 +89,17 @@ export async function benchCni(): Promise<Record<string, number>> {
 
 /** The daemon's mean time per ADD and DEL phase, read from its metrics inside the agent's namespace. */
 async function addPhases(agent: MesosAgent): Promise<Record<string, number>> {
-  const stdout = await scrapeMetrics(agent, METRICS_PORT);
-  const sums = new Map<string, number>();
-  const counts = new Map<string, number>();
-  for (const [, kind, command, phase, value] of stdout.matchAll(/^calico_cni_phase_seconds_(sum|count)\{command="(ADD|DEL)",phase="(\w+)"\} (\S+)$/gm)) {
-    const name = command === 'ADD' ? phase! : `del_${phase}`;
-    (kind === 'sum' ? sums : counts).set(name, Number(value));
+  const text = await scrapeMetrics(agent, METRICS_PORT);
+  const out: Record<string, number> = {};
+  for (const [labels, ms] of histogramMeansMs(text, 'calico_cni_phase_seconds')) {
+    const [, command, phase] = /^command="(ADD|DEL)",phase="(\w+)"$/.exec(labels) ?? [];
+    if (command) out[command === 'ADD' ? phase! : `del_${phase}`] = ms;
   }
   // The whole request as the daemon served it, from reading it to answering.
-  for (const [, kind, command, value] of stdout.matchAll(/^calico_request_duration_seconds_(sum|count)\{driver="cni",call="calico (ADD|DEL)"\} (\S+)$/gm)) {
-    (kind === 'sum' ? sums : counts).set(command === 'ADD' ? 'request' : 'del_request', Number(value));
-  }
-  return Object.fromEntries([...sums].map(([phase, sum]) => [phase, (sum / (counts.get(phase) || 1)) * 1000]));
+  const requests = histogramMeansMs(text, 'calico_request_duration_seconds');
+  out.request = requests.get('driver="cni",call="calico ADD"') ?? NaN;
+  out.del_request = requests.get('driver="cni",call="calico DEL"') ?? NaN;
+  return out;
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {

@@ -4,7 +4,8 @@
  *   processes, the agent's environment, the daemon's socket), timed together (the executor's start
  *   between them is Mesos' and is not counted); allocate_ms_p50 and isolate_ms_p50 apart;
  * - cni_add_ms_p50: a CNI ADD of our plugin through the same daemon, in runs alternating with them;
- * - ratio_vs_cni: the first over the last.
+ * - ratio_vs_cni: the first over the last;
+ * - daemon_*_ms: the daemon's own mean time for allocate, isolate and each phase of isolate.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -14,18 +15,20 @@ import { NodeDaemon } from '../sim/daemon';
 import { NetmodulesAgent } from '../sim/netmodules-agent';
 import { Netns } from '../sim/netns';
 import { CniWorld } from '../sim/world';
+import { histogramMeansMs, scrapeMetrics } from './daemon-metrics';
 import { median, nowMs, round } from './stats';
 
 const RUNS = 30;
 const WARM_UP = 3;
 const NODE = 'bench-agent';
+const METRICS_PORT = 9098;
 
 export async function benchNetmodules(): Promise<Record<string, number>> {
   const world = await CniWorld.create();
   try {
     const agent = await world.addAgent();
     const { prefix } = await world.scenario('bench-nm', { v4: '10.212.0.0/16', v6: 'fd00:212::/64' });
-    const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', NODE, '--no-routes', '--gc-interval', '0', '--metrics-address', '']);
+    const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', NODE, '--no-routes', '--gc-interval', '0', '--metrics-address', `127.0.0.1:${METRICS_PORT}`]);
     const mesos = new NetmodulesAgent(agent.host, { ETCD_ENDPOINTS: world.fabric.hostEndpoints, ETCD_PREFIX: prefix, NODENAME: NODE, CALICO_CNI_SOCKET: daemon.cniSocket }, NODE);
     const conf = JSON.stringify(world.network('bench-net', prefix, NODE, { cniVersion: '1.0.0', log_file_path: '', daemon_socket: daemon.cniSocket }));
     const samples = { allocate: [] as number[], isolate: [] as number[], both: [] as number[], cni: [] as number[] };
@@ -66,7 +69,13 @@ export async function benchNetmodules(): Promise<Record<string, number>> {
       samples.isolate.push(isolateMs);
       samples.both.push(allocateMs + isolateMs);
     }
+    const metrics = await scrapeMetrics(agent, METRICS_PORT);
     await daemon.destroy();
+    const requests = histogramMeansMs(metrics, 'calico_request_duration_seconds');
+    const phases = [...histogramMeansMs(metrics, 'calico_cni_phase_seconds')].flatMap(([labels, ms]) => {
+      const phase = /^command="ISOLATE",phase="(\w+)"$/.exec(labels)?.[1];
+      return phase ? [[`daemon_isolate_${phase}_ms`, round(ms)] as const] : [];
+    });
     const both = median(samples.both);
     const cni = median(samples.cni);
     console.log(`net-modules allocate ${round(median(samples.allocate))} ms + isolate ${round(median(samples.isolate))} ms; CNI ADD ${round(cni)} ms`);
@@ -76,6 +85,9 @@ export async function benchNetmodules(): Promise<Record<string, number>> {
       isolate_ms_p50: round(median(samples.isolate)),
       cni_add_ms_p50: round(cni),
       ratio_vs_cni: round(both / cni, 3),
+      daemon_allocate_ms: round(requests.get('driver="cni",call="calico_mesos allocate"') ?? NaN),
+      daemon_isolate_ms: round(requests.get('driver="cni",call="calico_mesos isolate"') ?? NaN),
+      ...Object.fromEntries(phases),
     };
   } finally {
     await world.destroy();

@@ -14,6 +14,7 @@ import { requireNetns } from '../shared/dataplane/ip-command';
 import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { abandonWiring, randomMac, startWiring, unwireWorkload, wireWorkload, type WiringRuns } from '../shared/dataplane/workload';
+import { PhaseTimer } from '../shared/diagnostics';
 import { workloadMtu } from '../shared/routing/workload-mtu';
 import { handleOf, hostVethName, linkOwnerTag, parseHandle, type MesosContainer } from '../shared/endpoints/identity';
 import { sanitiseLabels } from '../shared/endpoints/labels';
@@ -150,6 +151,7 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
 async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext, runs: WiringRuns): Promise<void> {
   const container = mesosWorkload(ctx.node, request.containerId);
   const netns = `/proc/${request.pid}/ns/net`;
+  const timer = new PhaseTimer('ISOLATE');
   // The checks, and the profiles the container joins, at once.
   const [, existing, handles] = await Promise.all([
     requireNetns(netns).catch(() => {
@@ -159,6 +161,7 @@ async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isola
     ownersOf(ctx, request.addresses),
     ...request.netgroups.map((group) => ensureGroupProfile(ctx.ds, group)),
   ]);
+  timer.lap('checks');
   if (existing) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
   if (ctx.closeWorkloadsFirst) await installPolicyTable();
   const { labels, refused } = sanitiseLabels(request.labels.map((l) => [l.key, l.value] as const));
@@ -179,9 +182,10 @@ async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isola
     annotations: { [NETNS_ANNOTATION]: netns, [IPAM_HANDLES_ANNOTATION]: JSON.stringify(handles), [MESOS_HOSTNAME_ANNOTATION]: request.hostname },
   });
   const [wiring, recording] = await Promise.allSettled([
-    wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: workloadMtu(ctx.mtuFile) }, runs),
-    ctx.ds.resources.create(record),
+    timer.measure('dataplane', () => wireWorkload({ netns, containerIf: 'eth0', hostIf, ownerTag, containerMac, addresses: request.addresses, mtu: workloadMtu(ctx.mtuFile) }, runs)),
+    timer.measure('record', () => ctx.ds.resources.create(record)),
   ]);
+  timer.lap('wiring');
   if (wiring.status === 'rejected' || recording.status === 'rejected') {
     if (wiring.status === 'fulfilled') await unwireWorkload({ hostIf, ownerTag }).catch((e) => ctx.log.error('undo: veth removal failed', { error: messageOf(e) }));
     if (recording.status === 'fulfilled') await deleteEndpointOf(ctx.ds, container).catch((e) => ctx.log.error('undo: record removal failed', { error: messageOf(e) }));
@@ -190,6 +194,7 @@ async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isola
     if (err instanceof AlreadyExistsError) throw new NetmodulesError(`container ${request.containerId} is already isolated`);
     throw err;
   }
+  timer.publish();
   ctx.log.info('isolated', { container: request.containerId, pid: request.pid, hostIf, addresses: texts(request.addresses).join(','), netgroups: request.netgroups.join(',') });
 }
 
