@@ -310,12 +310,19 @@ function deletionName(): string {
 /** Removes a host link if it carries `ownerTag`; a link of another owner is left alone. */
 export async function removeOwnedHostLink(hostIf: string, ownerTag: string): Promise<HostLinkRemoval> {
   if (!(await localLinks()).has(hostIf)) return 'absent';
-  const alias = await hostLinkAlias(hostIf);
-  if (alias === undefined) return 'absent';
-  if (alias !== ownerTag) return 'not ours';
+  // The run that cuts it off starts now, its start-up passing while its owner is read.
+  const cut = startIpBatch(`cut off host interface ${hostIf}`);
+  const alias = await hostLinkAlias(hostIf).catch((err: unknown) => {
+    cut.run([]).catch(() => undefined);
+    throw err;
+  });
+  if (alias === undefined || alias !== ownerTag) {
+    cut.run([]).catch(() => undefined);
+    return alias === undefined ? 'absent' : 'not ours';
+  }
   const doomed = deletionName();
   try {
-    await ipBatch(`cut off host interface ${hostIf}`, [`link set dev ${hostIf} down`, `link set dev ${hostIf} name ${doomed}`]);
+    await cut.run([`link set dev ${hostIf} down`, `link set dev ${hostIf} name ${doomed}`]);
   } catch (err) {
     if (isMissing(err)) return 'absent';
     throw err;
