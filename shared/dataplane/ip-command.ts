@@ -14,9 +14,18 @@ export interface IpRun {
   readonly stderr: string;
 }
 
-const COMMAND_TIMEOUT_MS = 10_000;
+/** The most one ip run may take. */
+export const COMMAND_TIMEOUT_MS = 10_000;
 
-type BatchOptions = { netns?: string; json?: boolean; details?: boolean; family?: 4 | 6; force?: boolean };
+type BatchOptions = {
+  netns?: string;
+  json?: boolean;
+  details?: boolean;
+  family?: 4 | 6;
+  force?: boolean;
+  /** How long a run started ahead may wait for its lines, beyond its own time to run them. */
+  waitMs?: number;
+};
 
 /** Runs `ip [-j] [-4|-6] -batch -` with the given lines, in `netns` if given. */
 export function ipBatch(what: string, lines: readonly string[], options: BatchOptions = {}): Promise<IpRun> {
@@ -40,7 +49,7 @@ export function bridgeBatch(what: string, lines: readonly string[], options: { j
 function startBatch(program: 'ip' | 'bridge', what: string, options: BatchOptions): StartedBatch {
   const ipArgs = [...(options.json ? ['-j'] : []), ...(options.details ? ['-d'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
   const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, program, ...ipArgs]] : [program, ipArgs];
-  const started = startCommand(file, args, { timeoutMs: COMMAND_TIMEOUT_MS, maxBuffer: 16 << 20 });
+  const started = startCommand(file, args, { timeoutMs: COMMAND_TIMEOUT_MS + (options.waitMs ?? 0), maxBuffer: 16 << 20 });
   return {
     run: (lines) =>
       started.finish(lines.length === 0 ? '' : lines.join('\n') + '\n').catch((err: CommandFailure) => {

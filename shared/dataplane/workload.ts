@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../errors';
 import { formatAddress, hostPrefix, type IpAddress } from '../net/address';
 import { HostInterfaceOwnedError, InterfaceExistsError } from './errors';
-import { ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl, startIpBatch, sysctlExists, type StartedBatch } from './ip-command';
+import { COMMAND_TIMEOUT_MS, ipBatch, localLinks, netnsExists, parseJsonLines, requireNetns, setSysctl, startIpBatch, sysctlExists, type StartedBatch } from './ip-command';
 import { validateInterfaceName, validateMac, validateMetric, validateMtu, validateNetnsPath, validateOwnerTag } from './names';
 import { DEFAULT_WORKLOAD_MTU } from '../routing/workload-mtu';
 
@@ -101,10 +101,14 @@ export interface WiringRuns {
   readonly container: StartedBatch;
 }
 
-/** Starts the ip runs of wireWorkload ahead of it; wireWorkload ends them, else abandonWiring does. */
+/**
+ * Starts the ip runs of wireWorkload ahead of it; wireWorkload ends them, else abandonWiring does.
+ * They wait for their lines as long as a runtime waits for a command (the shell front's two minutes).
+ */
 export function startWiring(netns: string): WiringRuns {
   const path = validateNetnsPath(netns, 'netns');
-  return { host: startIpBatch('create the workload\'s veth'), container: startIpBatch(`set up the workload in ${path}`, { netns: path }) };
+  const waitMs = 120_000;
+  return { host: startIpBatch('create the workload\'s veth', { waitMs }), container: startIpBatch(`set up the workload in ${path}`, { netns: path, waitMs }) };
 }
 
 /** Ends runs that were started and not used (with nothing to do); harmless on used ones. */
@@ -311,7 +315,7 @@ function deletionName(): string {
 export async function removeOwnedHostLink(hostIf: string, ownerTag: string): Promise<HostLinkRemoval> {
   if (!(await localLinks()).has(hostIf)) return 'absent';
   // The run that cuts it off starts now, its start-up passing while its owner is read.
-  const cut = startIpBatch(`cut off host interface ${hostIf}`);
+  const cut = startIpBatch(`cut off host interface ${hostIf}`, { waitMs: COMMAND_TIMEOUT_MS });
   const alias = await hostLinkAlias(hostIf).catch((err: unknown) => {
     cut.run([]).catch(() => undefined);
     throw err;
