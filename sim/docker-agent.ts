@@ -148,7 +148,12 @@ export class DockerAgent {
     return run(DOCKER, ['-H', `unix://${this.socket}`, ...args], { timeout: 60_000 });
   }
 
-  /** The same, resolving to the error's stderr instead of throwing (for expected failures). */
+  /** What Docker says of a container's attachment to a network: its address or its endpoint's ID. */
+  async networkSetting(container: string, network: string, field: 'IPAddress' | 'EndpointID'): Promise<string> {
+    return (await this.docker('inspect', '-f', `{{(index .NetworkSettings.Networks ${JSON.stringify(network)}).${field}}}`, container)).stdout.trim();
+  }
+
+  /** The same as docker, resolving to the error's stderr instead of throwing (for expected failures). */
   async dockerFails(...args: string[]): Promise<string> {
     try {
       await this.docker(...args);

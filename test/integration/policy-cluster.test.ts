@@ -70,7 +70,7 @@ test.serial('policy cluster - CNI tasks and Docker containers on two hosts: one 
       await agent.docker('network', 'create', '-d', driver, '--ipam-driver', `${driver}-ipam`, network);
       const name = `${network}-docker-${n + 1}`;
       await agent.docker('run', '-d', '--name', name, '--net', network, 'local/busybox', 'sleep', '600');
-      const ip = (await agent.docker('inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name)).stdout.trim();
+      const ip = await agent.networkSetting(name, network, 'IPAddress');
       workloads[name] = dockerWorkload(agent, name, ip);
       const id = randomUUID();
       // The plugin works alone here: the daemon runs in the Docker agent's mount namespace, where
