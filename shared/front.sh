@@ -90,7 +90,12 @@
 ":" //;   fi
 ":" //;   exit 1
 ":" //; fi
-":" //; # What was read is node's stdin. (The exit is on the pipeline's line: the ":" of the next would
-":" //; # reset its status.)
-":" //; if [ "$front_read" = yes ]; then printf '%s' "$front_request" | "$front_node" "$0"; exit $?; fi
-":" //; exec "$front_node" "$0" "$@"
+":" //; [ "$front_read" = yes ] || exec "$front_node" "$0" "$@"
+":" //; # What was read is node's stdin, from a here-document: node replaces this shell (exec) rather
+":" //; # than running beside it, so a runtime that kills the plugin kills node too, and no ADD goes on
+":" //; # unseen after the runtime has moved on to DEL. Node skips the here-document as a comment; the
+":" //; # shell never reads past its exec (the "/*" there, a glob, is an argument to ":").
+":" /*; exec "$front_node" "$0" <<FRONT_REQUEST
+${front_request}
+FRONT_REQUEST
+*/

@@ -6,7 +6,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ANSWER_END } from '../../daemon/forward-framing';
@@ -199,4 +199,40 @@ test.serial('front - calico_mesos: through the daemon with no node on PATH; with
     t.is(typeof run.answer?.error, 'string', `stdout is one JSON object: ${run.stdout.slice(0, 100)}`);
     t.is(run.stdout.trim().split('\n').length, 1);
   }
+});
+
+/** The pids of the processes whose environment holds `needle` (a container's ID: its plugin's). */
+function processesWith(needle: string): number[] {
+  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'latin1').includes(needle);
+    } catch {
+      return false; // gone meanwhile, or not ours to read
+    }
+  }).map(Number);
+}
+
+test.serial('front - standalone, node takes over the plugin\'s own process: a runtime that kills the plugin stops the command, and no ADD runs on after it', async (t) => {
+  const { prefix, ds } = await scenario(t, 'front-kill');
+  const conf = JSON.stringify({ ...setup.world.network('front', prefix, NODE, { daemon_socket: '' }), cniVersion: '1.0.0' });
+  const id = randomUUID();
+  await setup.agent.createContainer(id);
+  const child = spawn('nsenter', [`--net=${setup.agent.host.path}`, CNI.calico], { env: cniEnv('ADD', id, HOST_PATH), stdio: ['pipe', 'ignore', 'ignore'] });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  child.stdin.end(conf);
+  const node = realpathSync(process.execPath);
+  await waitFor('node in the plugin\'s process', () => {
+    try {
+      return readlinkSync(`/proc/${child.pid}/exe`) === node;
+    } catch {
+      return false;
+    }
+  }, 10_000, 5);
+  child.kill('SIGKILL');
+  await exited;
+  t.deepEqual(processesWith(id), [], 'nothing of that ADD still runs');
+  const del = await runPlugin(setup.agent.host, CNI.calico, cniEnv('DEL', id, HOST_PATH), conf);
+  t.is(del.code, 0, del.stdout);
+  await setup.agent.destroy(id);
+  await assertNothingLeft(t, ds, [setup.agent]);
 });
