@@ -21,10 +21,12 @@ interface Task {
   readonly path: string;
 }
 
+/** The daemons' metrics, on every address of their hosts: a service workloads may not reach either. */
+const METRICS_PORT = 9464;
 const state = {} as { world: CniWorld; agents: MesosAgent[]; prefix: string; ds: Datastore; daemons: NodeDaemon[] };
 
 async function startDaemon(i: number): Promise<NodeDaemon> {
-  return NodeDaemon.start(state.agents[i]!.host, ['--etcd-endpoints', state.world.fabric.hostEndpoints, '--etcd-prefix', state.prefix, '--nodename', `sec-${i}`, '--gc-interval', '0', '--metrics-address', '']);
+  return NodeDaemon.start(state.agents[i]!.host, ['--etcd-endpoints', state.world.fabric.hostEndpoints, '--etcd-prefix', state.prefix, '--nodename', `sec-${i}`, '--gc-interval', '0', '--metrics-address', `0.0.0.0:${METRICS_PORT}`]);
 }
 
 test.before(async () => {
@@ -144,7 +146,7 @@ test.serial('security - an endpoint given allowSpoofedSourcePrefixes (with workl
   await destroy(t, b1, b2);
 });
 
-test.serial('security - a task cannot reach etcd, even on a routed fabric; FelixConfiguration allowDatastoreAccessFromWorkloads lets it', async (t) => {
+test.serial('security - a task cannot reach etcd, even on a routed fabric, nor its host daemon\'s metrics; FelixConfiguration allowDatastoreAccessFromWorkloads lets it', async (t) => {
   const a1 = await launch('netA', 0);
   const fabric = state.world.fabric.fabric;
   // The fabric routes back to the task: only our rule stands between it and etcd.
@@ -158,14 +160,29 @@ test.serial('security - a task cannot reach etcd, even on a routed fabric; Felix
       return false;
     }
   };
+  // Its own host's metrics, on the host's address (the fabric's side): the daemon listens on every
+  // address. Workloads may reach their host here (defaultEndpointToHostAction: Accept), but not that.
+  const metrics = () => a1.agent.container(a1.id).exec('bash', ['-c', `exec 3<>/dev/tcp/10.99.0.11/${METRICS_PORT}`], { timeout: 5000 }).then(() => true, () => false);
+  const reaches = () => a1.agent.container(a1.id).exec('etcdctl', ['--endpoints', state.world.fabric.hostEndpoints, '--dial-timeout', '1s', '--command-timeout', '1s', 'get', 'x'], { timeout: 5000 }).then(() => true, () => false);
+  const felix = async (spec: Record<string, string | boolean>) => {
+    await state.ds.resources.delete('FelixConfiguration', 'default');
+    await state.ds.resources.create({ kind: 'FelixConfiguration', apiVersion: 'projectcalico.org/v3', metadata: { name: 'default' }, spec });
+  };
+  t.teardown(() => state.ds.resources.delete('FelixConfiguration', 'default').catch(() => undefined));
+  await felix({ defaultEndpointToHostAction: 'Accept' });
+  await waitFor('the host to take its workloads\' packets', () => a1.agent.container(a1.id).ping('10.99.0.11'), 10_000);
+  t.true(await state.agents[0]!.host.exec('bash', ['-c', `exec 3<>/dev/tcp/10.99.0.11/${METRICS_PORT}`]).then(() => true, () => false), 'the host reaches its daemon\'s metrics');
   t.false(await put('{}'), 'the task cannot write the datastore');
   t.truthy(await state.ds.resources.get('Profile', 'netA'), 'netA\'s profile is untouched');
-  await state.ds.resources.create({ kind: 'FelixConfiguration', apiVersion: 'projectcalico.org/v3', metadata: { name: 'default' }, spec: { allowDatastoreAccessFromWorkloads: true } });
-  t.teardown(() => state.ds.resources.delete('FelixConfiguration', 'default').catch(() => undefined));
-  // The same path, once allowed, works: it was our rule that stopped it.
-  await waitFor('etcd to be reachable from the task', () => a1.agent.container(a1.id).exec('etcdctl', ['--endpoints', state.world.fabric.hostEndpoints, '--dial-timeout', '1s', 'get', 'x'], { timeout: 5000 }).then(() => true, () => false), 10_000);
+  t.false(await metrics(), 'nor reach its host daemon\'s metrics');
+  // The same paths, once allowed, work: it was our rules that stopped them.
+  await felix({ defaultEndpointToHostAction: 'Accept', allowDatastoreAccessFromWorkloads: true });
+  await waitFor('etcd to be reachable from the task', reaches, 10_000);
+  t.true(await metrics(), 'and the daemon\'s metrics');
+  await felix({ defaultEndpointToHostAction: 'Accept' });
+  await waitFor('etcd to be out of reach again', async () => !(await reaches()), 10_000);
+  t.false(await metrics(), 'the metrics out of reach again');
   await state.ds.resources.delete('FelixConfiguration', 'default');
-  await waitFor('etcd to be out of reach again', async () => !(await a1.agent.container(a1.id).exec('etcdctl', ['--endpoints', state.world.fabric.hostEndpoints, '--dial-timeout', '1s', '--command-timeout', '1s', 'get', 'x'], { timeout: 5000 }).then(() => true, () => false)), 10_000);
   await destroy(t, a1);
 });
 

@@ -7,8 +7,9 @@ import { ENCAPSULATIONS } from '../../shared/routing/encapsulations';
 test('policy table - the fixed part closes every workload before anything is read, and changes nothing when added again', (t) => {
   t.regex(FIXED_PART, /add chain inet calico prerouting \{ type filter hook prerouting priority raw; policy accept; \}\nflush chain inet calico prerouting\nadd rule inet calico prerouting iifname "cali\*" goto wl-guard/);
   t.regex(FIXED_PART, /add rule inet calico wl-guard iifname \. ip saddr != @wl_src4 iifname \. ip saddr != @wl_pfx4 drop\nadd rule inet calico wl-guard iifname \. ip6 saddr != @wl_src6 iifname \. ip6 saddr != @wl_pfx6 drop/, 'a source that is not the interface\'s own is dropped, before anything else but ND');
-  t.regex(FIXED_PART, /add rule inet calico wl-guard ip daddr \. meta l4proto \. th dport @protected4 drop/);
-  t.regex(FIXED_PART, /add rule inet calico wl-guard meta l4proto \. th dport @protected_local fib daddr type local drop/);
+  // What workloads may never reach or send: on a flow's first packet, past the conntrack rules, before any policy.
+  t.regex(FIXED_PART, /add rule inet calico from-wl ct state invalid drop\nadd rule inet calico from-wl ip daddr \. meta l4proto \. th dport @protected4 drop\nadd rule inet calico from-wl ip6 daddr \. meta l4proto \. th dport @protected6 drop\nadd rule inet calico from-wl jump wl-encap\nadd rule inet calico from-wl meta mark set/);
+  t.regex(FIXED_PART, /add rule inet calico wl-to-host ip daddr \. meta l4proto \. th dport @protected4 drop\nadd rule inet calico wl-to-host ip6 daddr \. meta l4proto \. th dport @protected6 drop\nadd rule inet calico wl-to-host meta l4proto \. th dport @protected_local drop\nadd rule inet calico wl-to-host jump wl-encap\nadd rule inet calico wl-to-host meta mark set/);
   // Only additions of what may be absent, and rewrites of fixed chains: no element, map entry or kept chain is flushed.
   for (const line of FIXED_PART.trim().split('\n')) t.regex(line, /^(add (table|set|map|chain|rule) |flush chain inet calico (wl-guard|from-wl|to-wl|wl-to-host|prerouting|forward|input)$)/, line);
   t.false(FIXED_PART.includes(`flush chain inet calico ${HOST_ACTION_CHAIN}`));
