@@ -42,7 +42,7 @@ const CONVERGE_ROUNDS = 30;
 const UPDATE_SAMPLES = 15;
 const THROUGHPUT_ROUNDS = 3;
 /** The guard's cost is a few per cent: more rounds than the throughput above, to see it through two cores' noise. */
-const GUARD_ROUNDS = 9;
+const GUARD_ROUNDS = 15;
 
 /** The fixed part without the guard's rules: what the guard's cost is measured against. */
 const UNGUARDED_PART = (() => {

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { handleOf } from '../shared/endpoints/identity';
+import type { Companion } from '../shared/ipam/batch';
 import { ownedBy } from '../shared/ipam/block';
 import { attachmentOf } from './attachment';
 import { ipamOf, type CniContext } from './context';
@@ -17,20 +18,24 @@ import { parseResult, type CniResult } from './result';
 export const OWN_IPAM = 'calico-ipam';
 const DELEGATE_TIMEOUT_MS = 60_000;
 
-/** IPAM ADD, and how to give back what it took if the ADD fails later. */
-export async function delegateAdd(ctx: CniContext): Promise<{ result: CniResult; undo: () => Promise<void> }> {
+/**
+ * IPAM ADD, and how to give back what it took if the ADD fails later. Our own IPAM writes
+ * `companion` (the endpoint record) in the allocation's transaction when it can: `recorded` says
+ * whether it did; another IPAM plugin never does.
+ */
+export async function delegateAdd(ctx: CniContext, companion?: Companion): Promise<{ result: CniResult; undo: () => Promise<void>; recorded: boolean }> {
   if (ctx.conf.ipam.type === OWN_IPAM) {
-    const addresses = await allocate(ctx, { reuseHeld: false });
+    const { addresses, companionWritten } = await allocate(ctx, { reuseHeld: false, ...(companion ? { companion } : {}) });
     // Exactly the new addresses: a DEL would release the whole handle, including what a
     // concurrent ADD of the same container holds.
     const owner = ownedBy(handleOf(attachmentOf(ctx.conf, ctx.env)));
     const undo = async () => {
       await (await ipamOf(ctx)).release(addresses, owner);
     };
-    return { result: ipamResult(addresses), undo };
+    return { result: ipamResult(addresses), undo, recorded: companionWritten };
   }
   const result = parseResult(await execIpam(ctx, 'ADD'), `the result of IPAM plugin "${ctx.conf.ipam.type}"`);
-  return { result, undo: () => execIpam(ctx, 'DEL').then(() => undefined) };
+  return { result, undo: () => execIpam(ctx, 'DEL').then(() => undefined), recorded: false };
 }
 
 export async function delegateDel(ctx: CniContext): Promise<void> {

@@ -1,6 +1,7 @@
 /** The `calico-ipam` plugin's commands: the addresses of one CNI attachment (network, container, interface). */
 import { allocationAttributes, handleOf, ownsLegacyAllocation, parseHandle, type CniAttachment } from '../shared/endpoints/identity';
 import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
+import type { Companion } from '../shared/ipam/batch';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
 import { attachmentOf } from './attachment';
 import { datastoreOf, ipamOf, type CniContext } from './context';
@@ -12,16 +13,18 @@ export function ipamResult(addresses: readonly IpAddress[]): CniResult {
 }
 
 export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
-  return ipamResult(await allocate(ctx, { reuseHeld: true }));
+  return ipamResult((await allocate(ctx, { reuseHeld: true })).addresses);
 }
 
 /**
  * The addresses of this attachment. With `reuseHeld` (the IPAM plugin on its own), a repeat ADD
  * answers with what the handle already holds. The main plugin allocates afresh instead: it knows
  * a finished ADD by its endpoint record, and addresses held by an unfinished one (crashed, or
- * running concurrently) must not be shared, since whoever fails gives back what it took.
+ * running concurrently) must not be shared, since whoever fails gives back what it took. New
+ * addresses come with `companion` (the main plugin's endpoint record) written in their
+ * transaction when it can be: `companionWritten` says whether it was.
  */
-export async function allocate(ctx: CniContext, options: { reuseHeld: boolean }): Promise<IpAddress[]> {
+export async function allocate(ctx: CniContext, options: { reuseHeld: boolean; companion?: Companion }): Promise<{ addresses: IpAddress[]; companionWritten: boolean }> {
   const { conf } = ctx;
   const attachment = attachmentOf(conf, ctx.env);
   const handle = handleOf(attachment);
@@ -29,7 +32,7 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean })
   const held = options.reuseHeld ? await ipam.handleAddresses(handle) : [];
   if (held.length > 0) {
     ctx.log.info('repeat ADD: returning the addresses the handle already holds', { handle });
-    return held;
+    return { addresses: held, companionWritten: false };
   }
   const attributes = allocationAttributes(attachment);
   if (conf.requestedIps.length > 0) {
@@ -45,9 +48,9 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean })
       throw err;
     }
     ctx.log.info('assigned requested addresses', { handle, addresses: assigned.map(formatAddress).join(',') });
-    return assigned;
+    return { addresses: assigned, companionWritten: false };
   }
-  const { ipv4, ipv6 } = await ipam.autoAssign({
+  const { ipv4, ipv6, companionWritten } = await ipam.autoAssign({
     handle,
     node: conf.nodename,
     num4: conf.ipam.assignIpv4 ? 1 : 0,
@@ -55,9 +58,10 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean })
     pools4: conf.ipam.ipv4Pools,
     pools6: conf.ipam.ipv6Pools,
     attributes,
+    ...(options.companion ? { companion: options.companion } : {}),
   });
-  ctx.log.info('assigned addresses', { handle, addresses: [...ipv4, ...ipv6].map(formatAddress).join(',') });
-  return [...ipv4, ...ipv6];
+  ctx.log.info('assigned addresses', { handle, addresses: [...ipv4, ...ipv6].map(formatAddress).join(','), ...(companionWritten ? { with: 'endpoint record' } : {}) });
+  return { addresses: [...ipv4, ...ipv6], companionWritten };
 }
 
 export async function ipamDel(ctx: CniContext): Promise<void> {

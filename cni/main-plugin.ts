@@ -89,16 +89,12 @@ async function addWith(ctx: CniContext, attachment: CniAttachment, runs: WiringR
   // Without the daemon, nobody else closes the workloads before their endpoints are programmed.
   if (ctx.standalone && !conf.noPolicy) await installPolicyTable();
   if (conf.refusedLabels.length > 0) log.warning('labels with reserved keys were dropped: only attaching to a network makes a workload its member', { labels: conf.refusedLabels.join(',') });
-  const { result: ipamResult, undo: undoIpam } = await delegateAdd(ctx);
-  const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
-  if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
-  timer.lap('ipam');
-
-  // We choose the container's MAC, so the record need not wait for the wiring: both go at once,
-  // and whichever fails, both are undone (a veth or record found in the way was never taken
-  // over, so never removed).
+  // We choose the container's MAC, so the record need not wait for the wiring: our own IPAM
+  // writes it in the allocation's transaction (created, or replacing the stale one found), else it
+  // is written while the workload is wired. Whichever fails, both are undone (a veth or record
+  // found in the way was never taken over, so never removed).
   const containerMac = randomMac();
-  const endpoint = buildWorkloadEndpoint(attachment, {
+  const endpointWith = (addresses: readonly IpAddress[]) => buildWorkloadEndpoint(attachment, {
     containerID: env.containerId,
     addresses,
     // The network's profile first (earlier releases read the network from it), then the groups.
@@ -108,12 +104,18 @@ async function addWith(ctx: CniContext, attachment: CniAttachment, runs: WiringR
     labels: conf.labels,
     annotations: { [NETNS_ANNOTATION]: netns },
   });
+  const recordOp = (addresses: readonly IpAddress[]) => (existing ? ds.resources.updateOp(replacing(endpointWith(addresses), existing)) : ds.resources.createOp(endpointWith(addresses)).op);
+  const { result: ipamResult, undo: undoIpam, recorded } = await delegateAdd(ctx, recordOp);
+  const addresses = ipamResult.ips.map((ip) => parseAddress(ip.address.split('/')[0]!, 'IPAM result'));
+  if (addresses.length === 0) throw new CniError(CniCode.NoAddressAvailable, `IPAM plugin "${conf.ipam.type}" returned no address`);
+  timer.lap('ipam');
+
   const [wiring, recording] = await Promise.allSettled([
     timer.measure('dataplane', () => wireWorkload({ netns, containerIf: env.ifname, hostIf, ownerTag, containerMac, addresses, mtu: conf.mtu, routeMetric: routeMetricFor(env.ifname) }, runs)),
     timer.measure('record', () => Promise.all([
       profile && !isLegacyNetworkProfile(profile as Resource<'Profile'>) ? undefined : ensureNetworkProfile(ds, conf.name),
       ...conf.groups.map((group) => ensureGroupProfile(ds, group)),
-    ]).then(() => writeEndpoint(ctx, endpoint, existing))),
+    ]).then(() => (recorded ? undefined : writeEndpoint(ctx, endpointWith(addresses), existing)))),
   ]);
   timer.lap('wiring');
   if (wiring.status === 'fulfilled' && recording.status === 'fulfilled') {
@@ -124,7 +126,7 @@ async function addWith(ctx: CniContext, attachment: CniAttachment, runs: WiringR
   const err: unknown = wiring.status === 'rejected' ? wiring.reason : (recording as PromiseRejectedResult).reason;
   log.error('ADD failed, undoing it', { error: messageOf(err) });
   if (wiring.status === 'fulfilled') await unwireWorkload(interfacesOf(attachment)).catch((e) => log.error('undo: veth removal failed', { error: messageOf(e) }));
-  if (recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
+  if (recorded || recording.status === 'fulfilled') await deleteEndpointOf(ds, attachment).catch((e) => log.error('undo: record removal failed', { error: messageOf(e) }));
   await undoIpam().catch((e) => log.error('undo: address release failed', { error: messageOf(e) }));
   throw err;
 }
@@ -136,7 +138,12 @@ async function writeEndpoint(ctx: CniContext, endpoint: Resource<'WorkloadEndpoi
     await ds.resources.create(endpoint);
     return;
   }
-  await ds.resources.update({ ...endpoint, metadata: { ...stale.metadata, ...endpoint.metadata, resourceVersion: stale.metadata.resourceVersion } });
+  await ds.resources.update(replacing(endpoint, stale));
+}
+
+/** `endpoint` in place of `stale`: its metadata (uid, creation) kept, guarded by its version. */
+function replacing(endpoint: Resource<'WorkloadEndpoint'>, stale: Resource<'WorkloadEndpoint'>): Resource<'WorkloadEndpoint'> {
+  return { ...endpoint, metadata: { ...stale.metadata, ...endpoint.metadata, resourceVersion: stale.metadata.resourceVersion } };
 }
 
 /**

@@ -31,7 +31,7 @@ export class Datastore {
 
 export * from './errors';
 export * from './settings';
-export type { Entry, Expect, Revision, TxnOp, TxnOutcome, WatchEvent, WatchHandle } from './kv';
+export type { Entry, Expect, GuardedPut, Revision, TxnOp, TxnOutcome, WatchEvent, WatchHandle } from './kv';
 export * from './keys';
 export * from './resources';
 export * from './ipam-records';

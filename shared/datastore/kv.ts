@@ -23,6 +23,9 @@ export interface Entry {
 /** What a write expects of its key: that it does not exist, or that it is unchanged since read. */
 export type Expect = { readonly absent: true } | { readonly modRevision: Revision };
 
+/** A guarded put: a write that lands only if its key is as expected. */
+export type GuardedPut = { readonly key: string; readonly put: string; readonly expect: Expect };
+
 export type TxnOp =
   | { readonly key: string; readonly put: string; readonly expect?: Expect }
   | { readonly key: string; readonly delete: true; readonly expect?: Expect }

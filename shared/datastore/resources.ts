@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { FieldReader, parseJsonObject, type JsonObject } from './codec';
 import { AlreadyExistsError, ConflictError, MalformedDataError, NotFoundError } from './errors';
 import { isNamespaced, type KeyLayout, type ResourceKind } from './keys';
-import type { EtcdKv, Entry, TxnOp } from './kv';
+import type { EtcdKv, Entry, GuardedPut } from './kv';
 import { malformedRecords } from '../diagnostics';
 
 export const API_VERSION = 'projectcalico.org/v3';
@@ -167,10 +167,18 @@ export class ResourceStore {
   }
 
   /** The write that creates `resource` (uid and timestamp filled in), for use in a larger transaction. */
-  createOp<K extends ResourceKind>(resource: Resource<K>): { op: TxnOp; resource: Resource<K> } {
+  createOp<K extends ResourceKind>(resource: Resource<K>): { op: GuardedPut; resource: Resource<K> } {
     const stored = withCreationMetadata(resource);
     const key = this.keyOf(resource.kind, resource.metadata.name, resource.metadata.namespace);
     return { op: { key, put: encodeResource(stored), expect: { absent: true } }, resource: stored };
+  }
+
+  /** The write that replaces `resource` as read (at its resourceVersion), for use in a larger transaction. */
+  updateOp<K extends ResourceKind>(resource: Resource<K>): GuardedPut {
+    const { resourceVersion, ...metadata } = resource.metadata;
+    const key = this.keyOf(resource.kind, metadata.name, metadata.namespace);
+    if (!resourceVersion) throw new ConflictError(key);
+    return { key, put: encodeResource({ ...resource, metadata }), expect: { modRevision: resourceVersion } };
   }
 
   async create<K extends ResourceKind>(resource: Resource<K>): Promise<Resource<K>> {
@@ -182,14 +190,13 @@ export class ResourceStore {
 
   /** Replaces a resource read earlier; fails with ConflictError if it changed since. */
   async update<K extends ResourceKind>(resource: Resource<K>): Promise<Resource<K>> {
-    const { resourceVersion, ...metadata } = resource.metadata;
-    const key = this.keyOf(resource.kind, metadata.name, metadata.namespace);
-    if (!resourceVersion) throw new ConflictError(key);
-    const outcome = await this.kv.txn([{ key, put: encodeResource({ ...resource, metadata }), expect: { modRevision: resourceVersion } }]);
+    const op = this.updateOp(resource);
+    const outcome = await this.kv.txn([op]);
     if (!outcome.ok) {
-      if (!outcome.current.get(key)) throw new NotFoundError(key);
-      throw new ConflictError(key);
+      if (!outcome.current.get(op.key)) throw new NotFoundError(op.key);
+      throw new ConflictError(op.key);
     }
+    const { resourceVersion: _read, ...metadata } = resource.metadata;
     return { ...resource, metadata: { ...metadata, resourceVersion: outcome.revision } };
   }
 

@@ -2,8 +2,9 @@
  * Automatic assignment for a batch of requests of one host: the host's blocks are read once (from
  * the cache in steady state), every request is placed by the pure planner, and one transaction
  * writes the blocks and every request's handle, guarded by the pool, affinity and IPAM config
- * revisions it relied on. New blocks are claimed one at a time, only when the batch does not fit,
- * so a burst claims no more blocks than it fills. A single request is simply a batch of one.
+ * revisions it relied on, with each request's companion record (its workload's endpoint) when it
+ * has one. New blocks are claimed one at a time, only when the batch does not fit, so a burst
+ * claims no more blocks than it fills. A single request is simply a batch of one.
  */
 import { decodeEach, type Datastore } from '../datastore';
 import type { IpAddress, IpVersion } from '../net/address';
@@ -22,10 +23,19 @@ import type { Served } from './group-commit';
 
 export type PoolChoice = Readonly<Partial<Record<IpVersion, readonly string[]>>>;
 
-/** Blocks one transaction may write: with their affinities, the handles of a batch, the pools and the config it stays under etcd's 128 operations. */
+/**
+ * Blocks one transaction may write: with their affinities, a batch's handles and companion
+ * records, the pools and the config (24 + 24 + 32 + 32 + a few) it stays under etcd's 128 keys.
+ */
 export const MAX_BLOCKS_PER_TXN = 24;
-/** Requests served by one batch (one handle each at most). */
+/** Requests served by one batch (one handle and one companion each at most). */
 export const MAX_BATCH = 32;
+
+/** What a request got: its addresses, and whether its companion record was written with them. */
+export interface Assigned {
+  readonly addresses: IpAddress[];
+  readonly companionWritten: boolean;
+}
 
 interface VersionState {
   readonly view: HostView;
@@ -36,7 +46,7 @@ interface VersionState {
 }
 
 interface RoundResult {
-  readonly placed: ReadonlyMap<number, IpAddress[]>;
+  readonly placed: ReadonlyMap<number, Assigned>;
   readonly failed: ReadonlyMap<number, unknown>;
   readonly deferred: readonly number[];
 }
@@ -50,8 +60,8 @@ export class Assigner {
   ) {}
 
   /** Serves every demand (all of one node and pool choice); each gets all its addresses or an error. */
-  async assign(node: string, pools: PoolChoice, demands: readonly Demand[]): Promise<Served<IpAddress[]>[]> {
-    const answers: Served<IpAddress[]>[] = new Array(demands.length);
+  async assign(node: string, pools: PoolChoice, demands: readonly Demand[]): Promise<Served<Assigned>[]> {
+    const answers: Served<Assigned>[] = new Array(demands.length);
     const handles = new Map<HandleId, KnownHandle>();
     let pending = demands.map((_, i) => i);
     while (pending.length > 0) {
@@ -63,7 +73,7 @@ export class Assigner {
         for (const i of batch) answers[i] = { ok: false, error };
         break;
       }
-      for (const [local, addresses] of result.placed) answers[batch[local]!] = { ok: true, value: addresses };
+      for (const [local, assigned] of result.placed) answers[batch[local]!] = { ok: true, value: assigned };
       for (const [local, error] of result.failed) answers[batch[local]!] = { ok: false, error };
       pending = result.deferred.map((local) => batch[local]!);
       if (result.placed.size === 0 && result.failed.size === 0) {
@@ -85,6 +95,8 @@ export class Assigner {
     /** Versions in which this host can claim nothing, and why. */
     const noClaim = new Map<IpVersion, string>();
     const exhausted = new Map<IpVersion, string>();
+    /** Requests whose companion found its key changed: they go ahead without it. */
+    const withoutCompanion = new Set<number>();
     return casLoop('auto-assign', async (): Promise<Round<RoundResult>> => {
       const states = new Map<IpVersion, VersionState>();
       for (const version of versions) states.set(version, await this.state(node, version, choice[version], fresh, noClaim.has(version)));
@@ -126,10 +138,15 @@ export class Assigner {
         }
         return 'again';
       }
-      const outcome = await this.commit(node, plan, live.map(({ d }) => d), states, handles);
+      const companions = live.map(({ d, i }) => (withoutCompanion.has(i) ? undefined : d.companion));
+      const outcome = await this.commit(node, plan, live.map(({ d }) => d), companions, states, handles);
       if (outcome === 'conflict') return 'conflict';
-      const placed = new Map<number, IpAddress[]>();
-      for (const [local, addresses] of plan.placed) placed.set(live[local]!.i, addresses);
+      if ('lost' in outcome) {
+        for (const local of outcome.lost) withoutCompanion.add(live[local]!.i);
+        return 'again';
+      }
+      const placed = new Map<number, Assigned>();
+      for (const [local, addresses] of plan.placed) placed.set(live[local]!.i, { addresses, companionWritten: outcome.written.has(local) });
       return { done: { placed, failed, deferred: plan.deferred.map((local) => live[local]!.i) } };
     });
   }
@@ -177,8 +194,19 @@ export class Assigner {
     return found;
   }
 
-  /** Writes the plan in one transaction; on a lost race the caches hold what won. */
-  private async commit(node: string, plan: Plan, demands: readonly Demand[], states: ReadonlyMap<IpVersion, VersionState>, handles: Map<HandleId, KnownHandle>): Promise<'ok' | 'conflict'> {
+  /**
+   * Writes the plan in one transaction, with the companions of the placed requests; on a lost race
+   * the caches hold what won. `written`: the requests whose companion went with it; `lost`: those
+   * whose companion's key was not as expected (the plan is then written again without them).
+   */
+  private async commit(
+    node: string,
+    plan: Plan,
+    demands: readonly Demand[],
+    companions: readonly (Demand['companion'] | undefined)[],
+    states: ReadonlyMap<IpVersion, VersionState>,
+    handles: Map<HandleId, KnownHandle>,
+  ): Promise<{ written: ReadonlySet<number> } | { lost: readonly number[] } | 'conflict'> {
     const blocks: BlockChange[] = [];
     const guards: Guard[] = [];
     const guarded = new Set<string>();
@@ -198,15 +226,24 @@ export class Assigner {
         if (affinity) guard({ key: affinity.key, expect: { modRevision: affinity.modRevision } });
       }
     }
+    const companionKeys = new Map<string, number>();
+    for (const [local, addresses] of plan.placed) {
+      const write = companions[local]?.(addresses);
+      // (Two requests for one record in a batch cannot both write it: the second goes apart.)
+      if (!write || guarded.has(write.key)) continue;
+      guard({ key: write.key, expect: write.expect, put: write.put });
+      companionKeys.set(write.key, local);
+    }
     const changes = handleChanges(plan, demands, handles);
     const outcome = await this.writer.write({ blocks, handles: changes, guards });
     if (outcome.ok) {
       for (const change of changes) handles.set(change.id, { value: change.after!, modRevision: outcome.revision });
-      return 'ok';
+      return { written: new Set(companionKeys.values()) };
     }
     for (const [id, known] of outcome.handles) handles.set(id, known);
-    if (outcome.changedGuards) this.views.forget(node);
-    return 'conflict';
+    const lost = [...outcome.mismatched].filter((key) => companionKeys.has(key));
+    if (outcome.mismatched.size > lost.length) this.views.forget(node);
+    return lost.length > 0 ? { lost: lost.map((key) => companionKeys.get(key)!) } : 'conflict';
   }
 }
 

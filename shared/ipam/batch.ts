@@ -5,13 +5,23 @@
  * asks for or nothing, and a plan never touches more blocks than one etcd transaction can carry.
  */
 import { formatCidr } from '../net/cidr';
+import type { GuardedPut } from '../datastore';
 import type { IpAddress, IpVersion } from '../net/address';
 import { assignableCount, autoAssign, type AllocationAttribute, type Block, type Reserved } from './block';
+
+/**
+ * Another record written in the allocation's own transaction (a workload's endpoint), made from
+ * the addresses the allocation got: both land or neither. When its key does not hold what it
+ * expects, the allocation goes ahead without it and says so; its caller writes it apart.
+ */
+export type Companion = (addresses: readonly IpAddress[]) => GuardedPut;
 
 export interface Demand {
   /** Addresses wanted of each IP version. */
   readonly count: Readonly<Record<IpVersion, number>>;
   readonly attribute: AllocationAttribute;
+  /** Not the planner's concern: the assigner writes it with the plan. */
+  readonly companion?: Companion;
 }
 
 export interface Candidate {

@@ -46,7 +46,13 @@ export type Guard = { readonly key: string; readonly expect: Expect; readonly pu
 
 export type WriteOutcome =
   | { readonly ok: true; readonly revision: string }
-  | { readonly ok: false; readonly handles: ReadonlyMap<string, KnownHandle>; readonly changedGuards: boolean };
+  | {
+      readonly ok: false;
+      readonly handles: ReadonlyMap<string, KnownHandle>;
+      readonly changedGuards: boolean;
+      /** The guards' keys that no longer hold what they expected. */
+      readonly mismatched: ReadonlySet<string>;
+    };
 
 export class BlockWriter {
   private readonly cache = new Map<string, Versioned<Block>>();
@@ -114,8 +120,8 @@ export class BlockWriter {
       const entry = outcome.current.get(this.ds.keys.handle(handle.id));
       seen.set(handle.id, entry ? handleFromEntry(entry) : 'absent');
     }
-    const changedGuards = guards.some((g) => !matches(outcome.current.get(g.key), g.expect));
-    return { ok: false, handles: seen, changedGuards };
+    const mismatched = new Set(guards.filter((g) => !matches(outcome.current.get(g.key), g.expect)).map((g) => g.key));
+    return { ok: false, handles: seen, changedGuards: mismatched.size > 0, mismatched };
   }
 
   private handleOp(change: HandleChange): TxnOp {

@@ -10,8 +10,8 @@ import { DEFAULT_IPAM_CONFIG, decodeEach, decodeIpamConfig, encodeIpamConfig, ty
 import { InvalidInputError } from '../errors';
 import { formatAddress, type IpAddress } from '../net/address';
 import { cidrsOverlap, enclosingCidr, formatCidr, parseCidr, type Cidr } from '../net/cidr';
-import { Assigner, MAX_BATCH, type PoolChoice } from './assigner';
-import type { Demand } from './batch';
+import { Assigner, MAX_BATCH, type Assigned, type PoolChoice } from './assigner';
+import type { Companion, Demand } from './batch';
 import {
   allocatedAddresses,
   annotateAddress,
@@ -46,6 +46,8 @@ export interface AutoAssignRequest {
   readonly pools6?: readonly string[];
   /** Facts about the owner (orchestrator, container, interface...) stored with each address. */
   readonly attributes?: Readonly<Record<string, string>>;
+  /** A record written in the allocation's transaction when it can be (see Companion). */
+  readonly companion?: Companion;
 }
 
 export interface AssignRequest {
@@ -111,17 +113,22 @@ export class Ipam {
 
   // ---- allocation ----
 
-  async autoAssign(request: AutoAssignRequest): Promise<{ ipv4: IpAddress[]; ipv6: IpAddress[] }> {
+  /** `companionWritten`: the request's companion record went in the allocation's transaction. */
+  async autoAssign(request: AutoAssignRequest): Promise<{ ipv4: IpAddress[]; ipv6: IpAddress[]; companionWritten: boolean }> {
     validateOwner(request.handle, request.node);
     for (const [field, n] of [['num4', request.num4], ['num6', request.num6]] as const) {
       if (!Number.isInteger(n) || n < 0 || n > MAX_PER_REQUEST) throw new InvalidInputError(field, `${n} must be a whole number from 0 to ${MAX_PER_REQUEST}`);
     }
-    if (request.num4 + request.num6 === 0) return { ipv4: [], ipv6: [] };
-    const demand: Demand = { count: { 4: request.num4, 6: request.num6 }, attribute: attributeFor(request.handle, request.node, request.attributes) };
+    if (request.num4 + request.num6 === 0) return { ipv4: [], ipv6: [], companionWritten: false };
+    const demand: Demand = {
+      count: { 4: request.num4, 6: request.num6 },
+      attribute: attributeFor(request.handle, request.node, request.attributes),
+      ...(request.companion ? { companion: request.companion } : {}),
+    };
     const pools: PoolChoice = { 4: request.pools4, 6: request.pools6 };
     const key = `auto ${request.node} ${JSON.stringify(pools)}`;
-    const addresses = (await this.queue.submit(key, { kind: 'auto', node: request.node, pools, demand })) as IpAddress[];
-    return { ipv4: addresses.filter((a) => a.version === 4), ipv6: addresses.filter((a) => a.version === 6) };
+    const { addresses, companionWritten } = (await this.queue.submit(key, { kind: 'auto', node: request.node, pools, demand })) as Assigned;
+    return { ipv4: addresses.filter((a) => a.version === 4), ipv6: addresses.filter((a) => a.version === 6), companionWritten };
   }
 
   /** Allocates exactly `address` (as `docker run --ip` or a CNI `ips` request asks). */

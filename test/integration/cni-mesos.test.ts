@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
-import { hostVethName } from '../../shared/endpoints/identity';
+import { handleOf, hostVethName } from '../../shared/endpoints/identity';
 
 const setup = useCniWorld(test);
 
@@ -33,6 +33,8 @@ test.serial('cni mesos - two tasks on one agent get addresses Mesos can read, an
   t.is(endpoint.spec.orchestrator, 'cni');
   t.is(endpoint.spec.interfaceName, hostVethName({ orchestrator: 'cni', node: NODE, network: 'calico-net', containerId: a, ifname: 'eth0' }));
   t.is(endpoint.metadata.annotations?.['projectcalico.org/owner'], `cni:${NODE}:calico-net:${a}:eth0`);
+  const handle = await ds.kv.get(ds.keys.handle(handleOf({ orchestrator: 'cni', node: NODE, network: 'calico-net', containerId: a, ifname: 'eth0' })));
+  t.is(endpoint.metadata.resourceVersion, handle?.modRevision, 'the record was written in the allocation\'s transaction');
   const profile = await ds.resources.get('Profile', 'calico-net');
   t.deepEqual(profile?.spec.labelsToApply, { 'pcn.calico-net': '' });
   t.true(readFileSync(join(setup.world.logDir, 'cni.log'), 'utf8').includes('workload added'), 'logs go to log_file_path');

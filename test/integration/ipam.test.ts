@@ -37,6 +37,27 @@ test('ipam - auto-assigns IPv4 and IPv6 from a block affine to the host, one han
   t.regex(formatCidr(owner!.block), /^fd00:20::.*\/122$/);
 });
 
+test('ipam - a companion record lands in the allocation\'s own transaction; one whose key is not as expected leaves the allocation to go ahead without it, alone in its batch', async (t) => {
+  const { ipam, ds } = await setup('companion');
+  const key = (name: string) => `${ds.keys.prefix}/companion-test/${name}`;
+  const companion = (name: string) => (addresses: readonly { version: 4 | 6; value: bigint }[]) => ({ key: key(name), put: texts([...addresses]).join(','), expect: { absent: true } as const });
+  // Taken: its key exists, so "absent" does not hold.
+  await ds.kv.txn([{ key: key('taken'), put: 'someone else\'s' }]);
+  // Requests that arrive while a batch is written share the next (group commit): taken's with b's.
+  const [a, taken, b] = await Promise.all(['a', 'taken', 'b'].map((name) => ipam.autoAssign({ handle: `n.${name}`, node: 'h', num4: 1, num6: 1, companion: companion(name) })));
+  for (const [name, got] of [['a', a!], ['b', b!]] as const) {
+    t.true(got.companionWritten, `${name}: written with its addresses`);
+    const record = await ds.kv.get(key(name));
+    t.is(record?.value, texts([...got.ipv4, ...got.ipv6]).join(','), `${name}: made from the addresses it got`);
+    t.is(record?.modRevision, (await ds.kv.get(ds.keys.handle(`n.${name}`)))?.modRevision, `${name}: in the allocation's transaction`);
+  }
+  t.false(taken!.companionWritten, 'the taken key is not overwritten');
+  t.is(taken!.ipv4.length + taken!.ipv6.length, 2, 'and its request still gets its addresses');
+  t.is((await ds.kv.get(key('taken')))?.value, 'someone else\'s');
+  t.is(new Set(texts([...a!.ipv4, ...taken!.ipv4, ...b!.ipv4])).size, 3);
+  t.deepEqual((await readIpamState(ds)).problems, []);
+});
+
 test('ipam - a second allocation on the host uses the same block', async (t) => {
   const { ipam, ds } = await setup('same-block');
   const a = await ipam.autoAssign({ handle: 'n.a', node: 'h', num4: 1, num6: 0 });
