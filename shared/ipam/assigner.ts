@@ -228,7 +228,13 @@ export class Assigner {
     }
     const companionKeys = new Map<string, number>();
     for (const [local, addresses] of plan.placed) {
-      const write = companions[local]?.(addresses);
+      let write: ReturnType<NonNullable<Demand['companion']>> | undefined;
+      try {
+        write = companions[local]?.(addresses);
+      } catch {
+        // A companion that cannot be made is its request's alone: written apart, it fails there.
+        continue;
+      }
       // (Two requests for one record in a batch cannot both write it: the second goes apart.)
       if (!write || guarded.has(write.key)) continue;
       guard({ key: write.key, expect: write.expect, put: write.put });

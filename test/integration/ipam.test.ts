@@ -37,14 +37,17 @@ test('ipam - auto-assigns IPv4 and IPv6 from a block affine to the host, one han
   t.regex(formatCidr(owner!.block), /^fd00:20::.*\/122$/);
 });
 
-test('ipam - a companion record lands in the allocation\'s own transaction; one whose key is not as expected leaves the allocation to go ahead without it, alone in its batch', async (t) => {
+test('ipam - a companion record lands in the allocation\'s own transaction; one whose key is not as expected, or that cannot be made, leaves its allocation to go ahead without it, alone in its batch', async (t) => {
   const { ipam, ds } = await setup('companion');
   const key = (name: string) => `${ds.keys.prefix}/companion-test/${name}`;
   const companion = (name: string) => (addresses: readonly { version: 4 | 6; value: bigint }[]) => ({ key: key(name), put: texts([...addresses]).join(','), expect: { absent: true } as const });
   // Taken: its key exists, so "absent" does not hold.
   await ds.kv.txn([{ key: key('taken'), put: 'someone else\'s' }]);
   // Requests that arrive while a batch is written share the next (group commit): taken's with b's.
-  const [a, taken, b] = await Promise.all(['a', 'taken', 'b'].map((name) => ipam.autoAssign({ handle: `n.${name}`, node: 'h', num4: 1, num6: 1, companion: companion(name) })));
+  const broken = () => {
+    throw new Error('this record cannot be made');
+  };
+  const [a, taken, b, unmade] = await Promise.all(['a', 'taken', 'b', 'unmade'].map((name) => ipam.autoAssign({ handle: `n.${name}`, node: 'h', num4: 1, num6: 1, companion: name === 'unmade' ? broken : companion(name) })));
   for (const [name, got] of [['a', a!], ['b', b!]] as const) {
     t.true(got.companionWritten, `${name}: written with its addresses`);
     const record = await ds.kv.get(key(name));
@@ -54,7 +57,9 @@ test('ipam - a companion record lands in the allocation\'s own transaction; one 
   t.false(taken!.companionWritten, 'the taken key is not overwritten');
   t.is(taken!.ipv4.length + taken!.ipv6.length, 2, 'and its request still gets its addresses');
   t.is((await ds.kv.get(key('taken')))?.value, 'someone else\'s');
-  t.is(new Set(texts([...a!.ipv4, ...taken!.ipv4, ...b!.ipv4])).size, 3);
+  t.false(unmade!.companionWritten, 'a companion that cannot be made fails nobody else\'s allocation');
+  t.is(unmade!.ipv4.length, 1);
+  t.is(new Set(texts([...a!.ipv4, ...taken!.ipv4, ...b!.ipv4, ...unmade!.ipv4])).size, 4);
   t.deepEqual((await readIpamState(ds)).problems, []);
 });
 
