@@ -40,7 +40,7 @@ import { median, nowMs, round } from './stats';
 const POLICIES = 200;
 const CONVERGE_ROUNDS = 30;
 const UPDATE_SAMPLES = 15;
-const THROUGHPUT_ROUNDS = 3;
+const THROUGHPUT_ROUNDS = 5;
 /** The guard's cost is a few per cent: more rounds than the throughput above, to see it through two cores' noise. */
 const GUARD_ROUNDS = 15;
 
