@@ -196,12 +196,20 @@ test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never 
   await waitFor('the two tasks to reach each other', async () => a.agent.container(a.id).ping(b.ip), 20_000);
   const established = async (i: number) => bgpSessions(join(daemons[i]!.dir, 'bird', 'bird.ctl')).then((sessions) => sessions.length > 0 && sessions.every((s) => s.info === 'Established'), () => false);
 
-  /** Pings from a to b every 100 ms while `disturb` runs and until it has settled; the ones lost. */
+  /**
+   * Pings from a to b, one after another, while `disturb` runs and until it has settled; the ones
+   * lost. Each waits up to 3 s for its answer: a packet dropped never gets one, while under the
+   * whole suite's load an answer may take longer than a second to reach ping.
+   */
   const lostWhile = async (disturb: () => Promise<void>): Promise<number> => {
-    let lost = 0;
+    const started = Date.now();
+    const lost: string[] = [];
     let done = false;
     const pinging = (async () => {
-      while (!done) if (!(await a.agent.container(a.id).exec('ping', ['-c', '1', '-W', '1', b.ip], { timeout: 3000 }).then(() => true, () => false))) lost++;
+      while (!done) {
+        const sent = Date.now() - started;
+        await a.agent.container(a.id).exec('ping', ['-c', '1', '-W', '3', b.ip], { timeout: 5000 }).catch((err: Error) => lost.push(`at ${sent} ms: ${err.message.split('\n').slice(-3).join(' ')}`));
+      }
     })();
     try {
       await disturb();
@@ -209,7 +217,9 @@ test.serial('bgp - BIRD killed: the daemon starts it again and forwarding never 
       done = true;
       await pinging;
     }
-    return lost;
+    // When one is lost: when, and what ping said, beside the daemons' logs.
+    for (const line of lost) t.log(line);
+    return lost.length;
   };
 
   const lostToKill = await lostWhile(async () => {
