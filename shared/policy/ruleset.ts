@@ -92,6 +92,8 @@ const ND_TYPES = '{ mld-listener-query, mld-listener-report, mld-listener-done, 
 const NEIGHBOUR_DISCOVERY = `meta l4proto ipv6-icmp icmpv6 type ${ND_TYPES} accept`;
 const ALLOWED = `meta mark and ${hex(MARK.allow)} == ${hex(MARK.allow)}`;
 
+const PROTECTED_DESTINATIONS = ['ip daddr . meta l4proto . th dport @protected4 drop', 'ip6 daddr . meta l4proto . th dport @protected6 drop'];
+
 /**
  * The guard: what no policy can open. Anti-spoofing looks at every packet (the prerouting rule and
  * wl-guard); what workloads may never reach or send is looked at only on a flow's first packet, past
@@ -108,9 +110,9 @@ export const GUARD_RULES = {
     'iifname . ip saddr != @wl_src4 iifname . ip saddr != @wl_pfx4 drop',
     'iifname . ip6 saddr != @wl_src6 iifname . ip6 saddr != @wl_pfx6 drop',
   ],
-  forwarded: ['ip daddr . meta l4proto . th dport @protected4 drop', 'ip6 daddr . meta l4proto . th dport @protected6 drop', `jump ${WORKLOAD_ENCAP_CHAIN}`],
+  forwarded: [...PROTECTED_DESTINATIONS, `jump ${WORKLOAD_ENCAP_CHAIN}`],
   /** To this host: its services on every address besides (the packet is local here). */
-  toHost: ['ip daddr . meta l4proto . th dport @protected4 drop', 'ip6 daddr . meta l4proto . th dport @protected6 drop', 'meta l4proto . th dport @protected_local drop', `jump ${WORKLOAD_ENCAP_CHAIN}`],
+  toHost: [...PROTECTED_DESTINATIONS, 'meta l4proto . th dport @protected_local drop', `jump ${WORKLOAD_ENCAP_CHAIN}`],
 } as const;
 
 /** Regular chains of the fixed part, with their rules (in the order they must be created). */
