@@ -34,6 +34,7 @@ import { MalformedRecordLog } from './malformed-records';
 import { detectHostAddresses } from '../shared/dataplane/routes';
 import { birdMissing } from '../shared/dataplane/bird';
 import { hostLinksDeleted } from '../shared/dataplane/workload';
+import { dropSpareIpRuns, keepSpareIpRuns } from '../shared/dataplane/ip-command';
 import { stopCommandHelper, useCommandHelper } from '../shared/dataplane/command-runner';
 import { RouteKeeper } from './route-keeper';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
   const log = new Logger(level, [stderr], { daemon: 'calico-libnetwork', node });
   // Before anything runs a command: the daemon's forks would stall its event loop.
   useCommandHelper();
+  keepSpareIpRuns();
 
   const malformed = new MalformedRecordLog(log);
   const connections = new Connections();
@@ -192,6 +194,7 @@ async function main(): Promise<void> {
     await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     // After the requests in flight, whose DELs may have begun some.
     await hostLinksDeleted();
+    dropSpareIpRuns();
     stopCommandHelper();
     await claim.stop();
     await connections.close();

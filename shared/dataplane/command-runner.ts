@@ -149,17 +149,23 @@ export function stopCommandHelper(): void {
 export interface StartedCommand {
   /** Gives the command its whole stdin (once); its output, or a CommandFailure. */
   finish(input: string): Promise<CommandOutput>;
+  /** It has exited (or failed) already. */
+  readonly ended: boolean;
 }
 
 function startedCommand(output: Promise<CommandOutput>, give: (input: string) => void): StartedCommand {
+  let ended = false;
   // A command that fails before it is given its input is reported by finish, never unhandled.
-  output.catch(() => undefined);
+  output.then(() => (ended = true), () => (ended = true));
   let given = false;
   return {
     finish(input) {
       if (!given) give(input);
       given = true;
       return output;
+    },
+    get ended() {
+      return ended;
     },
   };
 }

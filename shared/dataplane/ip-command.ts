@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
-import { startCommand, type CommandFailure } from './command-runner';
+import { startCommand, type CommandFailure, type StartedCommand } from './command-runner';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
 
 export interface IpRun {
@@ -46,10 +46,44 @@ export function bridgeBatch(what: string, lines: readonly string[], options: { j
   return startBatch('bridge', what, options).run(lines);
 }
 
+const MAX_OUTPUT = 16 << 20;
+
+/**
+ * Runs of `ip` in this namespace started before anyone asks for them, one per set of flags, kept
+ * by the long-running daemon (keepSpareIpRuns): a command that wants one takes it at once, its
+ * start-up (2-10 ms on a busy host) already behind it, and another starts in its place. Each is
+ * a fresh process, used once: ip keeps a name's interface index for its whole life, so a spare
+ * has run nothing before it is taken. One that has ended, or has too little time left, is not
+ * taken but replaced.
+ */
+const SPARE_TIMEOUT_MS = 10 * 60_000;
+let spares: Map<string, { readonly started: StartedCommand; readonly at: number }> | undefined;
+
+export function keepSpareIpRuns(): void {
+  spares ??= new Map();
+}
+
+/** Lets every spare go (their stdin closed, they exit having run nothing). */
+export function dropSpareIpRuns(): void {
+  for (const { started } of spares?.values() ?? []) started.finish('').catch(() => undefined);
+  spares = undefined;
+}
+
+function takeSpare(args: readonly string[], waitMs: number): StartedCommand | undefined {
+  if (!spares) return undefined;
+  const key = args.join(' ');
+  const spare = spares.get(key);
+  spares.set(key, { started: startCommand('ip', args, { timeoutMs: SPARE_TIMEOUT_MS, maxBuffer: MAX_OUTPUT }), at: Date.now() });
+  if (spare && !spare.started.ended && SPARE_TIMEOUT_MS - (Date.now() - spare.at) >= COMMAND_TIMEOUT_MS + waitMs) return spare.started;
+  spare?.started.finish('').catch(() => undefined);
+  return undefined;
+}
+
 function startBatch(program: 'ip' | 'bridge', what: string, options: BatchOptions): StartedBatch {
   const ipArgs = [...(options.json ? ['-j'] : []), ...(options.details ? ['-d'] : []), ...(options.family ? [`-${options.family}`] : []), ...(options.force ? ['-force'] : []), '-batch', '-'];
   const [file, args] = options.netns ? ['nsenter', [`--net=${options.netns}`, program, ...ipArgs]] : [program, ipArgs];
-  const started = startCommand(file, args, { timeoutMs: COMMAND_TIMEOUT_MS + (options.waitMs ?? 0), maxBuffer: 16 << 20 });
+  const spare = program === 'ip' && !options.netns ? takeSpare(args, options.waitMs ?? 0) : undefined;
+  const started = spare ?? startCommand(file, args, { timeoutMs: COMMAND_TIMEOUT_MS + (options.waitMs ?? 0), maxBuffer: MAX_OUTPUT });
   return {
     run: (lines) =>
       started.finish(lines.length === 0 ? '' : lines.join('\n') + '\n').catch((err: CommandFailure) => {

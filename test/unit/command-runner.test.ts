@@ -29,9 +29,13 @@ for (const through of ['this process', 'the helper'] as const) {
       const first = started.finish('late input');
       t.is((await first).stdout, 'late input');
       t.is((await started.finish('ignored')).stdout, 'late input');
-      // One that cannot start fails when its input is given, never as an unhandled rejection.
+      t.true(started.ended, 'ended once it has run');
+      // One that cannot start fails when its input is given, never as an unhandled rejection, and
+      // says it has ended before that.
       const missing = startCommand('/nonexistent/command', [], options);
+      t.false(missing.ended);
       await sleep(50);
+      t.true(missing.ended);
       await t.throwsAsync(missing.finish(''), { instanceOf: CommandFailure });
     }));
 }
