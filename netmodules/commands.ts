@@ -142,15 +142,14 @@ async function isolate(request: Extract<NetmodulesRequest, { command: 'isolate' 
   // The ip runs that will wire the container start first: their start-up passes during the checks.
   const runs = startWiring(netns);
   try {
-    await isolateWith(request, ctx, runs);
+    await isolateWith(request, ctx, netns, runs);
   } finally {
     abandonWiring(runs);
   }
 }
 
-async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext, runs: WiringRuns): Promise<void> {
+async function isolateWith(request: Extract<NetmodulesRequest, { command: 'isolate' }>, ctx: NetmodulesContext, netns: string, runs: WiringRuns): Promise<void> {
   const container = mesosWorkload(ctx.node, request.containerId);
-  const netns = `/proc/${request.pid}/ns/net`;
   const timer = new PhaseTimer('ISOLATE');
   // The checks, and the profiles the container joins, at once.
   const [, existing, handles] = await Promise.all([

@@ -316,14 +316,14 @@ export async function removeOwnedHostLink(hostIf: string, ownerTag: string): Pro
   if (!(await localLinks()).has(hostIf)) return 'absent';
   // The run that cuts it off starts now, its start-up passing while its owner is read.
   const cut = startIpBatch(`cut off host interface ${hostIf}`, { waitMs: COMMAND_TIMEOUT_MS });
-  const alias = await hostLinkAlias(hostIf).catch((err: unknown) => {
-    cut.run([]).catch(() => undefined);
-    throw err;
-  });
-  if (alias === undefined || alias !== ownerTag) {
-    cut.run([]).catch(() => undefined);
-    return alias === undefined ? 'absent' : 'not ours';
+  let alias: string | undefined;
+  try {
+    alias = await hostLinkAlias(hostIf);
+  } finally {
+    // Not ours to cut off (or not read): the run ends with nothing to do.
+    if (alias !== ownerTag) cut.run([]).catch(() => undefined);
   }
+  if (alias !== ownerTag) return alias === undefined ? 'absent' : 'not ours';
   const doomed = deletionName();
   try {
     await cut.run([`link set dev ${hostIf} down`, `link set dev ${hostIf} name ${doomed}`]);
