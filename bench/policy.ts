@@ -22,7 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { applyNftScript } from '../shared/dataplane/nftables';
-import { FIXED_PART, GUARD_RULES } from '../shared/policy/ruleset';
+import { FIXED_PART, GUARD_RULES, TABLE } from '../shared/policy/ruleset';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,7 +47,8 @@ const GUARD_ROUNDS = 15;
 /** The fixed part without the guard's rules: what the guard's cost is measured against. */
 const UNGUARDED_PART = (() => {
   const guard = new Set<string>([GUARD_RULES.prerouting, ...GUARD_RULES.spoofing, ...GUARD_RULES.forwarded, ...GUARD_RULES.toHost]);
-  return FIXED_PART.split('\n').filter((line) => !guard.has(line.replace(/^add rule inet calico \S+ /, ''))).join('\n');
+  const rule = new RegExp(`^add rule ${TABLE} \\S+ `);
+  return FIXED_PART.split('\n').filter((line) => !guard.has(line.replace(rule, ''))).join('\n');
 })();
 
 /** A policy of the bench's 200: it applies to one app of 20 and opens a port to one role of 10. */
