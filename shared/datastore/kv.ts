@@ -283,9 +283,15 @@ export class EtcdKv {
       onEvent({ type, key: kv.key.toString(), value: kv.value.toString(), modRevision: String(kv.mod_revision) });
     watcher.on('put', forward('put'));
     watcher.on('delete', forward('delete'));
+    let ended = false;
     // The library reconnects by itself; errors must not become unhandled 'error' events.
-    watcher.on('error', (err: Error) => onLost?.(err.message));
-    return { close: () => watcher.cancel() };
+    watcher.on('error', (err: Error) => {
+      ended = true;
+      onLost?.(err.message);
+    });
+    // A watch etcd has ended is gone already: the library's cancel would wait for an answer that
+    // never comes. Any other cancel is bounded too, and a watch that cannot be cancelled is left.
+    return { close: () => (ended ? Promise.resolve() : this.bounded(`cancel the watch of ${prefix}`, watcher.cancel()).catch(() => undefined)) };
   }
 
   private call<T>(what: string, fn: (client: Etcd3) => Promise<T>): Promise<T> {
