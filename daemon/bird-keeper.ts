@@ -1,14 +1,13 @@
 /**
- * The `bird` backend's half of the route keeper: from what the keeper read of etcd (nodes, pools,
- * this host's blocks) and the BGP resources, BIRD's configuration, checked and put in place, and
+ * The `bird` backend's half of the route keeper: from the cluster view (nodes, pools, this host's
+ * blocks, the BGP resources), BIRD's configuration, checked and put in place, and
  * BIRD kept running on it. A BGPPeer or BGPConfiguration that does not check out is logged once
  * and skipped (the configuration then counts as Calico's defaults); a configuration BIRD refuses
  * is logged, and the last good one stays in force.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Datastore, Entry, Resource } from '../shared/datastore';
-import { decodeResource } from '../shared/datastore';
+import type { Resource } from '../shared/datastore';
 import { BirdError, BirdProcess, bgpSessions, installBirdConfig, type BirdPaths } from '../shared/dataplane/bird';
 import { messageOf } from '../shared/errors';
 import type { PoolEncapsulation } from '../shared/ipam/pool';
@@ -23,6 +22,9 @@ export interface BirdInputs {
   readonly nodes: readonly Resource<'Node'>[];
   readonly pools: readonly PoolEncapsulation[];
   readonly ownBlocks: readonly Cidr[];
+  /** The cluster's BGPConfiguration "default", if any, and every BGPPeer. */
+  readonly configuration: Resource<'BGPConfiguration'> | undefined;
+  readonly peers: readonly Resource<'BGPPeer'>[];
 }
 
 export class BirdKeeper {
@@ -51,15 +53,10 @@ export class BirdKeeper {
     });
   }
 
-  /** The etcd prefixes whose changes change BIRD's configuration (beyond the route keeper's own). */
-  static watchedPrefixes(ds: Datastore): string[] {
-    return [ds.keys.resourcePrefix('BGPConfiguration'), ds.keys.resourcePrefix('BGPPeer')];
-  }
-
-  async sync(ds: Datastore, inputs: BirdInputs): Promise<void> {
-    const [configEntry, peerEntries] = await Promise.all([ds.kv.get(ds.keys.resource('BGPConfiguration', 'default')), ds.kv.list(ds.keys.resourcePrefix('BGPPeer'))]);
-    const settings = configEntry ? this.checked(configEntry, (e) => validateBgpConfiguration(decodeResource('BGPConfiguration', e))) ?? DEFAULT_BGP_SETTINGS : DEFAULT_BGP_SETTINGS;
-    const rules = peerEntries.map((e) => this.checked(e, (entry) => validateBgpPeer(decodeResource('BGPPeer', entry)))).filter((r): r is BgpPeerRule => r !== undefined);
+  /** Renders the configuration; BIRD hears of it only when it changed. */
+  async sync(inputs: BirdInputs): Promise<void> {
+    const settings = inputs.configuration ? this.checked(inputs.configuration, validateBgpConfiguration) ?? DEFAULT_BGP_SETTINGS : DEFAULT_BGP_SETTINGS;
+    const rules = inputs.peers.map((peer) => this.checked(peer, validateBgpPeer)).filter((r): r is BgpPeerRule => r !== undefined);
     const plan = bgpPlan(this.node, inputs.nodes.map((n) => this.bgpNode(n)), rules, settings);
     if (!plan) {
       this.once('no-address', () => this.log.warning('BGP waits: this node has no IPv4 address in its Node record (BIRD\'s router ID)'));
@@ -121,8 +118,9 @@ export class BirdKeeper {
   }
 
   /** A resource's check; one it refuses is logged once per revision and skipped. */
-  private checked<T>(entry: Entry, check: (entry: Entry) => T): T | undefined {
-    return this.orSkip(`${entry.key}@${entry.modRevision}`, 'BGP resource skipped: it does not check out', { key: entry.key }, () => check(entry));
+  private checked<K extends 'BGPConfiguration' | 'BGPPeer', T>(resource: Resource<K>, check: (resource: Resource<K>) => T): T | undefined {
+    const name = `${resource.kind} ${resource.metadata.name}`;
+    return this.orSkip(`${name}@${resource.metadata.resourceVersion}`, 'BGP resource skipped: it does not check out', { resource: name }, () => check(resource));
   }
 
   /** What `check` gives; what it refuses is logged once (by `seen`) and gives undefined. */

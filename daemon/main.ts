@@ -37,6 +37,7 @@ import { hostLinksDeleted } from '../shared/dataplane/workload';
 import { dropSpareIpRuns, keepSpareIpRuns } from '../shared/dataplane/ip-command';
 import { stopCommandHelper, useCommandHelper } from '../shared/dataplane/command-runner';
 import { RouteKeeper } from './route-keeper';
+import { ClusterView } from '../shared/cluster-view/cluster-view';
 import { ROUTING_BACKENDS, type RoutingBackend } from '../shared/routing/desired-routes';
 import { DEFAULT_MTU_FILE } from '../shared/routing/workload-mtu';
 
@@ -73,6 +74,8 @@ const USAGE = `usage: calico-libnetwork [options]
                                each pool's ipipMode/vxlanMode encapsulates in every backend
   --bird-dir DIR               BIRD's configuration and control socket (/var/run/calico/bird)
   --no-routes                  leave routes and tunnels to something else
+  --route-repair S             compare routes, tunnels and BIRD with the kernel every S seconds,
+                               each host at its own moment within 20% (300; 0: only after failures)
   --no-policy                  enforce no policy (and remove our nftables table, inet calico)
   --policy-resync S            reprogram the whole policy table every S seconds (300)
   --gc-interval S, --gc-grace S      garbage collection every S seconds (60), after S seconds gone (300)
@@ -104,6 +107,7 @@ async function main(): Promise<void> {
       'log-level': { type: 'string', default: process.env.CALICO_LOG_LEVEL ?? 'info' },
       'node-address': { type: 'string', default: process.env.CALICO_NODE_ADDRESS ?? 'auto' },
       'no-routes': { type: 'boolean', default: false },
+      'route-repair': { type: 'string', default: '300' },
       backend: { type: 'string', default: process.env.CALICO_NETWORKING_BACKEND ?? 'static' },
       'bird-dir': { type: 'string', default: '/var/run/calico/bird' },
       'no-policy': { type: 'boolean', default: false },
@@ -151,7 +155,7 @@ async function main(): Promise<void> {
     labelEndpoints: !values['no-label-endpoints'],
   }, log.with({ driver: 'network' }));
 
-  const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay' | 'policy-resync') => {
+  const seconds = (flag: 'gc-interval' | 'gc-grace' | 'block-release-delay' | 'policy-resync' | 'route-repair') => {
     const n = Number(values[flag]);
     if (!Number.isFinite(n) || n < 0) throw new Error(`--${flag} must be a number of seconds (0 turns it off)`);
     return n * 1000;
@@ -162,7 +166,9 @@ async function main(): Promise<void> {
   if (!ROUTING_BACKENDS.includes(backend)) throw new Error(`--backend must be one of ${ROUTING_BACKENDS.join(', ')}`);
   const noBird = backend === 'bird' && !values['no-routes'] ? birdMissing() : undefined;
   if (noBird) log.error(`${noBird}; until it is, this host neither learns nor announces routes`);
-  const routes = values['no-routes'] ? undefined : new RouteKeeper(datastore, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']!, mtuFile }, log.with({ job: 'routes' }));
+  // What the route keeper follows of the cluster, read once and then watched.
+  const view = values['no-routes'] ? undefined : new ClusterView(async () => (await datastore()).ds, log.with({ job: 'view' }));
+  const routes = view && new RouteKeeper(datastore, view, { node, nodeAddress: values['node-address']!, backend, birdDir: values['bird-dir']!, mtuFile, repairMs: seconds('route-repair') }, log.with({ job: 'routes' }));
   const resyncMs = seconds('policy-resync');
   if (resyncMs === 0) throw new Error('--policy-resync must be more than 0 seconds (--no-policy turns policy off)');
   const metrics = new Metrics(async () => (await datastore()).ipam, node, log);
@@ -191,7 +197,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('stopping', { signal });
     networkDriver.stop();
-    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
+    await Promise.allSettled([...started.map((s) => s.stop()), routes?.stop(), view?.stop(), policy?.stop(), collector.stop(), blocks.stop(), metrics.stop()]);
     // After the requests in flight, whose DELs may have begun some.
     await hostLinksDeleted();
     dropSpareIpRuns();
@@ -216,7 +222,10 @@ async function main(): Promise<void> {
   log.info('started', { plugins: values['plugin-dir'], cniSocket: values['cni-socket'], etcd: etcd.endpoints.join(',') });
   // Under systemd (Type=notify): ready, so the units ordered after this one (Docker, the Mesos agent) may start.
   if (process.env.NOTIFY_SOCKET) execFile('systemd-notify', ['--ready', `--pid=${process.pid}`], (err) => err && log.warning('cannot tell systemd the daemon is ready', { error: err.message }));
-  void claim.held.then(() => routes?.start());
+  void claim.held.then(() => {
+    view?.start();
+    routes?.start();
+  });
   collector.start();
   blocks.start();
   if (values['metrics-address']) await metrics.listen(values['metrics-address']).catch((err: Error) => log.warning('metrics are not served', { error: err.message }));

@@ -7,11 +7,11 @@
  * its mode) is given back and a new one taken.
  */
 import { randomBytes } from 'node:crypto';
+import type { ViewPool } from '../shared/cluster-view/sections';
 import { ConflictError, type Datastore, type NodeSpec, type Resource } from '../shared/datastore';
 import { tunnelHandle } from '../shared/endpoints/identity';
 import { ownedBy } from '../shared/ipam/block';
 import type { Ipam } from '../shared/ipam/ipam';
-import type { PoolEncapsulation } from '../shared/ipam/pool';
 import { cidrContains, formatAddress, formatCidr, type IpAddress } from '../shared/net';
 
 export interface TunnelEnds {
@@ -19,25 +19,22 @@ export interface TunnelEnds {
   readonly ipip?: IpAddress;
 }
 
-/** A pool as the tunnel ends need it: where an address may come from. */
-export interface EncapsulatedPool extends PoolEncapsulation {
-  readonly disabled: boolean;
-}
-
 type Kind = 'vxlan' | 'ipip';
 
-/** Keeps the tunnel ends `needed` and gives back the others; returns what this host now has. */
-export async function keepTunnelEnds(ds: Datastore, ipam: Ipam, node: string, pools: readonly EncapsulatedPool[], needed: { vxlan: boolean; ipip: boolean }): Promise<TunnelEnds> {
+/**
+ * Keeps the tunnel ends `needed` and gives back the others; returns what this host now has.
+ * `existing`: this host's Node as the cluster view has it.
+ */
+export async function keepTunnelEnds(ds: Datastore, ipam: Ipam, node: string, existing: Resource<'Node'> | undefined, pools: readonly ViewPool[], needed: { vxlan: boolean; ipip: boolean }): Promise<TunnelEnds> {
   const vxlan = await keepAddress(ipam, node, 'vxlan', needed.vxlan ? pools.filter((p) => p.cidr.version === 4 && p.vxlanMode !== 'Never' && !p.disabled) : []);
   const ipip = await keepAddress(ipam, node, 'ipip', needed.ipip ? pools.filter((p) => p.cidr.version === 4 && p.ipipMode !== 'Never' && !p.disabled) : []);
-  const existing = await ds.resources.get('Node', node);
   const mac = existing?.spec.vxlanTunnelMACAddr && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(existing.spec.vxlanTunnelMACAddr) ? existing.spec.vxlanTunnelMACAddr : randomMac();
   if (existing) await record(ds, existing, vxlan ? { address: vxlan, mac } : undefined, ipip);
   return { ...(vxlan ? { vxlan: { address: vxlan, mac } } : {}), ...(ipip ? { ipip } : {}) };
 }
 
 /** The tunnel address of `kind`, from `pools`; none (and the old one released) when `pools` is empty. */
-async function keepAddress(ipam: Ipam, node: string, kind: Kind, pools: readonly EncapsulatedPool[]): Promise<IpAddress | undefined> {
+async function keepAddress(ipam: Ipam, node: string, kind: Kind, pools: readonly ViewPool[]): Promise<IpAddress | undefined> {
   const handle = tunnelHandle(kind, node);
   const held = await ipam.handleAddresses(handle);
   const keep = held.find((a) => pools.some((p) => cidrContains(p.cidr, a)));
@@ -48,7 +45,7 @@ async function keepAddress(ipam: Ipam, node: string, kind: Kind, pools: readonly
   return ipv4[0];
 }
 
-/** Writes the tunnel ends onto the Node when they differ; a concurrent change is left to the next sync. */
+/** Writes the tunnel ends onto the Node when they differ; a concurrent change comes back through the view. */
 async function record(ds: Datastore, node: Resource<'Node'>, vxlan: { address: IpAddress; mac: string } | undefined, ipip: IpAddress | undefined): Promise<void> {
   const { ipv4VXLANTunnelAddr: _address, vxlanTunnelMACAddr: _mac, ...rest } = node.spec;
   const { ipv4IPIPTunnelAddr: _ipip, ...bgp } = node.spec.bgp ?? {};

@@ -49,8 +49,14 @@ async function currentRoutes(): Promise<Map<string, { family: 4 | 6; dst: string
   return out;
 }
 
-/** Adds what is missing, removes what is no longer wanted; says how many changed and what failed. */
-export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ added: number; removed: number; failure?: string }> {
+export interface RouteUpdate {
+  readonly added: number;
+  readonly removed: number;
+  readonly failure?: string;
+}
+
+/** Adds what is missing, removes what is no longer wanted, as the kernel has them now (the repair). */
+export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<RouteUpdate> {
   const current = await currentRoutes();
   const wanted = new Map(desired.map((r) => [routeKey(r), r]));
   const lines: Record<4 | 6, string[]> = { 4: [], 6: [] };
@@ -60,23 +66,44 @@ export async function syncRoutes(desired: readonly DesiredRoute[]): Promise<{ ad
     lines[route.family].push(`route del ${route.unreachable ? 'unreachable ' : ''}${route.dst} proto ${ROUTE_PROTO} metric ${route.metric}`);
     removed++;
   }
-  let added = 0;
-  for (const [key, route] of wanted) {
-    if (current.has(key)) continue;
+  const missing = [...wanted].filter(([key]) => !current.has(key)).map(([, route]) => route);
+  for (const route of missing) lines[route.dst.version].push(replaceLine(route));
+  return { added: missing.length, removed, ...(await applyRouteLines(lines)) };
+}
+
+/**
+ * Changes exactly the routes named, without reading the kernel's: the caller's record of what it
+ * programmed says what is there. Removals go first, so a route replaced by one to the same
+ * destination ends up the new one.
+ */
+export async function updateRoutes(added: readonly DesiredRoute[], removed: readonly DesiredRoute[]): Promise<RouteUpdate> {
+  const lines: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  for (const route of removed) {
     const dst = formatCidr(route.dst);
     lines[route.dst.version].push(route.kind === 'unreachable'
-      ? `route replace unreachable ${dst} proto ${ROUTE_PROTO} metric ${UNREACHABLE_METRIC}`
-      : `route replace ${dst} via ${formatAddress(route.via)}${route.kind === 'via' ? '' : ` dev ${TUNNEL_DEVICES[route.kind]} onlink`} proto ${ROUTE_PROTO}`);
-    added++;
+      ? `route del unreachable ${dst} proto ${ROUTE_PROTO} metric ${UNREACHABLE_METRIC}`
+      : `route del ${dst} via ${formatAddress(route.via)}${route.kind === 'via' ? '' : ` dev ${TUNNEL_DEVICES[route.kind]}`} proto ${ROUTE_PROTO}`);
   }
+  for (const route of added) lines[route.dst.version].push(replaceLine(route));
+  return { added: added.length, removed: removed.length, ...(await applyRouteLines(lines)) };
+}
+
+function replaceLine(route: DesiredRoute): string {
+  const dst = formatCidr(route.dst);
+  return route.kind === 'unreachable'
+    ? `route replace unreachable ${dst} proto ${ROUTE_PROTO} metric ${UNREACHABLE_METRIC}`
+    : `route replace ${dst} via ${formatAddress(route.via)}${route.kind === 'via' ? '' : ` dev ${TUNNEL_DEVICES[route.kind]} onlink`} proto ${ROUTE_PROTO}`;
+}
+
+async function applyRouteLines(lines: Record<4 | 6, string[]>): Promise<{ failure?: string }> {
   let failure: string | undefined;
   for (const family of [4, 6] as const) {
     // -force: one route that cannot be made (a next hop gone meanwhile) must not stop the others;
-    // the next sync retries it.
+    // the caller repairs from the kernel's routes.
     if (lines[family].length === 0) continue;
     await ipBatch('update routes to workload blocks', lines[family], { family, force: true }).catch((err: Error) => (failure = err.message));
   }
-  return { added, removed, ...(failure ? { failure } : {}) };
+  return failure ? { failure } : {};
 }
 
 /** The host's first global addresses (as "a.b.c.d/len"), skipping workload and container bridges. */

@@ -93,6 +93,27 @@ async function syncVxlanPeers(peers: readonly VxlanPeer[]): Promise<number> {
 }
 
 /**
+ * Tells `vxlan.calico` of remote ends that came and went, without reading what it has: the
+ * route keeper's record of what it programmed says (syncVxlanDevice repairs from the kernel).
+ */
+export async function updateVxlanPeers(added: readonly VxlanPeer[], removed: readonly VxlanPeer[]): Promise<number> {
+  const wantedMacs = new Set(added.map((p) => p.mac));
+  const wantedAddresses = new Set(added.map((p) => formatAddress(p.tunnelAddress)));
+  // An end replaced by one with the same address or MAC is replaced, not deleted after.
+  const ipLines = [
+    ...removed.filter((p) => !wantedAddresses.has(formatAddress(p.tunnelAddress))).map((p) => `neigh del ${formatAddress(p.tunnelAddress)} dev ${VXLAN_DEVICE}`),
+    ...added.map((p) => `neigh replace ${formatAddress(p.tunnelAddress)} lladdr ${p.mac} dev ${VXLAN_DEVICE} nud permanent`),
+  ];
+  const bridgeLines = [
+    ...removed.filter((p) => !wantedMacs.has(p.mac)).map((p) => `fdb del ${p.mac} dev ${VXLAN_DEVICE} dst ${formatAddress(p.hostAddress)} self`),
+    ...added.map((p) => `fdb replace ${p.mac} dev ${VXLAN_DEVICE} dst ${formatAddress(p.hostAddress)} self permanent`),
+  ];
+  if (ipLines.length > 0) await ipBatch('update VXLAN neighbours', ipLines, { force: true });
+  if (bridgeLines.length > 0) await bridgeBatch('update VXLAN forwarding entries', bridgeLines, { force: true });
+  return ipLines.length + bridgeLines.length;
+}
+
+/**
  * Gives `tunl0` the host's IPIP tunnel address and MTU, and brings it up; with `end` undefined,
  * takes `previous` (an address we gave it) off again. The device exists when the kernel has IPIP.
  */

@@ -257,7 +257,7 @@ test.serial('bgp - bad input: a BGPPeer, BGPConfiguration or IP pool written str
   await raw('BGPPeer', 'bad-as', { peerIP: '10.99.0.250', asNumber: 'sixty' });
   await raw('BGPConfiguration', 'default', { asNumber: 0 });
   await ds.kv.txn([{ key: ds.keys.resource('IPPool', 'odd'), put: JSON.stringify({ kind: 'IPPool', apiVersion: 'projectcalico.org/v3', metadata: { name: 'odd' }, spec: { cidr: '10.171.0.0/16', vxlanMode: 'Sometimes' } }) }]);
-  await waitFor('the bad resources to be reported', async () => /skipping a malformed record.*ippools\/odd.*Sometimes\\?" is not one of/s.test(daemons[0]!.stderr) && /bad-ip.*not an IP address/s.test(daemons[0]!.stderr) && /bad-as.*not an AS number/s.test(daemons[0]!.stderr) && /bgpconfigurations\/default.*not an AS number/s.test(daemons[0]!.stderr), 5000);
+  await waitFor('the bad resources to be reported', async () => /skipping a malformed record.*ippools\/odd.*Sometimes\\?" is not one of/s.test(daemons[0]!.stderr) && /bad-ip.*not an IP address/s.test(daemons[0]!.stderr) && /bad-as.*not an AS number/s.test(daemons[0]!.stderr) && /BGPConfiguration default.*not an AS number/s.test(daemons[0]!.stderr), 5000);
   // A peer BIRD itself refuses (a link-local address needs an interface): the configuration is refused, the last good one stays.
   await raw('BGPPeer', 'link-local', { peerIP: 'fe80::1', asNumber: 65000 });
   await waitFor('BIRD to refuse the configuration', async () => /BIRD configuration refused; the last good one stays/.test(daemons[0]!.stderr), 5000);
