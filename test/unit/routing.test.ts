@@ -6,7 +6,7 @@ import { recordWorkloadMtu, workloadMtu } from '../../shared/routing/workload-mt
 import { parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
 import type { EncapsulationMode } from '../../shared/ipam/pool';
-import { routeKey, routingPlan, type RoutingBackend } from '../../shared/routing/desired-routes';
+import { RoutePlanner, routeKey, routingPlan, type RoutingBackend } from '../../shared/routing/desired-routes';
 
 const hosts = [
   { name: 'a', ipv4Address: '10.99.0.11/24', ipv6Address: 'fd99::11/64' },
@@ -87,5 +87,58 @@ test('workload MTU - what the daemon recorded, else 1500 (no file, or not a sane
   for (const junk of ['abc', '70000', '12', '']) {
     writeFileSync(file, junk);
     t.is(workloadMtu(file), 1500, JSON.stringify(junk));
+  }
+});
+
+test('route planner - one change at a time: a block claimed elsewhere is one route added; a Node\'s change redoes only its routes; random changes always equal the plan from scratch', (t) => {
+  const planner = new RoutePlanner('a', 'vxlan');
+  for (const host of racks) planner.setHost(host.name, host);
+  planner.setPools([pool('Never', 'CrossSubnet')]);
+  blocks.forEach((b) => planner.setAffinity(`${b.host} ${b.cidr.network}`, b));
+  planner.changes();
+  planner.setAffinity('c new', affinity('c', '10.1.1.0/26'));
+  const claim = planner.changes();
+  t.deepEqual([claim.added.map(routeKey), claim.removed.length, claim.peersAdded.length], [['10.1.1.0/26 via 10.1.9.3 dev vxlan.calico'], 0, 0], 'exactly one route, through an end already known');
+  planner.setHost('c', { ...racks[2]!, vxlanTunnelMac: '66:00:00:00:00:cc' });
+  const moved = planner.changes();
+  t.deepEqual([moved.added.length, moved.removed.length, moved.peersAdded.map((p) => p.mac), moved.peersRemoved.map((p) => p.mac)], [0, 0, ['66:00:00:00:00:cc'], ['66:00:00:00:00:0c']], 'a new MAC: the end replaced, its routes unchanged');
+
+  // Random changes, programmed as the changes say, always equal the plan from scratch.
+  let seed = 7;
+  const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)]!;
+  const state = { hosts: new Map(racks.map((h) => [h.name, h as (typeof racks)[number]])), affinities: new Map(blocks.map((b) => [`${b.host} ${b.cidr.network}`, b])), pools: [pool('Never', 'CrossSubnet')] };
+  state.affinities.set('c new', affinity('c', '10.1.1.0/26'));
+  state.hosts.set('c', { ...racks[2]!, vxlanTunnelMac: '66:00:00:00:00:cc' });
+  const programmed = new Set(planner.plan().routes.map(routeKey));
+  for (let i = 0; i < 500; i++) {
+    const what = pick(['affinity', 'affinity', 'affinity', 'host', 'pool']);
+    if (what === 'affinity') {
+      const host = pick(['a', 'b', 'c', 'd', 'e']);
+      const cidr = parseCidr(`10.1.${Math.floor(random() * 4)}.${Math.floor(random() * 4) * 64}/26`);
+      const id = `${host} ${cidr.network}`;
+      const next = random() < 0.3 ? undefined : affinity(host, `10.1.${(cidr.network >> 8n) & 255n}.${cidr.network & 255n}/26`, random() < 0.8);
+      if (next) state.affinities.set(id, next);
+      else state.affinities.delete(id);
+      planner.setAffinity(id, next);
+    } else if (what === 'host') {
+      const base = pick(racks);
+      const next = random() < 0.2 ? undefined : { ...base, ipv4Address: pick(['10.99.0.', '10.98.0.']) + String(10 + Math.floor(random() * 5)) + '/24' };
+      if (next) state.hosts.set(base.name, next);
+      else state.hosts.delete(base.name);
+      planner.setHost(base.name, next);
+    } else {
+      state.pools = [pool(pick(['Never', 'CrossSubnet', 'Always'] as const), 'Never')];
+      planner.setPools(state.pools);
+    }
+    if (random() < 0.5) continue;
+    const changes = planner.changes();
+    for (const r of changes.removed) t.true(programmed.delete(routeKey(r)), `removed ${routeKey(r)} was programmed`);
+    for (const r of changes.added) {
+      t.false(programmed.has(routeKey(r)), `added ${routeKey(r)} was not`);
+      programmed.add(routeKey(r));
+    }
+    const scratch = routingPlan({ self: 'a', backend: 'vxlan', affinities: [...state.affinities.values()], hosts: [...state.hosts.values()], pools: state.pools });
+    t.deepEqual([...programmed].sort(), scratch.routes.map(routeKey).sort());
   }
 });
