@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { setTimeout } from 'node:timers/promises';
 import { CniWorld } from '../helpers/cni-world';
 import { NodeDaemon } from '../../sim/daemon';
 import type { MesosAgent } from '../../sim/mesos-agent';
@@ -112,12 +113,16 @@ test.serial('bgp - a full mesh of three hosts on one link: routes to each other\
   // A block claimed later: routed on every other host within 2 s, BIRD reconfigured without
   // dropping a session.
   const sessionsBefore = await bgpSessions(join(cl.daemons[0]!.dir, 'bird', 'bird.ctl'));
+  const configWritten = (i: number) => statSync(join(cl.daemons[i]!.dir, 'bird', 'bird.conf')).mtimeMs;
+  const configsBefore = [configWritten(0), configWritten(2)];
   started = Date.now();
   const later = await ipam.autoAssign({ handle: 'test-later', node: 'mesh-1', num4: 1, num6: 0 });
   const laterBlock = formatCidr(enclosingCidr(later.ipv4[0]!, 26));
   await waitFor('the new block routed on hosts 0 and 2', async () => (await routesOf(agents[0]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`) && (await routesOf(agents[2]!)).includes(`${laterBlock} via 10.99.0.12 (bird)`), 2000);
   t.log(`a new block routed everywhere after ${Date.now() - started} ms`);
   t.deepEqual(await bgpSessions(join(cl.daemons[0]!.dir, 'bird', 'bird.ctl')), sessionsBefore, 'the same sessions, up since the same moment');
+  await setTimeout(300);
+  t.deepEqual([configWritten(0), configWritten(2)], configsBefore, 'another host\'s new block changes no BIRD configuration here: BGP carries it');
 
   // calicoctl node status shows every host's backend and sessions, as each daemon reported them.
   await waitFor('node status to show every session established', async () => {

@@ -5,6 +5,8 @@ import { NodeDaemon } from '../../sim/daemon';
 import { waitFor } from '../../sim/wait';
 import { MesosAgent } from '../../sim/mesos-agent';
 import { enclosingCidr, formatCidr } from '../../shared/net';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 let world: CniWorld;
 const daemons: NodeDaemon[] = [];
@@ -75,4 +77,56 @@ test.serial('routes - a pool of single-address blocks (blockSize 32): the block\
   const routes = await agent.host.json<{ dst: string; dev?: string; type?: string; metric?: number }[]>('route', 'show', 'to', 'exact', `${ip}/32`);
   t.deepEqual(routes.map((r) => `${r.type ?? 'unicast'} ${r.dev ?? ''} ${r.metric ?? 0}`).sort(), [`unicast ${routes.find((r) => r.dev)?.dev} 0`, 'unreachable  1024'].sort());
   for (const r of await agent.destroy(id)) t.is(r.code, 0);
+});
+
+/** Route changes of our protocol on a host while `during` runs, as the kernel announces them. */
+async function routeChangesDuring(agent: MesosAgent, during: () => Promise<void>): Promise<string[]> {
+  const monitor = spawn('nsenter', [`--net=${agent.host.path}`, 'ip', '-o', 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  monitor.stdout.on('data', (d) => (out += d));
+  await sleep(200);
+  try {
+    await during();
+    await sleep(500);
+  } finally {
+    monitor.kill();
+  }
+  return out.split('\n').filter((line) => / proto 80\b/.test(line));
+}
+
+test.serial('routes - a block claimed on one host is exactly one route change on each other host; a route deleted by hand is back after the periodic repair', async (t) => {
+  const { prefix, ds, ipam } = await world.scenario('routes-count', { v4: '10.152.0.0/16', v6: 'fd00:152::/64' });
+  const agents = [await world.addAgent(), await world.addAgent(), await world.addAgent()];
+  const started: NodeDaemon[] = [];
+  for (const [i, agent] of agents.entries()) {
+    started.push(await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', `count-${i}`, '--route-repair', '2']));
+  }
+  t.teardown(async () => {
+    for (const d of started) await d.destroy();
+  });
+  const handles: string[] = [];
+  t.teardown(() => Promise.all(handles.map((h) => ipam.releaseByHandle(h))));
+  await ipam.createPool('second', { cidr: '10.153.0.0/16' });
+  // Each claim from a pool of its own: a new block, not an address of the block the host has.
+  const claim = async (node: string, pool: string) => {
+    handles.push(`${node}.${randomUUID()}`);
+    return formatCidr(enclosingCidr((await ipam.autoAssign({ handle: handles.at(-1)!, node, num4: 1, num6: 0, pools4: [pool] })).ipv4[0]!, 26));
+  };
+  await waitFor('host 2 to register', async () => (await ds.resources.get('Node', 'count-2'))?.spec.bgp?.ipv4Address !== undefined, 5000);
+  const address = (await ds.resources.get('Node', 'count-2'))!.spec.bgp!.ipv4Address!.split('/')[0]!;
+  const first = await claim('count-2', 'pool4');
+  const routed = async (agent: MesosAgent, block: string) => (await routesOf(agent)).includes(`${block} via ${address}`);
+  await waitFor('the first block routed on hosts 0 and 1', async () => (await routed(agents[0]!, first)) && (await routed(agents[1]!, first)), 10_000);
+
+  let second = '';
+  const changes = await Promise.all([0, 1].map((i) => routeChangesDuring(agents[i]!, async () => {
+    if (i === 0) second = await claim('count-2', 'second');
+    await waitFor('the second block routed', async () => second !== '' && (await routed(agents[i]!, second)), 5000);
+  })));
+  for (const [i, lines] of changes.entries()) t.deepEqual(lines.map((l) => l.split(' ')[0]), [second], `host ${i}: one route added, nothing else touched`);
+
+  // Someone deletes our route by hand: the repair (every 2 s here) puts it back.
+  await agents[0]!.host.ip('route', 'del', first, 'proto', '80');
+  await waitFor('the deleted route to come back', () => routed(agents[0]!, first), 6000);
+  t.pass();
 });

@@ -6,7 +6,7 @@ import { recordWorkloadMtu, workloadMtu } from '../../shared/routing/workload-mt
 import { parseAddress } from '../../shared/net/address';
 import { parseCidr } from '../../shared/net/cidr';
 import type { EncapsulationMode } from '../../shared/ipam/pool';
-import { RoutePlanner, routeKey, routingPlan, type RoutingBackend } from '../../shared/routing/desired-routes';
+import { RoutePlanner, routeKey, routingPlan, type HostAddresses, type RoutingBackend } from '../../shared/routing/desired-routes';
 
 const hosts = [
   { name: 'a', ipv4Address: '10.99.0.11/24', ipv6Address: 'fd99::11/64' },
@@ -107,7 +107,7 @@ test('route planner - one change at a time: a block claimed elsewhere is one rou
   let seed = 7;
   const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)]!;
-  const state = { hosts: new Map(racks.map((h) => [h.name, h as (typeof racks)[number]])), affinities: new Map(blocks.map((b) => [`${b.host} ${b.cidr.network}`, b])), pools: [pool('Never', 'CrossSubnet')] };
+  const state = { hosts: new Map<string, HostAddresses>(racks.map((h) => [h.name, h])), affinities: new Map(blocks.map((b) => [`${b.host} ${b.cidr.network}`, b])), pools: [pool('Never', 'CrossSubnet')] };
   state.affinities.set('c new', affinity('c', '10.1.1.0/26'));
   state.hosts.set('c', { ...racks[2]!, vxlanTunnelMac: '66:00:00:00:00:cc' });
   const programmed = new Set(planner.plan().routes.map(routeKey));
