@@ -14,6 +14,7 @@ const benches: Record<string, () => Promise<Record<string, number>>> = {
   netmodules: async () => (await import('./netmodules')).benchNetmodules(),
   routing: async () => (await import('./routing')).benchRouting(),
   sockets: async () => (await import('./sockets')).benchSockets(),
+  fleet: async () => (await import('./fleet')).benchFleet(),
 };
 
 // Interrupted, the simulated datacenter's exit hooks still remove its namespaces and processes.

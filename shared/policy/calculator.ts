@@ -10,6 +10,7 @@
  * - Endpoints that share the same policies and profiles, in order, share one chain per direction.
  */
 import { createHash } from 'node:crypto';
+import { Interner } from './interner';
 import { cidrsOverlap, formatCidr, parseCidr, type Cidr, type IpVersion } from '../net';
 import { ADDRESS_BITS, formatAddress } from '../net/address';
 import { ENCAPSULATIONS } from '../routing/encapsulations';
@@ -101,6 +102,9 @@ export class PolicyCalculator {
   private protectedServices: readonly ProtectedService[] = [];
   /** How many holders each element of a fixed set has (two records may briefly share one). */
   private readonly fixedCounts = new Map<string, number>();
+
+  /** Shared copies of what many endpoints hold alike (records.ts interns with it too). */
+  readonly interner = new Interner();
 
   constructor(private readonly node: string) {
     this.setChain(HOST_ACTION_CHAIN, hostActionRules(this.felix));
@@ -249,7 +253,7 @@ export class PolicyCalculator {
   private labelsOf(record: EndpointRecord): Labels {
     const labels: Record<string, string> = {};
     for (const profile of record.profiles) Object.assign(labels, this.profiles.get(profile)?.labelsToApply);
-    return { ...labels, ...record.labels, [NAMESPACE_LABEL]: record.namespace };
+    return this.interner.labels({ ...labels, ...record.labels, [NAMESPACE_LABEL]: record.namespace });
   }
 
   private updateLocal(key: string, endpoint: IndexedEndpoint | undefined): void {

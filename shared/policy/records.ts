@@ -9,6 +9,7 @@ import { parseBoundedJson } from '../json';
 import { parseCidr, type Cidr } from '../net';
 import { ADDRESS_BITS, formatAddress, parseAddress } from '../net/address';
 import type { EndpointRecord, HostRecord, PolicyCalculator } from './calculator';
+import type { Interner } from './interner';
 import { DEFAULT_FELIX_SETTINGS } from './model';
 import { PolicyValidationError, quarantinedPolicy, quarantinedProfile, validateFelixConfiguration, validatePolicy, validateProfile } from './validate';
 
@@ -47,22 +48,23 @@ function cidrList(key: string, spec: Json, name: string, hostsOnly: boolean): Ci
   });
 }
 
-function endpointRecord(key: string, namespace: string, document: Json): EndpointRecord {
+function endpointRecord(key: string, namespace: string, document: Json, interner: Interner): EndpointRecord {
   const metadata = field(key, document, 'metadata', isObject, 'an object');
   const spec = field(key, document, 'spec', isObject, 'an object');
   const interfaceName = field(key, spec, 'interfaceName', isString, 'a string', 'spec.');
   if (!INTERFACE_NAME.test(interfaceName)) throw new MalformedDataError(key, `field "spec.interfaceName" ${JSON.stringify(interfaceName.slice(0, 40))} is not an interface name`);
   const addresses = cidrList(key, spec, 'ipNetworks', true).map((cidr) => ({ version: cidr.version, text: formatAddress({ version: cidr.version, value: cidr.network }) }));
   const labels = metadata.labels === undefined ? {} : field(key, metadata, 'labels', isStringMap, 'a map of strings', 'metadata.');
+  const allowedSources = cidrList(key, spec, 'allowSpoofedSourcePrefixes', false);
   return {
-    node: field(key, spec, 'node', isString, 'a string', 'spec.'),
-    namespace,
+    node: interner.string(field(key, spec, 'node', isString, 'a string', 'spec.')),
+    namespace: interner.string(namespace),
     interfaceName,
     ipv4: addresses.filter((a) => a.version === 4).map((a) => a.text),
-    ipv6: addresses.filter((a) => a.version === 6).map((a) => a.text),
-    labels,
-    profiles: spec.profiles === undefined ? [] : field(key, spec, 'profiles', isStringList, 'a list of strings', 'spec.'),
-    allowedSources: cidrList(key, spec, 'allowSpoofedSourcePrefixes', false),
+    ipv6: interner.list(addresses.filter((a) => a.version === 6).map((a) => a.text)),
+    labels: interner.labels(labels),
+    profiles: interner.list(spec.profiles === undefined ? [] : field(key, spec, 'profiles', isStringList, 'a list of strings', 'spec.')),
+    ...(allowedSources.length > 0 ? { allowedSources } : {}),
   };
 }
 
@@ -132,7 +134,7 @@ export function applyRecord(calculator: PolicyCalculator, keys: KeyLayout, key: 
     document = parsed;
     switch (ref.kind) {
       case 'WorkloadEndpoint':
-        calculator.setEndpoint(key, endpointRecord(key, ref.namespace!, parsed));
+        calculator.setEndpoint(key, endpointRecord(key, ref.namespace!, parsed, calculator.interner));
         break;
       case 'Profile':
         calculator.setProfile(ref.name, validateProfile(parsed));

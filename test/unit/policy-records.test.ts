@@ -1,4 +1,5 @@
 import test from 'ava';
+import { Interner } from '../../shared/policy/interner';
 import { KeyLayout } from '../../shared/datastore';
 import { PolicyCalculator } from '../../shared/policy/calculator';
 import { applyRecord } from '../../shared/policy/records';
@@ -100,4 +101,16 @@ test('policy records - allowSpoofedSourcePrefixes widen an endpoint\'s sources o
   t.deepEqual(prefixes(), ['"calis" . 10.0.0.0/24', '"calis" . 192.168.0.0/16']);
   t.deepEqual([...calc.spoofingInterfaces()], ['calis']);
   t.throws(() => applyRecord(calc, keys, wepKey('t'), wep('calit', ['10.0.0.2/32'], { allowSpoofedSourcePrefixes: ['10.0.0.1/8'] })), { message: /allowSpoofedSourcePrefixes\[0\]/ });
+});
+
+test('interner - label sets, lists and strings alike are one frozen copy; sets that differ in any key or value stay apart', (t) => {
+  const interner = new Interner();
+  const a = interner.labels(JSON.parse('{"app":"web","tier":"front"}'));
+  t.is(interner.labels(JSON.parse('{"app":"web","tier":"front"}')), a);
+  t.true(Object.isFrozen(a));
+  t.not(interner.labels({ app: 'web', tier: 'back' }), a);
+  t.not(interner.labels({ 'app\u0000web': '' }), interner.labels({ app: 'web' }), 'no two sets share a key text');
+  t.is(interner.list(['net1', 'net2']), interner.list(['net1', 'net2']));
+  t.is(interner.list([]), interner.list([]));
+  t.is(interner.labels({}), interner.labels({}));
 });

@@ -1,0 +1,297 @@
+/**
+ * The control plane's cost as the cluster grows (`npm run bench -- fleet`).
+ *
+ * (a) One node daemon, a host "probe" with no workloads, in a cluster of 10 hosts and in one of
+ *     1,000 (Calico's layout, loaded straight into etcd, the same 62.5 addresses per block at both
+ *     sizes). Other hosts' events, one every SPACING_MS: block claims, Node changes, endpoint adds,
+ *     label changes and deletes. Per event: the daemon's CPU (from /proc, less what it spends idle
+ *     over as long) and the bytes it receives from etcd (its host's link counter: nothing else
+ *     runs there; less what arrives idle over as long). Also, at 1,000 hosts (100,000 endpoints): the
+ *     daemon's RSS and the time from its start to its first full policy.
+ * (b) LAG_DAEMONS real daemons (policy off: routes are what is timed) over the 1,000 hosts'
+ *     records; other hosts claim LAG_RATE blocks a second for LAG_SECONDS. Each daemon's lag from
+ *     the claim's commit to the route in its host's kernel (`ip monitor`), at p99; etcd's CPU and
+ *     bytes sent over the run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { NodeDaemon } from '../sim/daemon';
+import type { EtcdServer } from '../sim/etcd';
+import type { MesosAgent } from '../sim/mesos-agent';
+import { hostName, loadScaleData } from '../sim/scale-data';
+import { waitFor } from '../sim/wait';
+import { CniWorld } from '../sim/world';
+import type { Datastore, Resource } from '../shared/datastore';
+import { hostVethName, type CniAttachment } from '../shared/endpoints/identity';
+import { buildWorkloadEndpoint } from '../shared/endpoints/workload-endpoint';
+import type { Ipam } from '../shared/ipam/ipam';
+import { formatAddress } from '../shared/net';
+import { nowMs, round } from './stats';
+
+const SCALES = [
+  { label: '10', hosts: 10, blocks: 16, allocations: 1000 },
+  { label: '1000', hosts: 1000, blocks: 1600, allocations: 100_000 },
+] as const;
+const EVENTS = 40;
+const SPACING_MS = 150;
+const KINDS = ['claim', 'node', 'endpoint_add', 'endpoint_label', 'endpoint_delete'] as const;
+type EventKind = (typeof KINDS)[number];
+/** The probe's address: in the loaded hosts' subnet, so that its static routes to them can be made. */
+const PROBE_ADDRESS = '172.20.255.254/16';
+const LAG_DAEMONS = 20;
+const LAG_RATE = 20;
+const LAG_SECONDS = 60;
+const TICKS_PER_SECOND = 100;
+
+interface Scenario {
+  readonly ds: Datastore;
+  readonly ipam: Ipam;
+  readonly prefix: string;
+  readonly hosts: readonly string[];
+}
+
+export async function benchFleet(): Promise<Record<string, number>> {
+  const world = await CniWorld.create();
+  try {
+    const figures: Record<string, number> = {};
+    const probe = await world.addAgent();
+    await probe.host.ip('addr', 'add', PROBE_ADDRESS, 'dev', 'eth0');
+    const perEvent: Record<string, Record<EventKind, { cpuMs: number; bytes: number }>> = {};
+    let big: Scenario | undefined;
+    for (const scale of SCALES) {
+      const scenario = await load(world, scale);
+      const { costs, rssMb, firstPolicyS } = await probeCosts(world, probe, scenario);
+      perEvent[scale.label] = costs;
+      for (const kind of KINDS) {
+        figures[`${kind}_cpu_ms_${scale.label}`] = round(costs[kind].cpuMs);
+        figures[`${kind}_bytes_${scale.label}`] = Math.round(costs[kind].bytes);
+      }
+      figures[`rss_mb_${scale.label}`] = round(rssMb, 1);
+      figures[`first_policy_s_${scale.label}`] = round(firstPolicyS);
+      if (scale.hosts === 1000) big = scenario;
+    }
+    const ratio = (kind: EventKind, what: 'cpuMs' | 'bytes') => perEvent['1000']![kind][what] / Math.max(perEvent['10']![kind][what], what === 'cpuMs' ? 0.5 : 200);
+    figures.cpu_ms_max_1000 = round(Math.max(...KINDS.map((k) => perEvent['1000']![k].cpuMs)));
+    figures.cpu_ratio_max = round(Math.max(...KINDS.map((k) => ratio(k, 'cpuMs'))));
+    figures.bytes_ratio_max = round(Math.max(...KINDS.map((k) => ratio(k, 'bytes'))));
+    Object.assign(figures, await lag(world, big!));
+    return figures;
+  } finally {
+    await world.destroy();
+  }
+}
+
+async function load(world: CniWorld, scale: (typeof SCALES)[number]): Promise<Scenario> {
+  const prefix = `/bench-fleet-${scale.label}/calico`;
+  const { ds, ipam } = await world.datastore(prefix);
+  const started = nowMs();
+  const data = await loadScaleData(ds, { ...scale, leaks: 0, pool: '10.64.0.0/10' });
+  // Blocks of one address: every allocation from this pool claims a block.
+  await ipam.createPool('fresh', { cidr: '10.200.0.0/16', blockSize: 32 });
+  console.log(`${scale.hosts} hosts: ${data.keys} keys loaded in ${round((nowMs() - started) / 1000)} s`);
+  return { ds, ipam, prefix, hosts: data.hosts };
+}
+
+function daemonArgs(world: CniWorld, prefix: string, node: string, address: string, policy: boolean): string[] {
+  return ['--etcd-endpoints', world.fabric.etcd.hostEndpoint, '--etcd-prefix', prefix, '--nodename', node, '--node-address', address, '--backend', 'static',
+    '--gc-interval', '0', '--block-release-delay', '0', '--metrics-address', '', ...(policy ? [] : ['--no-policy'])];
+}
+
+async function probeCosts(world: CniWorld, probe: MesosAgent, scenario: Scenario) {
+  const started = nowMs();
+  const daemon = await NodeDaemon.start(probe.host, daemonArgs(world, scenario.prefix, 'probe', PROBE_ADDRESS, true));
+  try {
+    await waitFor('the first policy', () => daemon.stderr.includes('policy programmed'), 120_000, 5);
+    const firstPolicyS = (nowMs() - started) / 1000;
+    await waitFor('routes to every host\'s blocks', async () => (await probe.host.json<unknown[]>('route', 'show', 'proto', '80')).length >= scenario.hosts.length, 120_000, 200);
+    await sleep(2000);
+    const rssMb = rssOf(daemon.pid);
+    console.log(`probe over ${scenario.hosts.length} hosts: first policy ${round(firstPolicyS)} s after start, RSS ${round(rssMb, 1)} MB`);
+    const costs = {} as Record<EventKind, { cpuMs: number; bytes: number }>;
+    const events = new EventMaker(scenario);
+    for (const kind of KINDS) {
+      const idle = await usageWhile(daemon.pid, probe, () => sleep(EVENTS * SPACING_MS + 1000));
+      const busy = await usageWhile(daemon.pid, probe, () => events.run(kind, EVENTS));
+      costs[kind] = {
+        cpuMs: (Math.max(0, busy.ticks - idle.ticks) * 1000) / TICKS_PER_SECOND / EVENTS,
+        bytes: Math.max(0, busy.bytes - idle.bytes) / EVENTS,
+      };
+      console.log(`  ${kind}: ${round(costs[kind].cpuMs)} ms CPU, ${Math.round(costs[kind].bytes)} bytes from etcd per event`);
+    }
+    return { costs, rssMb, firstPolicyS };
+  } finally {
+    await daemon.destroy();
+  }
+}
+
+/** Other hosts' events, written as the product writes them. */
+class EventMaker {
+  private n = 0;
+  /** Endpoints added and not yet deleted, oldest first. */
+  private readonly added: { endpoint: Resource<'WorkloadEndpoint'>; handle: string }[] = [];
+
+  constructor(private readonly scenario: Scenario) {}
+
+  async run(kind: EventKind, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const due = nowMs() + SPACING_MS;
+      await this.one(kind);
+      await sleep(Math.max(0, due - nowMs()));
+    }
+    await sleep(1000);
+  }
+
+  private host(): string {
+    return this.scenario.hosts[this.n++ % this.scenario.hosts.length]!;
+  }
+
+  async one(kind: EventKind): Promise<void> {
+    const { ds, ipam } = this.scenario;
+    switch (kind) {
+      case 'claim': {
+        await ipam.autoAssign({ handle: `claim-${this.n}`, node: this.host(), num4: 1, num6: 0, pools4: ['fresh'] });
+        return;
+      }
+      case 'node': {
+        const node = (await ds.resources.get('Node', this.host()))!;
+        await ds.resources.update({ ...node, metadata: { ...node.metadata, labels: { rack: `r${this.n % 7}` } } });
+        return;
+      }
+      case 'endpoint_add': {
+        const node = this.host();
+        const attachment: CniAttachment = { orchestrator: 'cni', node, network: 'net-0', containerId: `bench${this.n}`, ifname: 'eth0' };
+        const handle = `bench-${this.n}`;
+        const { ipv4 } = await ipam.autoAssign({ handle, node, num4: 1, num6: 0, pools4: ['scale'] });
+        const endpoint = await ds.resources.create(buildWorkloadEndpoint(attachment, { containerID: attachment.containerId, addresses: ipv4, profiles: ['net-0'], interfaceName: hostVethName(attachment), mac: '5e:2b:7c:01:aa:10' }));
+        this.added.push({ endpoint, handle });
+        return;
+      }
+      case 'endpoint_label': {
+        const added = this.added[this.n++ % this.added.length]!;
+        const { endpoint } = added;
+        added.endpoint = await ds.resources.update({ ...endpoint, metadata: { ...endpoint.metadata, labels: { ...endpoint.metadata.labels, tier: `t${this.n}` } } });
+        return;
+      }
+      case 'endpoint_delete': {
+        const { endpoint, handle } = this.added.shift()!;
+        await ds.resources.delete('WorkloadEndpoint', endpoint.metadata.name, endpoint.metadata.namespace);
+        await ipam.releaseByHandle(handle);
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * (b): LAG_DAEMONS daemons over the big cluster's records; LAG_RATE remote block claims a second.
+ */
+async function lag(world: CniWorld, scenario: Scenario): Promise<Record<string, number>> {
+  const agents: MesosAgent[] = [];
+  const daemons: NodeDaemon[] = [];
+  const monitors: ChildProcess[] = [];
+  /** When each daemon's host got a route to each address. */
+  const arrivals: Map<string, number>[] = [];
+  try {
+    for (let i = 0; i < LAG_DAEMONS; i++) {
+      const agent = await world.addAgent();
+      const address = `172.20.254.${i + 1}/16`;
+      await agent.host.ip('addr', 'add', address, 'dev', 'eth0');
+      agents.push(agent);
+      daemons.push(await NodeDaemon.start(agent.host, daemonArgs(world, scenario.prefix, `lag-${i}`, address, false)));
+    }
+    for (const [i, agent] of agents.entries()) {
+      await waitFor(`daemon ${i}'s routes`, async () => (await agent.host.json<unknown[]>('route', 'show', 'proto', '80')).length >= scenario.hosts.length, 180_000, 500);
+      const seen = new Map<string, number>();
+      arrivals.push(seen);
+      const monitor = spawn('nsenter', [`--net=${agent.host.path}`, 'ip', '-o', 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let rest = '';
+      monitor.stdout!.on('data', (chunk: Buffer) => {
+        const at = nowMs();
+        const lines = (rest + chunk.toString()).split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) if (/ proto 80\b/.test(line) && !line.startsWith('Deleted')) seen.set(line.split(' ')[0]!.replace(/\/32$/, ''), at);
+      });
+      monitors.push(monitor);
+    }
+    await sleep(1000);
+    const cpuBefore = await etcdMetric(world.fabric.etcd, 'process_cpu_seconds_total');
+    const bytesBefore = await etcdMetric(world.fabric.etcd, 'etcd_network_client_grpc_sent_bytes_total');
+    const committed = new Map<string, number>();
+    const claims: Promise<void>[] = [];
+    const startedAt = nowMs();
+    for (let n = 0; n < LAG_RATE * LAG_SECONDS; n++) {
+      await sleep(Math.max(0, startedAt + (n * 1000) / LAG_RATE - nowMs()));
+      claims.push(scenario.ipam.autoAssign({ handle: `lag-${n}`, node: hostName(n % scenario.hosts.length), num4: 1, num6: 0, pools4: ['fresh'] })
+        .then(({ ipv4 }) => void committed.set(formatAddress(ipv4[0]!), nowMs())));
+    }
+    await Promise.all(claims);
+    const seconds = (nowMs() - startedAt) / 1000;
+    await sleep(3000);
+    const etcdCpu = (await etcdMetric(world.fabric.etcd, 'process_cpu_seconds_total')) - cpuBefore;
+    const etcdBytes = (await etcdMetric(world.fabric.etcd, 'etcd_network_client_grpc_sent_bytes_total')) - bytesBefore;
+    const lags: number[] = [];
+    let missing = 0;
+    for (const seen of arrivals) {
+      for (const [address, at] of committed) {
+        const arrived = seen.get(address);
+        if (arrived === undefined) missing++;
+        else lags.push(Math.max(0, arrived - at));
+      }
+    }
+    lags.sort((a, b) => a - b);
+    const p = (q: number) => lags[Math.min(lags.length - 1, Math.floor(q * lags.length))] ?? NaN;
+    console.log(`lag over ${LAG_DAEMONS} daemons, ${committed.size} claims in ${round(seconds)} s: p50 ${round(p(0.5))} ms, p99 ${round(p(0.99))} ms, ${missing} never seen; etcd ${round(etcdCpu)} s CPU, ${round(etcdBytes / 1e6)} MB sent`);
+    return {
+      lag_daemons: LAG_DAEMONS,
+      lag_events_per_s: round(committed.size / seconds, 1),
+      lag_p50_ms: round(p(0.5)),
+      lag_p99_ms: round(p(0.99)),
+      lag_missing: missing,
+      etcd_cpu_share: round(etcdCpu / seconds, 3),
+      etcd_sent_mb_per_s: round(etcdBytes / 1e6 / seconds, 2),
+    };
+  } finally {
+    for (const monitor of monitors) monitor.kill();
+    for (const daemon of daemons) await daemon.destroy();
+  }
+}
+
+function rssOf(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+/**
+ * The daemon's user and system CPU (clock ticks) and the bytes its host received (the daemon is
+ * all that runs there) while `during` runs.
+ */
+async function usageWhile(pid: number, host: MesosAgent, during: () => Promise<void>): Promise<{ ticks: number; bytes: number }> {
+  const ticks = () => {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  };
+  const received = async () => (await host.host.json<{ stats64: { rx: { bytes: number } } }[]>('-s', 'link', 'show', 'dev', 'eth0'))[0]!.stats64.rx.bytes;
+  const [ticksBefore, bytesBefore] = [ticks(), await received()];
+  await during();
+  return { ticks: ticks() - ticksBefore, bytes: (await received()) - bytesBefore };
+}
+
+/** A sample of etcd's own metrics, read over its unix socket. */
+function etcdMetric(etcd: EtcdServer, name: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(etcd.dataDir, 'etcd.sock:0'), path: '/metrics' }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => {
+        const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+        if (line === undefined) reject(new Error(`etcd has no metric ${name}`));
+        else resolve(Number(line.slice(name.length + 1)));
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
