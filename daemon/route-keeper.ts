@@ -16,7 +16,7 @@
 import type { ClusterDelta, ClusterView } from '../shared/cluster-view/cluster-view';
 import { affinityId, type ViewPool } from '../shared/cluster-view/sections';
 import { decodeBlock, decodeEach, type Datastore, type Resource, type WatchHandle } from '../shared/datastore';
-import { addressAt, formatCidr, parseAddress, type IpAddress } from '../shared/net';
+import { addressAt, formatCidr, parseAddress, type Cidr, type IpAddress } from '../shared/net';
 import { TunnelUnsupportedError } from '../shared/dataplane/errors';
 import { detectHostAddresses, enableForwarding, syncRoutes, updateRoutes, type RouteUpdate } from '../shared/dataplane/routes';
 import { linkHolding, syncIpipDevice, syncVxlanDevice, updateVxlanPeers } from '../shared/dataplane/tunnels';
@@ -76,9 +76,11 @@ export class RouteKeeper {
   private repairTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private working: Promise<void> = Promise.resolve();
-  private blockWatches: WatchHandle[] = [];
-  /** This host's confirmed blocks: a change to one of them may lend an address. */
-  private ownBlocks = new Set<string>();
+  /**
+   * A watch on each of this host's confirmed blocks (by CIDR): a change to one of them may lend
+   * an address. Only these blocks are followed, not every block of the cluster.
+   */
+  private readonly ownBlockWatches = new Map<string, Promise<WatchHandle | undefined>>();
   /** Tunnels whose routes cannot be made here (no tunnel end yet, or the kernel lacks it). */
   private unusable = new Set<TunnelKind>();
   /** The IPIP tunnel address this host last had, to take off tunl0 when no pool needs it. */
@@ -112,12 +114,8 @@ export class RouteKeeper {
         const detected = this.settings.nodeAddress === 'auto' ? await detectHostAddresses() : { ipv4: this.settings.nodeAddress };
         this.addresses = { ...(detected.ipv4 ? { ipv4Address: detected.ipv4 } : {}), ...(detected.ipv6 ? { ipv6Address: detected.ipv6 } : {}) };
       }
-      const { ds } = await this.datastore();
-      // Blocks: an address of one of ours taken by another host's workload needs a route to it.
-      const ownBlockChanged = (key: string) => this.ownsBlock(ds, key) && this.request({ lent: true });
-      this.blockWatches = [await ds.kv.watchPrefix(ds.keys.blockPrefix(4), (e) => ownBlockChanged(e.key)), await ds.kv.watchPrefix(ds.keys.blockPrefix(6), (e) => ownBlockChanged(e.key))];
       await this.view.ready;
-      if (this.stopped) return void (await this.closeWatches());
+      if (this.stopped) return;
       // Everything the view holds now, then every change after it (in the same turn: none is missed).
       for (const node of this.view.all('node')) this.planner.setHost(node.metadata.name, hostAddressesOf(node));
       this.planner.setPools([...this.view.all('pool')]);
@@ -126,7 +124,6 @@ export class RouteKeeper {
       this.request({ self: true, repair: true }, 0);
       if (this.addresses) this.log.info('node registered', { ipv4: this.addresses.ipv4Address, ipv6: this.addresses.ipv6Address });
     } catch (err) {
-      await this.closeWatches();
       this.log.warning('cannot keep routes yet; retrying', { error: messageOf(err), retryInMs: retryIn });
       setTimeout(() => void this.run(Math.min(retryIn * 2, RETRY_MS.max)), retryIn).unref();
     }
@@ -146,8 +143,7 @@ export class RouteKeeper {
         this.planner.setAffinity(delta.id, delta.after);
         const own = (delta.after ?? delta.before)!;
         if (own.host !== this.settings.node) return this.request({ routes: true });
-        if (delta.after?.confirmed) this.ownBlocks.add(formatCidr(delta.after.cidr));
-        else this.ownBlocks.delete(formatCidr(own.cidr));
+        if (!delta.after?.confirmed) this.unwatchOwnBlock(own.cidr);
         return this.request({ routes: true, lent: true, bird: true });
       }
       case 'bgpConfiguration':
@@ -156,9 +152,30 @@ export class RouteKeeper {
     }
   }
 
-  private ownsBlock(ds: Datastore, key: string): boolean {
-    const cidr = ds.keys.blockCidrOf(key);
-    return cidr !== undefined && this.ownBlocks.has(formatCidr(cidr));
+  /** The host's confirmed blocks now, each watched (a watch that could not be made is tried again here). */
+  private ownBlocks(ds: Datastore): Cidr[] {
+    const blocks = [...this.view.affinitiesOf(this.settings.node)].filter((a) => a.confirmed).map((a) => a.cidr);
+    for (const cidr of blocks) {
+      const text = formatCidr(cidr);
+      if (this.ownBlockWatches.has(text)) continue;
+      const lost = () => {
+        this.ownBlockWatches.delete(text);
+        this.request({ lent: true }, RETRY_MS.first);
+      };
+      this.ownBlockWatches.set(text, ds.kv.watchKey(ds.keys.block(cidr), () => this.request({ lent: true }), undefined, lost).catch((err: unknown) => {
+        this.log.warning('cannot follow one of this host\'s blocks yet', { block: text, error: messageOf(err) });
+        lost();
+        return undefined;
+      }));
+    }
+    return blocks;
+  }
+
+  private unwatchOwnBlock(cidr: Cidr): void {
+    const text = formatCidr(cidr);
+    const watch = this.ownBlockWatches.get(text);
+    this.ownBlockWatches.delete(text);
+    void watch?.then((w) => w?.close());
   }
 
   /** Asks for a round that looks at `needs`, within `delay` at the latest. */
@@ -318,7 +335,9 @@ export class RouteKeeper {
 
   /** Addresses of this host's blocks held by other hosts' workloads (only this host's blocks are read). */
   private async lentAddresses(ds: Datastore): Promise<LentAddress[]> {
-    const blocks = [...this.view.affinitiesOf(this.settings.node)].filter((a) => a.confirmed).map((a) => a.cidr);
+    const blocks = this.ownBlocks(ds);
+    // Read after the watches exist: a change from now on is not missed.
+    await Promise.all(this.ownBlockWatches.values());
     const lent: LentAddress[] = [];
     const entries = await ds.kv.readMany(blocks.map((cidr) => ({ key: ds.keys.block(cidr) })));
     const found = entries.flatMap(([entry], i) => (entry ? [{ entry, cidr: blocks[i]! }] : []));
@@ -332,9 +351,9 @@ export class RouteKeeper {
   }
 
   private async closeWatches(): Promise<void> {
-    const watches = this.blockWatches;
-    this.blockWatches = [];
-    await Promise.allSettled(watches.map((w) => w.close()));
+    const watches = [...this.ownBlockWatches.values()];
+    this.ownBlockWatches.clear();
+    await Promise.allSettled(watches.map(async (w) => (await w)?.close()));
   }
 
   async stop(): Promise<void> {
@@ -342,8 +361,8 @@ export class RouteKeeper {
     clearTimeout(this.timer);
     clearTimeout(this.repairTimer);
     this.status.stop();
-    await this.closeWatches();
     await this.working;
+    await this.closeWatches();
     await this.bird?.stop();
   }
 }

@@ -284,8 +284,18 @@ export class EtcdKv {
    * client reconnects and resumes by itself; `onLost` hears when etcd ends the watch for good
    * (its revision was compacted away, or it was cancelled), after which events are missing.
    */
-  async watchPrefix(prefix: string, onEvent: (event: WatchEvent) => void, fromRevision?: Revision, onLost?: (reason: string) => void): Promise<WatchHandle> {
-    let builder = this.client.watch().prefix(prefix);
+  watchPrefix(prefix: string, onEvent: (event: WatchEvent) => void, fromRevision?: Revision, onLost?: (reason: string) => void): Promise<WatchHandle> {
+    return this.watch({ prefix }, onEvent, fromRevision, onLost);
+  }
+
+  /** Follows one key, as watchPrefix does a prefix. */
+  watchKey(key: string, onEvent: (event: WatchEvent) => void, fromRevision?: Revision, onLost?: (reason: string) => void): Promise<WatchHandle> {
+    return this.watch({ key }, onEvent, fromRevision, onLost);
+  }
+
+  private async watch(what: Read, onEvent: (event: WatchEvent) => void, fromRevision?: Revision, onLost?: (reason: string) => void): Promise<WatchHandle> {
+    const prefix = 'prefix' in what ? what.prefix : what.key;
+    let builder = 'prefix' in what ? this.client.watch().prefix(what.prefix) : this.client.watch().key(what.key);
     if (fromRevision !== undefined) builder = builder.startRevision(String(BigInt(fromRevision) + 1n));
     const watcher: Watcher = await this.bounded(`watch ${prefix}`, builder.create());
     const forward = (type: WatchEvent['type']) => (kv: IKeyValue) =>
