@@ -9,6 +9,9 @@ export const MAX_JSON_DEPTH = 64;
 
 /** Refuses `text` when its arrays and objects nest deeper than `max` (strings are skipped over). */
 export function checkJsonDepth(text: string, what: string, max = MAX_JSON_DEPTH): void {
+  // Nesting deeper than `max` takes more than `max` brackets: most texts have far fewer, and
+  // counting them is the runtime's own search, not a loop over every character here.
+  if (bracketsAtMost(text, max)) return;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
@@ -24,6 +27,14 @@ export function checkJsonDepth(text: string, what: string, max = MAX_JSON_DEPTH)
       depth--;
     }
   }
+}
+
+function bracketsAtMost(text: string, max: number): boolean {
+  let count = 0;
+  for (const bracket of ['{', '[']) {
+    for (let at = text.indexOf(bracket); at !== -1; at = text.indexOf(bracket, at + 1)) if (++count > max) return false;
+  }
+  return true;
 }
 
 /** JSON.parse, after checkJsonDepth. */

@@ -105,6 +105,12 @@ export class PolicyCalculator {
 
   /** Shared copies of what many endpoints hold alike (records.ts interns with it too). */
   readonly interner = new Interner();
+  /**
+   * Each endpoint's labels with its profiles' and its namespace's, by its own (interned) label
+   * set, profile list and namespace: endpoints alike share one, worked out once. Forgotten when a
+   * profile's labels change.
+   */
+  private mergedLabels = new WeakMap<Labels, Map<readonly string[], Map<string, Labels>>>();
 
   constructor(private readonly node: string) {
     this.setChain(HOST_ACTION_CHAIN, hostActionRules(this.felix));
@@ -239,6 +245,7 @@ export class PolicyCalculator {
     const members = [...(this.endpointsByProfile.get(name) ?? [])];
     // The labels it applies changed: its endpoints move in or out of selectors.
     if (JSON.stringify(before?.labelsToApply ?? {}) !== JSON.stringify(profile?.labelsToApply ?? {})) {
+      this.mergedLabels = new WeakMap();
       for (const key of members) this.setEndpoint(key, this.endpoints.get(key)!.record);
     } else if ((before === undefined) !== (profile === undefined) || before?.quarantined !== profile?.quarantined) {
       // It came or went (or stands in for one unreadable): its local endpoints' chains list it, or first.
@@ -251,9 +258,17 @@ export class PolicyCalculator {
 
   /** Own labels over the profiles' labelsToApply (Calico's precedence), and the namespace label. */
   private labelsOf(record: EndpointRecord): Labels {
+    let byProfiles = this.mergedLabels.get(record.labels);
+    if (!byProfiles) this.mergedLabels.set(record.labels, (byProfiles = new Map()));
+    let byNamespace = byProfiles.get(record.profiles);
+    if (!byNamespace) byProfiles.set(record.profiles, (byNamespace = new Map()));
+    const known = byNamespace.get(record.namespace);
+    if (known) return known;
     const labels: Record<string, string> = {};
     for (const profile of record.profiles) Object.assign(labels, this.profiles.get(profile)?.labelsToApply);
-    return this.interner.labels({ ...labels, ...record.labels, [NAMESPACE_LABEL]: record.namespace });
+    const merged = this.interner.labels({ ...labels, ...record.labels, [NAMESPACE_LABEL]: record.namespace });
+    byNamespace.set(record.namespace, merged);
+    return merged;
   }
 
   private updateLocal(key: string, endpoint: IndexedEndpoint | undefined): void {
