@@ -8,7 +8,7 @@
  * (shared/policy/records.ts); each is logged once per version, with its key.
  *
  * A resync reads every policy-related record at one etcd revision, computes the whole table and
- * replaces ours in one nft transaction; a watch from that revision then feeds each change to the
+ * replaces ours in one nft transaction; a watch per kind from that revision then feeds each change to the
  * calculator, and the names it touched are programmed (one transaction per batch of changes, a
  * few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
  * a change cannot be programmed, and periodically. While etcd is away, the rules programmed last
@@ -46,7 +46,8 @@ export interface PolicySyncReport {
 export class PolicyKeeper {
   private calculator: PolicyCalculator;
   private programmed = new Ruleset();
-  private watch: WatchHandle | undefined;
+  /** One watch per policy kind: other records (a host's routing status, say) never reach this keeper. */
+  private watches: WatchHandle[] = [];
   /** Bumped by every resync: events of an older watch are ignored. */
   private generation = 0;
   private batchTimer: NodeJS.Timeout | undefined;
@@ -119,11 +120,13 @@ export class PolicyKeeper {
       this.calculator = calculator;
       this.programmed = copyRuleset(calculator.ruleset);
       await this.keepReversePathChecks();
-      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, (why) => {
+      const lost = (why: string) => {
         if (generation !== this.generation) return;
         this.log.warning('the policy watch ended; resyncing', { reason: why });
         this.scheduleResync(0, 'watch lost');
-      });
+      };
+      this.watches = await Promise.all(POLICY_KINDS.map((kind) =>
+        ds.kv.watchPrefix(ds.keys.resourcePrefix(kind), (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, lost)));
       // Stopped while this resync ran: the watch it just made goes too.
       if (this.stopped) return void (await this.closeWatch());
       const seconds = (performance.now() - started) / 1000;
@@ -193,9 +196,9 @@ export class PolicyKeeper {
   }
 
   private async closeWatch(): Promise<void> {
-    const watch = this.watch;
-    this.watch = undefined;
-    await watch?.close().catch(() => undefined);
+    const watches = this.watches;
+    this.watches = [];
+    await Promise.allSettled(watches.map((w) => w.close()));
   }
 
   /** Stops following the datastore; the table stays, so isolation holds while the daemon is away. */
