@@ -3,13 +3,13 @@
  * by pid: on loopback, or inside a fabric namespace on the fabric address (where the simulated
  * hosts reach it). It can be killed and started again on the same port, as a proxy restart.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './etcd';
+import { ServerProcess } from './server-process';
 
 /** Where the proxy runs: a fabric namespace and the address it listens on there. */
 export interface ProxyPlacement {
@@ -21,8 +21,7 @@ export interface ProxyPlacement {
 export const PROXY_MAX_SEND_BYTES = 16 << 20;
 
 export class EtcdGrpcProxy {
-  private process: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
+  private process: ServerProcess | undefined;
 
   private constructor(
     private readonly dir: string,
@@ -48,23 +47,7 @@ export class EtcdGrpcProxy {
     const args = ['grpc-proxy', 'start', `--endpoints=${this.upstream.join(',')}`, `--listen-addr=${this.placement?.address ?? '127.0.0.1'}:${this.port}`,
       '--data-dir', join(this.dir, 'data'), `--max-send-bytes=${PROXY_MAX_SEND_BYTES}`];
     const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
-    const child = spawn(file, fileArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
-    this.process = child;
-    const killOnExit = () => child.kill('SIGKILL');
-    process.once('exit', killOnExit);
-    this.exited = new Promise((resolve) => child.once('exit', () => {
-      process.off('exit', killOnExit);
-      resolve();
-    }));
-    for (let i = 0; i < 200; i++) {
-      if (child.exitCode !== null) throw new Error(`etcd grpc-proxy exited: ${stderr}`);
-      if (await this.healthy()) return;
-      await sleep(50);
-    }
-    await this.stop();
-    throw new Error(`etcd grpc-proxy did not answer within 10 s: ${stderr}`);
+    this.process = await ServerProcess.start('etcd grpc-proxy', file, fileArgs, () => this.healthy());
   }
 
   /** Its /health, asked from inside its namespace when it has one. */
@@ -85,10 +68,7 @@ export class EtcdGrpcProxy {
   }
 
   async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    await this.exited;
+    await this.process?.stop(signal);
     this.process = undefined;
   }
 

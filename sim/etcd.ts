@@ -4,7 +4,6 @@
  * - Inside a fabric namespace: listening on the fabric address for the simulated hosts, and on a
  *   unix socket for the test process itself (sockets are not confined to a network namespace).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
@@ -12,7 +11,7 @@ import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { ServerProcess } from './server-process';
 
 export interface EtcdTls {
   readonly caFile: string;
@@ -30,8 +29,7 @@ export interface EtcdPlacement {
 }
 
 export class EtcdServer {
-  private process: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
+  private process: ServerProcess | undefined;
 
   private constructor(
     readonly dataDir: string,
@@ -92,24 +90,7 @@ export class EtcdServer {
     // A killed etcd leaves its unix socket behind, and will not listen on it again.
     if (this.placement) rmSync(this.socketPath, { force: true });
     const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
-    const child = spawn(file, fileArgs, { stdio: ['ignore', 'ignore', 'pipe'], cwd: this.dataDir });
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
-    this.process = child;
-    // If the test process dies without its after hooks, the etcd it started dies with it.
-    const killOnExit = () => child.kill('SIGKILL');
-    process.once('exit', killOnExit);
-    this.exited = new Promise((resolve) => child.once('exit', () => {
-      process.off('exit', killOnExit);
-      resolve();
-    }));
-    for (let i = 0; i < 200; i++) {
-      if (child.exitCode !== null) throw new Error(`etcd exited: ${stderr}`);
-      if (await this.healthy()) return;
-      await sleep(50);
-    }
-    await this.stop();
-    throw new Error(`etcd did not become healthy within 10 s: ${stderr}`);
+    this.process = await ServerProcess.start('etcd', file, fileArgs, () => this.healthy(), this.dataDir);
   }
 
   private healthy(): Promise<boolean> {
@@ -131,19 +112,16 @@ export class EtcdServer {
 
   /** Freezes etcd (SIGSTOP): it keeps its connections and answers nothing, as a hung server. */
   freeze(): void {
-    this.process?.kill('SIGSTOP');
+    this.process?.signal('SIGSTOP');
   }
 
   thaw(): void {
-    this.process?.kill('SIGCONT');
+    this.process?.signal('SIGCONT');
   }
 
   /** Stops etcd (SIGKILL by default: as abrupt as a crash), waiting until the process is gone. */
   async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    await this.exited;
+    await this.process?.stop(signal);
     this.process = undefined;
   }
 
