@@ -50,7 +50,8 @@ test.serial('grpc-proxy - through etcd\'s gRPC proxy alone: CNI ADD and DEL (thr
   const standalone = randomUUID();
   const alone = await mesos.launch(standalone, [{ network: world.network('pxnet', prefix, 'proxy-0', { ...viaProxy, daemon_socket: '' }) }]);
   t.is(alone.runs[0]!.code, 0, alone.runs[0]!.stdout);
-  t.true(await mesos.container(standalone).ping(taskIp), 'the standalone task reaches the other host\'s task');
+  // Both hosts' policy takes the new endpoint in from its watch event first.
+  await waitFor('the standalone task to reach the other host\'s task', () => mesos.container(standalone).ping(taskIp), 10_000, 200);
 
   for (const r of await mesos.destroy(standalone)) t.is(r.code, 0, r.stdout);
   for (const r of await agent.destroy(task)) t.is(r.code, 0, r.stdout);
