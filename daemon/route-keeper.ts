@@ -153,8 +153,8 @@ export class RouteKeeper {
   }
 
   /** The host's confirmed blocks now, each watched (a watch that could not be made is tried again here). */
-  private ownBlocks(ds: Datastore): Cidr[] {
-    const blocks = [...this.view.affinitiesOf(this.settings.node)].filter((a) => a.confirmed).map((a) => a.cidr);
+  private watchedOwnBlocks(ds: Datastore): Cidr[] {
+    const blocks = this.ownBlocks();
     for (const cidr of blocks) {
       const text = formatCidr(cidr);
       if (this.ownBlockWatches.has(text)) continue;
@@ -169,6 +169,11 @@ export class RouteKeeper {
       }));
     }
     return blocks;
+  }
+
+  /** This host's confirmed blocks, as the view has them. */
+  private ownBlocks(): Cidr[] {
+    return [...this.view.affinitiesOf(this.settings.node)].filter((a) => a.confirmed).map((a) => a.cidr);
   }
 
   private unwatchOwnBlock(cidr: Cidr): void {
@@ -259,7 +264,7 @@ export class RouteKeeper {
     return {
       nodes: [...this.view.all('node')],
       pools: [...this.view.all('pool')],
-      ownBlocks: [...this.view.affinitiesOf(this.settings.node)].filter((a) => a.confirmed).map((a) => a.cidr),
+      ownBlocks: this.ownBlocks(),
       configuration: this.view.get('bgpConfiguration', 'default'),
       peers: [...this.view.all('bgpPeer')],
     };
@@ -335,7 +340,7 @@ export class RouteKeeper {
 
   /** Addresses of this host's blocks held by other hosts' workloads (only this host's blocks are read). */
   private async lentAddresses(ds: Datastore): Promise<LentAddress[]> {
-    const blocks = this.ownBlocks(ds);
+    const blocks = this.watchedOwnBlocks(ds);
     // Read after the watches exist: a change from now on is not missed.
     await Promise.all(this.ownBlockWatches.values());
     const lent: LentAddress[] = [];

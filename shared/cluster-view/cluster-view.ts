@@ -9,7 +9,7 @@
  * disconnected), the view reads everything again at a new revision and hands on only what differs
  * from what it had. While etcd is away, the view keeps what it has and retries with backoff.
  */
-import type { Datastore, Revision, WatchEvent, WatchHandle } from '../datastore';
+import type { Datastore, WatchEvent, WatchHandle } from '../datastore';
 import { messageOf } from '../errors';
 import type { Logger } from '../log';
 import { recordOf, sectionsOf, type AnySection, type SectionKind, type ViewAffinity, type ViewRecords } from './sections';
@@ -37,10 +37,8 @@ export class ClusterView {
   private markReady!: () => void;
   /** Settles once the first snapshot is in. */
   readonly ready = new Promise<void>((resolve) => (this.markReady = resolve));
-  /** For tests and metrics: how often the whole was read, and how many events came after. */
-  readonly counts = { snapshots: 0, events: 0 };
-  /** The revision of the last snapshot (undefined before the first). */
-  snapshotRevision: Revision | undefined;
+  /** How often the whole was read (once, unless a watch was lost). */
+  snapshots = 0;
 
   constructor(
     private readonly datastore: () => Promise<Datastore>,
@@ -93,8 +91,7 @@ export class ClusterView {
       }
       if (generation !== this.generation || this.stopped) return;
       this.replaceWith(fresh);
-      this.snapshotRevision = revision;
-      this.counts.snapshots++;
+      this.snapshots++;
       this.watches = await Promise.all(sections.map((section) =>
         ds.kv.watchPrefix(section.prefix, (event) => this.onEvent(generation, section, event), revision, (reason) => this.lost(generation, reason)),
       ));
@@ -127,7 +124,6 @@ export class ClusterView {
 
   private onEvent(generation: number, section: AnySection, event: WatchEvent): void {
     if (generation !== this.generation || this.stopped) return;
-    this.counts.events++;
     const id = section.idOf(event.key);
     if (id === undefined) return;
     const found = event.type === 'put' ? recordOf(section, event) : undefined;
