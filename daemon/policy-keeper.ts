@@ -8,9 +8,9 @@
  * (shared/policy/records.ts); each is logged once per version, with its key.
  *
  * A resync reads every policy-related record at one etcd revision, computes the whole table and
- * replaces ours in one nft transaction; a watch per kind from that revision then feeds each change to the
- * calculator, and the names it touched are programmed (one transaction per batch of changes, a
- * few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
+ * replaces ours in one nft transaction; a watch per kind from that revision then feeds each change
+ * to the calculator, and the names it touched are programmed (one transaction per batch of
+ * changes, a few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
  * a change cannot be programmed, and periodically. While etcd is away, the rules programmed last
  * stay in force; nothing is ever removed for lack of an answer.
  */
@@ -103,7 +103,7 @@ export class PolicyKeeper {
   private async resync(reason: string, retryIn: number): Promise<void> {
     if (this.stopped) return;
     const generation = ++this.generation;
-    await this.closeWatch();
+    await this.closeWatches();
     const started = performance.now();
     try {
       const ds = await this.datastore();
@@ -128,7 +128,7 @@ export class PolicyKeeper {
       this.watches = await Promise.all(POLICY_KINDS.map((kind) =>
         ds.kv.watchPrefix(ds.keys.resourcePrefix(kind), (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, lost)));
       // Stopped while this resync ran: the watch it just made goes too.
-      if (this.stopped) return void (await this.closeWatch());
+      if (this.stopped) return void (await this.closeWatches());
       const seconds = (performance.now() - started) / 1000;
       this.report({ kind: 'full', ok: true, seconds, rules: ruleCount(calculator.ruleset) });
       this.log.info('policy programmed', { reason, endpoints: calculator.localEndpointCount, rules: ruleCount(calculator.ruleset), skipped, ms: Math.round(seconds * 1000) });
@@ -195,7 +195,7 @@ export class PolicyKeeper {
     }
   }
 
-  private async closeWatch(): Promise<void> {
+  private async closeWatches(): Promise<void> {
     const watches = this.watches;
     this.watches = [];
     await Promise.allSettled(watches.map((w) => w.close()));
@@ -206,7 +206,7 @@ export class PolicyKeeper {
     this.stopped = true;
     clearTimeout(this.batchTimer);
     clearTimeout(this.resyncTimer);
-    await this.closeWatch();
+    await this.closeWatches();
     await this.work;
   }
 }
