@@ -25,7 +25,7 @@ type Records = { [K in SectionKind]: Map<string, ViewRecords[K]> };
 const RETRY_MS = { first: 1000, max: 30_000 };
 
 export class ClusterView {
-  private records: Records = emptyRecords();
+  private readonly records: Records = emptyRecords();
   /** Affinities by host, then by the id the records use: a host's blocks without a scan. */
   private readonly byHost = new Map<string, Map<string, ViewAffinity>>();
   private readonly listeners: ClusterListener[] = [];
