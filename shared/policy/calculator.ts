@@ -264,8 +264,9 @@ export class PolicyCalculator {
     if (!byNamespace) byProfiles.set(record.profiles, (byNamespace = new Map()));
     const known = byNamespace.get(record.namespace);
     if (known) return known;
-    const labels: Record<string, string> = {};
-    for (const profile of record.profiles) Object.assign(labels, this.profiles.get(profile)?.labelsToApply);
+    // Spread, not assigned: a "__proto__" label stays a label.
+    let labels: Labels = {};
+    for (const profile of record.profiles) labels = { ...labels, ...this.profiles.get(profile)?.labelsToApply };
     const merged = this.interner.labels({ ...labels, ...record.labels, [NAMESPACE_LABEL]: record.namespace });
     byNamespace.set(record.namespace, merged);
     return merged;

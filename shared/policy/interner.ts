@@ -38,9 +38,10 @@ export class Interner {
     if (key === '{}') return EMPTY_LABELS;
     const held = this.labelSets.get(key);
     if (held) return held;
-    const set: Record<string, string> = {};
-    for (const k in labels) set[this.string(k)] = this.string(labels[k]!);
-    this.labelSets.set(key, Object.freeze(set));
+    // Made as JSON.parse makes it: every key its own property, "__proto__" too (an assignment
+    // would set the prototype and lose that label, and a selector that names it).
+    const set = Object.freeze(Object.fromEntries(Object.entries(labels).map(([k, v]) => [this.string(k), this.string(v)])));
+    this.labelSets.set(key, set);
     return set;
   }
 }

@@ -113,4 +113,7 @@ test('interner - label sets, lists and strings alike are one frozen copy; sets t
   t.is(interner.list(['net1', 'net2']), interner.list(['net1', 'net2']));
   t.is(interner.list([]), interner.list([]));
   t.is(interner.labels({}), interner.labels({}));
+  const hostile = interner.labels(JSON.parse('{"__proto__":"x","app":"web"}'));
+  t.true(Object.hasOwn(hostile, '__proto__'), 'a "__proto__" label stays a label, as JSON.parse made it');
+  t.deepEqual(Object.keys(hostile), ['__proto__', 'app']);
 });
