@@ -81,15 +81,12 @@ async function syncVxlanPeers(peers: readonly VxlanPeer[]): Promise<number> {
   const wantedForwarding = new Map(peers.map((p) => [p.mac, formatAddress(p.hostAddress)]));
 
   const ipLines: string[] = [];
-  for (const [dst, mac] of neighboursNow) if (wantedNeighbours.get(dst) !== mac) ipLines.push(`neigh del ${dst} dev ${VXLAN_DEVICE}`);
-  for (const [dst, mac] of wantedNeighbours) if (neighboursNow.get(dst) !== mac) ipLines.push(`neigh replace ${dst} lladdr ${mac} dev ${VXLAN_DEVICE} nud permanent`);
+  for (const [dst, mac] of neighboursNow) if (wantedNeighbours.get(dst) !== mac) ipLines.push(neighbourDel(dst));
+  for (const [dst, mac] of wantedNeighbours) if (neighboursNow.get(dst) !== mac) ipLines.push(neighbourSet(dst, mac));
   const bridgeLines: string[] = [];
-  for (const { mac, dst } of forwardingNow) if (wantedForwarding.get(mac) !== dst) bridgeLines.push(`fdb del ${mac} dev ${VXLAN_DEVICE} dst ${dst} self`);
-  for (const [mac, dst] of wantedForwarding) if (!forwardingNow.some((f) => f.mac === mac && f.dst === dst)) bridgeLines.push(`fdb replace ${mac} dev ${VXLAN_DEVICE} dst ${dst} self permanent`);
-  // -force: an entry gone meanwhile must not stop the others; the next sync looks again.
-  if (ipLines.length > 0) await ipBatch('update VXLAN neighbours', ipLines, { force: true });
-  if (bridgeLines.length > 0) await bridgeBatch('update VXLAN forwarding entries', bridgeLines, { force: true });
-  return ipLines.length + bridgeLines.length;
+  for (const { mac, dst } of forwardingNow) if (wantedForwarding.get(mac) !== dst) bridgeLines.push(forwardingDel(mac, dst!));
+  for (const [mac, dst] of wantedForwarding) if (!forwardingNow.some((f) => f.mac === mac && f.dst === dst)) bridgeLines.push(forwardingSet(mac, dst));
+  return applyPeerLines(ipLines, bridgeLines);
 }
 
 /**
@@ -101,13 +98,25 @@ export async function updateVxlanPeers(added: readonly VxlanPeer[], removed: rea
   const wantedAddresses = new Set(added.map((p) => formatAddress(p.tunnelAddress)));
   // An end replaced by one with the same address or MAC is replaced, not deleted after.
   const ipLines = [
-    ...removed.filter((p) => !wantedAddresses.has(formatAddress(p.tunnelAddress))).map((p) => `neigh del ${formatAddress(p.tunnelAddress)} dev ${VXLAN_DEVICE}`),
-    ...added.map((p) => `neigh replace ${formatAddress(p.tunnelAddress)} lladdr ${p.mac} dev ${VXLAN_DEVICE} nud permanent`),
+    ...removed.filter((p) => !wantedAddresses.has(formatAddress(p.tunnelAddress))).map((p) => neighbourDel(formatAddress(p.tunnelAddress))),
+    ...added.map((p) => neighbourSet(formatAddress(p.tunnelAddress), p.mac)),
   ];
   const bridgeLines = [
-    ...removed.filter((p) => !wantedMacs.has(p.mac)).map((p) => `fdb del ${p.mac} dev ${VXLAN_DEVICE} dst ${formatAddress(p.hostAddress)} self`),
-    ...added.map((p) => `fdb replace ${p.mac} dev ${VXLAN_DEVICE} dst ${formatAddress(p.hostAddress)} self permanent`),
+    ...removed.filter((p) => !wantedMacs.has(p.mac)).map((p) => forwardingDel(p.mac, formatAddress(p.hostAddress))),
+    ...added.map((p) => forwardingSet(p.mac, formatAddress(p.hostAddress))),
   ];
+  return applyPeerLines(ipLines, bridgeLines);
+}
+
+/** A remote end's neighbour entry (its tunnel address to its MAC) and forwarding entry (its MAC to its host). */
+const neighbourSet = (address: string, mac: string) => `neigh replace ${address} lladdr ${mac} dev ${VXLAN_DEVICE} nud permanent`;
+const neighbourDel = (address: string) => `neigh del ${address} dev ${VXLAN_DEVICE}`;
+const forwardingSet = (mac: string, host: string) => `fdb replace ${mac} dev ${VXLAN_DEVICE} dst ${host} self permanent`;
+const forwardingDel = (mac: string, host: string) => `fdb del ${mac} dev ${VXLAN_DEVICE} dst ${host} self`;
+
+/** Says how many entries changed. */
+async function applyPeerLines(ipLines: readonly string[], bridgeLines: readonly string[]): Promise<number> {
+  // -force: an entry gone meanwhile must not stop the others; the next repair looks again.
   if (ipLines.length > 0) await ipBatch('update VXLAN neighbours', ipLines, { force: true });
   if (bridgeLines.length > 0) await bridgeBatch('update VXLAN forwarding entries', bridgeLines, { force: true });
   return ipLines.length + bridgeLines.length;
