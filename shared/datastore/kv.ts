@@ -128,37 +128,28 @@ export class EtcdKv {
    */
   async *pages(prefix: string, options: ScanOptions = {}): AsyncGenerator<Entry[]> {
     const end = prefixEnd(prefix);
+    let start = options.after === undefined ? Buffer.from(prefix) : keyAfter(options.after);
     let revision = options.revision;
-    const read = async (start: Buffer, limit: number): Promise<{ res: IRangeResponse; limit: number }> => {
-      for (;;) {
-        try {
-          const res = await this.call(`read of ${prefix}`, (c) =>
-            c.kv.range({ key: start, range_end: end, limit, keys_only: options.keysOnly ?? false, ...(revision ? { revision } : {}) }),
-          );
-          return { res, limit };
-        } catch (err) {
-          if (limit > 1 && isTooLarge(err)) {
-            limit = Math.ceil(limit / 2);
-            continue;
-          }
-          throw err;
+    let limit = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    for (;;) {
+      let res: IRangeResponse;
+      try {
+        res = await this.call(`read of ${prefix}`, (c) =>
+          c.kv.range({ key: start, range_end: end, limit, keys_only: options.keysOnly ?? false, ...(revision ? { revision } : {}) }),
+        );
+      } catch (err) {
+        if (limit > 1 && isTooLarge(err)) {
+          limit = Math.ceil(limit / 2);
+          continue;
         }
+        throw err;
       }
-    };
-    let next: Promise<{ res: IRangeResponse; limit: number }> | undefined = read(options.after === undefined ? Buffer.from(prefix) : keyAfter(options.after), options.pageSize ?? DEFAULT_PAGE_SIZE);
-    while (next) {
-      const { res, limit } = await next;
-      next = undefined;
       revision ??= String(res.header.revision);
       const entries = res.kvs.map(toEntry);
-      // The next page is asked for before this one is handed on: etcd reads it while the caller
-      // works through this one (at most two pages are held at once).
-      if (res.more && entries.length > 0) {
-        next = read(keyAfter(entries[entries.length - 1]!.key), nextPageSize(limit, Number(res.count) - entries.length, entries));
-        // Not awaited while the caller works: its failure is the next iteration's.
-        next.catch(() => undefined);
-      }
       if (entries.length > 0) yield entries;
+      if (!res.more || entries.length === 0) return;
+      start = keyAfter(entries[entries.length - 1]!.key);
+      limit = nextPageSize(limit, Number(res.count) - entries.length, entries);
     }
   }
 
