@@ -11,8 +11,9 @@ function run(command, args, onLine) {
       rest = lines.pop();
       for (const line of lines) onLine(line);
     });
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       if (rest) onLine(rest);
+      if (code !== 0) process.stderr.write(`${command} ${args[0] ?? ''} ended with ${signal ? `signal ${signal}` : `exit code ${code}`}\n`);
       resolve(code ?? 1);
     });
   });
@@ -42,7 +43,9 @@ const code = await run('npx', ['ava', '--tap', ...process.argv.slice(2)], (line)
   if (/^ok \d+/.test(line)) (/# SKIP/.test(line) ? skipped++ : passed++);
   else if (/^not ok \d+/.test(line)) failed++;
 });
-if (code !== 0 && failed === 0) failed = 1; // ava itself failed (a file crashed, a timeout)
+// ava itself failed (a file crashed, a timeout, a worker that exited on its own after its tests,
+// which ava counts without a TAP line): the line above says how it ended.
+if (code !== 0 && failed === 0) failed = 1;
 // Skipped tests (a kernel without a feature) are told on a line of their own: the last is CI's.
 if (skipped) echo(`${skipped} skipped (see "# SKIP" above for why)`);
 echo(`${passed} passed, ${failed} failed`);
