@@ -8,9 +8,9 @@
  * (shared/policy/records.ts); each is logged once per version, with its key.
  *
  * A resync reads every policy-related record at one etcd revision, computes the whole table and
- * replaces ours in one nft transaction; a watch per kind from that revision then feeds each change
- * to the calculator, and the names it touched are programmed (one transaction per batch of
- * changes, a few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
+ * replaces ours in one nft transaction; a watch from that revision then feeds each change to the
+ * calculator, and the names it touched are programmed (one transaction per batch of changes, a
+ * few milliseconds apart). A resync happens at start, when etcd ends the watch (compaction), when
  * a change cannot be programmed, and periodically. While etcd is away, the rules programmed last
  * stay in force; nothing is ever removed for lack of an answer.
  */
@@ -46,8 +46,12 @@ export interface PolicySyncReport {
 export class PolicyKeeper {
   private calculator: PolicyCalculator;
   private programmed = new Ruleset();
-  /** One watch per policy kind: other records (a host's routing status, say) never reach this keeper. */
-  private watches: WatchHandle[] = [];
+  /**
+   * One watch on every resource (records of other kinds are skipped). One per policy kind would
+   * spare it other kinds' events, but after a compaction etcd ends them all at once, and the
+   * etcd3 library throws, uncaught, when a watch it is cancelling is ended by etcd meanwhile.
+   */
+  private watch: WatchHandle | undefined;
   /** Bumped by every resync: events of an older watch are ignored. */
   private generation = 0;
   private batchTimer: NodeJS.Timeout | undefined;
@@ -103,7 +107,7 @@ export class PolicyKeeper {
   private async resync(reason: string, retryIn: number): Promise<void> {
     if (this.stopped) return;
     const generation = ++this.generation;
-    await this.closeWatches();
+    await this.closeWatch();
     const started = performance.now();
     try {
       const ds = await this.datastore();
@@ -120,15 +124,13 @@ export class PolicyKeeper {
       this.calculator = calculator;
       this.programmed = copyRuleset(calculator.ruleset);
       await this.keepReversePathChecks();
-      const lost = (why: string) => {
+      this.watch = await ds.kv.watchPrefix(ds.keys.resourcesRoot, (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, (why) => {
         if (generation !== this.generation) return;
         this.log.warning('the policy watch ended; resyncing', { reason: why });
         this.scheduleResync(0, 'watch lost');
-      };
-      this.watches = await Promise.all(POLICY_KINDS.map((kind) =>
-        ds.kv.watchPrefix(ds.keys.resourcePrefix(kind), (event) => this.onEvent(generation, ds, event.key, event.type === 'put' ? event.value : undefined), revision, lost)));
+      });
       // Stopped while this resync ran: the watch it just made goes too.
-      if (this.stopped) return void (await this.closeWatches());
+      if (this.stopped) return void (await this.closeWatch());
       const seconds = (performance.now() - started) / 1000;
       this.report({ kind: 'full', ok: true, seconds, rules: ruleCount(calculator.ruleset) });
       this.log.info('policy programmed', { reason, endpoints: calculator.localEndpointCount, rules: ruleCount(calculator.ruleset), skipped, ms: Math.round(seconds * 1000) });
@@ -195,10 +197,10 @@ export class PolicyKeeper {
     }
   }
 
-  private async closeWatches(): Promise<void> {
-    const watches = this.watches;
-    this.watches = [];
-    await Promise.allSettled(watches.map((w) => w.close()));
+  private async closeWatch(): Promise<void> {
+    const watch = this.watch;
+    this.watch = undefined;
+    await watch?.close();
   }
 
   /** Stops following the datastore; the table stays, so isolation holds while the daemon is away. */
@@ -206,7 +208,7 @@ export class PolicyKeeper {
     this.stopped = true;
     clearTimeout(this.batchTimer);
     clearTimeout(this.resyncTimer);
-    await this.closeWatches();
+    await this.closeWatch();
     await this.work;
   }
 }

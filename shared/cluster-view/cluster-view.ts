@@ -23,6 +23,8 @@ export type ClusterListener = (delta: ClusterDelta) => void;
 type Records = { [K in SectionKind]: Map<string, ViewRecords[K]> };
 
 const RETRY_MS = { first: 1000, max: 30_000 };
+/** How long etcd takes to end a view's other watches after it ended one (see lost()). */
+const SIBLINGS_END_MS = 1000;
 
 export class ClusterView {
   private readonly records: Records = emptyRecords();
@@ -109,7 +111,12 @@ export class ClusterView {
   private lost(generation: number, reason: string): void {
     if (generation !== this.generation || this.stopped) return;
     this.log.warning('a cluster view watch ended; reading the view again', { reason });
-    void this.snapshot(RETRY_MS.first);
+    // After a compaction etcd ends the other watches too, a moment later. They are closed only
+    // after that moment: the etcd3 library throws, uncaught, when a watch it is cancelling is
+    // ended by etcd meanwhile (an answer for a watch it no longer knows).
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.snapshot(RETRY_MS.first), SIBLINGS_END_MS);
   }
 
   /** Takes a fresh read in, handing on only what differs from what was there. */

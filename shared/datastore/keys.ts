@@ -39,7 +39,7 @@ export class KeyLayout {
     return `${this.resourcePrefix(kind, namespace)}${name}`;
   }
 
-  /** Where every resource lives, ending in "/". */
+  /** Where every resource lives (one watch follows them all), ending in "/". */
   get resourcesRoot(): string {
     return `${this.resources}/`;
   }
