@@ -37,6 +37,7 @@ export class EtcdServer {
     readonly peerPort: number,
     private readonly tls?: EtcdTls,
     private readonly placement?: EtcdPlacement,
+    private readonly flags: readonly string[] = [],
   ) {}
 
   /** Where this test process reaches etcd. */
@@ -58,11 +59,12 @@ export class EtcdServer {
     return `m${this.placement?.member?.index ?? 0}`;
   }
 
-  static async start(options: { tls?: EtcdTls; placement?: EtcdPlacement } = {}): Promise<EtcdServer> {
+  /** `flags`: more of etcd's own, as they are (`--auth-token-ttl 1`). */
+  static async start(options: { tls?: EtcdTls; placement?: EtcdPlacement; flags?: readonly string[] } = {}): Promise<EtcdServer> {
     const dir = await mkdtemp(join(tmpdir(), 'etcd-test-'));
     const offset = 10 * (options.placement?.member?.index ?? 0);
     const ports = options.placement ? [2379 + offset, 2380 + offset] : [await freePort(), await freePort()];
-    const server = new EtcdServer(dir, ports[0]!, ports[1]!, options.tls, options.placement);
+    const server = new EtcdServer(dir, ports[0]!, ports[1]!, options.tls, options.placement, options.flags);
     await server.resume();
     return server;
   }
@@ -83,6 +85,7 @@ export class EtcdServer {
       '--initial-advertise-peer-urls', peer,
       '--initial-cluster', members > 1 ? cluster : `${this.name}=${peer}`,
       '--log-level', 'error',
+      ...this.flags,
     ];
     // Docker's cluster store speaks etcd's v2 API.
     if (this.placement) args.push('--enable-v2=true');

@@ -5,10 +5,12 @@
  * because etcd3 retries across endpoints and without a deadline waits forever on a dropped packet.
  */
 import { readFile } from 'node:fs/promises';
-import type { Etcd3, IKeyValue, IRangeResponse, IRequestOp, ICompare, Watcher } from 'etcd3';
+import type { IKeyValue, IRequestOp, ICompare, Watcher } from 'etcd3';
 import { etcdErrors } from '../diagnostics';
 import { InvalidInputError, messageOf } from '../errors';
+import { createEtcdClient, type EtcdClient } from './etcd-client';
 import { DatastoreAccessError, DatastoreRequestError, DatastoreUnavailableError } from './errors';
+import { decodeRangeResponse, encodeRangeRequest, type RangeRequest, type RangeResponse } from './range-codec';
 import type { EtcdSettings } from './settings';
 
 /** etcd's mod revision of a key, kept as the decimal string etcd sends. */
@@ -76,20 +78,25 @@ export interface HeldKey {
 
 export class EtcdKv {
   private constructor(
-    private readonly client: Etcd3,
+    private readonly client: EtcdClient,
     readonly settings: EtcdSettings,
   ) {}
 
   static async connect(settings: EtcdSettings): Promise<EtcdKv> {
-    const [{ Etcd3 }, cockatiel] = await Promise.all([import('etcd3'), import('cockatiel')]);
+    const cockatiel = await import('cockatiel');
     const credentials = await readCredentials(settings);
     const recoverable = cockatiel.handleWhen((err) => isUnavailable(err));
-    const client = new Etcd3({
+    const client = await createEtcdClient({
       hosts: [...settings.endpoints],
       ...(credentials ? { credentials } : {}),
       ...(settings.username !== undefined ? { auth: { username: settings.username, password: settings.password ?? '' } } : {}),
       dialTimeout: settings.timeoutMs,
-      grpcOptions: { 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES },
+      grpcOptions: {
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+        // HTTP/2's default window is 64 KB: while our event loop works through one page, etcd
+        // could send no more of the next. With a page's worth of window it sends it meanwhile.
+        'grpc-node.flow_control_window': MAX_MESSAGE_BYTES,
+      },
       defaultCallOptions: () => ({ deadline: Date.now() + settings.timeoutMs }),
       faultHandling: {
         // Try each endpoint once per call; the CAS loops above us own retrying.
@@ -124,33 +131,64 @@ export class EtcdKv {
   /**
    * The keys under a prefix a page at a time, in key order, every page read at the revision of
    * the first (so the whole is one consistent snapshot). A page too large for one gRPC message
-   * (blocks with many long attributes) is asked for again in halves.
+   * (blocks with many long attributes) is asked for again in halves. The next page is asked for
+   * before this one is handed on, so etcd reads and sends it while the caller works through this
+   * one (at most two pages are held at once).
    */
   async *pages(prefix: string, options: ScanOptions = {}): AsyncGenerator<Entry[]> {
     const end = prefixEnd(prefix);
-    let start = options.after === undefined ? Buffer.from(prefix) : keyAfter(options.after);
     let revision = options.revision;
-    let limit = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    for (;;) {
-      let res: IRangeResponse;
-      try {
-        res = await this.call(`read of ${prefix}`, (c) =>
-          c.kv.range({ key: start, range_end: end, limit, keys_only: options.keysOnly ?? false, ...(revision ? { revision } : {}) }),
-        );
-      } catch (err) {
-        if (limit > 1 && isTooLarge(err)) {
-          limit = Math.ceil(limit / 2);
-          continue;
+    const read = async (start: Buffer, limit: number): Promise<{ res: RangeResponse; limit: number }> => {
+      for (;;) {
+        try {
+          return { res: await this.range(`read of ${prefix}`, { key: start, rangeEnd: end, limit, keysOnly: options.keysOnly ?? false, ...(revision ? { revision } : {}) }), limit };
+        } catch (err) {
+          if (limit > 1 && isTooLarge(err)) {
+            limit = Math.ceil(limit / 2);
+            continue;
+          }
+          throw err;
         }
-        throw err;
       }
-      revision ??= String(res.header.revision);
-      const entries = res.kvs.map(toEntry);
+    };
+    let next: ReturnType<typeof read> | undefined = read(options.after === undefined ? Buffer.from(prefix) : keyAfter(options.after), options.pageSize ?? DEFAULT_PAGE_SIZE);
+    while (next) {
+      const { res, limit } = await next;
+      next = undefined;
+      revision ??= res.revision;
+      const { entries } = res;
+      if (res.more && entries.length > 0) {
+        next = read(keyAfter(entries[entries.length - 1]!.key), nextPageSize(limit, res.count - entries.length, entries));
+        // Its failure is the next iteration's, if the caller asks for more.
+        next.catch(() => undefined);
+        // One turn of the event loop, so the request is on its way before the caller's work holds the loop.
+        await new Promise((sent) => setImmediate(sent));
+      }
       if (entries.length > 0) yield entries;
-      if (!res.more || entries.length === 0) return;
-      start = keyAfter(entries[entries.length - 1]!.key);
-      limit = nextPageSize(limit, Number(res.count) - entries.length, entries);
     }
+  }
+
+  /**
+   * A Range decoded by range-codec.ts, retried on another member as the library retries its own
+   * calls (see connect). An expired token is renewed by one call through the library, which
+   * knows how, and the read made again.
+   */
+  private range(what: string, request: RangeRequest): Promise<RangeResponse> {
+    const encoded = encodeRangeRequest(request);
+    const { endpoints, timeoutMs } = this.settings;
+    return this.call(what, async (client) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return decodeRangeResponse(await client.rawRange(encoded, Date.now() + timeoutMs));
+        } catch (err) {
+          if (err instanceof Error && err.constructor.name === 'EtcdInvalidAuthTokenError' && attempt === 1) {
+            await this.revision();
+          } else if (!isUnavailable(err) || attempt >= endpoints.length) {
+            throw err;
+          }
+        }
+      }
+    });
   }
 
   /**
@@ -304,7 +342,7 @@ export class EtcdKv {
     return { close: () => (ended ? Promise.resolve() : this.bounded(`cancel the watch of ${prefix}`, watcher.cancel()).catch(() => undefined)) };
   }
 
-  private call<T>(what: string, fn: (client: Etcd3) => Promise<T>): Promise<T> {
+  private call<T>(what: string, fn: (client: EtcdClient) => Promise<T>): Promise<T> {
     return this.bounded(what, Promise.resolve().then(() => fn(this.client)));
   }
 

@@ -1,5 +1,7 @@
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
 import { EtcdServer, uniquePrefix } from '../../sim/etcd';
@@ -153,6 +155,24 @@ test('datastore - TLS with client certificates', async (t) => {
   t.true(err!.message.includes(secure.endpoint));
 
   await t.throwsAsync(Datastore.connect({ ...settings, caCertFile: '/nonexistent/ca.pem' }), { message: /etcd_ca_cert_file.*\/nonexistent\/ca\.pem/ });
+});
+
+test('datastore - an expired auth token is renewed: scans (our own range reads) as well as the library\'s calls', async (t) => {
+  const secured = await EtcdServer.start({ flags: ['--auth-token-ttl', '1'] });
+  t.teardown(() => secured.destroy());
+  const etcdctl = (...args: string[]) => execFileSync('etcdctl', ['--endpoints', secured.endpoint, ...args], { stdio: 'pipe' });
+  etcdctl('user', 'add', 'root', '--new-user-password=root-secret');
+  etcdctl('auth', 'enable');
+  t.throws(() => execFileSync('etcdctl', ['--endpoints', secured.endpoint, 'get', 'x'], { stdio: 'pipe' }), undefined, 'auth is on');
+  const ds = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: secured.endpoint, etcd_username: 'root', etcd_password: 'root-secret' }, {}), prefix: uniquePrefix('token') });
+  clients.push(ds);
+  await load(ds, Array.from({ length: 30 }, (_, i) => `${ds.keys.prefix}/k/${i}`), (key) => key);
+  t.is((await ds.kv.list(`${ds.keys.prefix}/k/`)).length, 30);
+  // The token lives a second past its last use.
+  await sleep(2500);
+  t.is((await ds.kv.list(`${ds.keys.prefix}/k/`, { pageSize: 7 })).length, 30);
+  await sleep(2500);
+  t.is((await ds.kv.get(`${ds.keys.prefix}/k/1`))?.value, `${ds.keys.prefix}/k/1`);
 });
 
 /** Loads `count` keys fast: transactions of 100 puts, several in flight (etcd allows 128 operations). */
