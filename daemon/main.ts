@@ -210,8 +210,11 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   // Workloads are closed before anything can wire one: the policy table's fixed part comes first.
-  if (policy) await policy.start();
-  else await PolicyKeeper.remove(log);
+  const tableReady = policy ? policy.start() : PolicyKeeper.remove(log);
+  // Connecting loads gRPC and etcd's client (tens of milliseconds of the event loop): begun now,
+  // it passes while nft installs the table, not after it. Its failure is the first caller's.
+  datastore().catch(() => undefined);
+  await tableReady;
   // One daemon per node name: a live one elsewhere with this name stops this one, before it writes as the node.
   await claim.start();
   for (const service of services) {
