@@ -38,14 +38,18 @@ export class BirdRouter {
   }
 
   /** BIRD as the router's BGP speaker: AS `asNumber`, a session with each neighbour, learned routes into its kernel. */
-  static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[]): Promise<BirdRouter> {
+  /**
+   * `reflector`: a route reflector for neighbours of its own AS (each a client), which gives
+   * itself as every route's next hop: hosts in other subnets reach each other's blocks through it.
+   */
+  static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[], options: { reflector?: boolean } = {}): Promise<BirdRouter> {
     const dir = mkdtempSync(join(tmpdir(), 'tor-bird-'));
     const config = [
       `router id ${routerId};`,
       'log stderr all;',
       'protocol device { scan time 10; }',
       'protocol kernel { ipv4 { import none; export all; }; }',
-      ...neighbours.map((n, i) => `protocol bgp host${i} { local as ${asNumber}; neighbor ${n.address} as ${n.asNumber}; connect delay time 1; connect retry time 2; error wait time 1, 10; graceful restart on; ipv4 { import all; export all; }; }`),
+      ...neighbours.map((n, i) => `protocol bgp host${i} { local as ${asNumber}; neighbor ${n.address} as ${n.asNumber}; connect delay time 1; connect retry time 2; error wait time 1, 10; graceful restart on;${options.reflector ? ' rr client;' : ''} ipv4 { import all; export all;${options.reflector ? ' next hop self;' : ''} }; }`),
     ].join('\n');
     writeFileSync(join(dir, 'bird.conf'), `${config}\n`);
     const child = spawn('nsenter', [`--net=${router.path}`, '/usr/sbin/bird', '-f', '-c', join(dir, 'bird.conf'), '-s', join(dir, 'bird.ctl')], { stdio: 'ignore' });

@@ -40,8 +40,8 @@ export class NodeDaemon {
     return join(this.dir, 'plugins', 'calico-ipam.sock');
   }
 
-  static async start(host: Netns, args: string[] = []): Promise<NodeDaemon> {
-    const dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'));
+  /** `dir`: where its sockets and files go; a daemon started again in the same one keeps its socket paths. */
+  static async start(host: Netns, args: string[] = [], dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'))): Promise<NodeDaemon> {
     const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--bird-dir', join(dir, 'bird'), '--mtu-file', join(dir, 'mtu'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });

@@ -136,6 +136,11 @@ export class DockerAgent {
     if (daemon.exitCode !== null) throw new Error(`the node daemon exited: ${this.daemonLog}`);
   }
 
+  /** Our node daemon's pid while it runs. */
+  get daemonPid(): number | undefined {
+    return this.daemon && this.daemon.exitCode === null && this.daemon.signalCode === null ? this.daemon.pid : undefined;
+  }
+
   async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     if (!this.daemon) return;
     if (this.daemon.exitCode === null && this.daemon.signalCode === null) this.daemon.kill(signal);

@@ -33,6 +33,8 @@ interface Container {
   readonly netnsPath: string;
   /** The configs as sent on ADD, kept for DEL as Mesos checkpoints them. */
   readonly checkpoint: { ifname: string; stdin: string; type: string }[];
+  /** Its namespace was removed before its DEL. */
+  netnsGone?: boolean;
 }
 
 export interface LaunchResult {
@@ -94,14 +96,32 @@ export class MesosAgent {
 
   /** DEL for every network with the checkpointed config; without CNI_NETNS when `netnsGone`. */
   async destroy(containerId: string, options: { netnsGone?: boolean } = {}): Promise<PluginRun[]> {
+    const runs = await this.del(containerId, options);
+    await this.forget(containerId);
+    return runs;
+  }
+
+  /**
+   * DEL for every network, the container kept (a DEL that failed is sent again, as Mesos does);
+   * `netnsGone`: its namespace is removed first, and every DEL after goes without CNI_NETNS too.
+   */
+  async del(containerId: string, options: { netnsGone?: boolean } = {}): Promise<PluginRun[]> {
     const container = this.containers.get(containerId);
     if (!container) throw new Error(`no container ${containerId}`);
-    if (options.netnsGone) await this.removeNetns(container);
-    const runs = await Promise.all(container.checkpoint.map(({ ifname, stdin, type }) =>
-      runPlugin(this.host, join(this.pluginsDir, type), this.env('DEL', containerId, ifname, !options.netnsGone), stdin)));
-    if (!options.netnsGone) await this.removeNetns(container);
+    if (options.netnsGone && !container.netnsGone) {
+      await this.removeNetns(container);
+      container.netnsGone = true;
+    }
+    return Promise.all(container.checkpoint.map(({ ifname, stdin, type }) =>
+      runPlugin(this.host, join(this.pluginsDir, type), this.env('DEL', containerId, ifname, !container.netnsGone), stdin)));
+  }
+
+  /** The container is done with: its namespace goes (if still there), and Mesos forgets it. */
+  async forget(containerId: string): Promise<void> {
+    const container = this.containers.get(containerId);
+    if (!container) return;
+    if (!container.netnsGone) await this.removeNetns(container);
     this.containers.delete(containerId);
-    return runs;
   }
 
   /** The task vanishes without a DEL (an agent crash): its namespace is gone, its records stay. */

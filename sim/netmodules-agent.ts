@@ -101,13 +101,17 @@ export class NetmodulesAgent {
     return running.netns;
   }
 
-  /** cleanup as the isolator does it: release the addresses, then (only if that worked) cleanup. */
-  async destroy(containerId: string): Promise<NetmodulesCall[]> {
+  /**
+   * cleanup as the isolator does it: release the addresses, then (only if that worked) cleanup.
+   * `keepOnFailure`: a container whose release or cleanup failed stays, to be destroyed again.
+   */
+  async destroy(containerId: string, options: { keepOnFailure?: boolean } = {}): Promise<NetmodulesCall[]> {
     const running = this.running.get(containerId);
     if (!running) return [];
-    this.running.delete(containerId);
     const calls = [await this.call('release', { ips: running.ips })];
     if (calls[0]!.answer?.error === null) calls.push(await this.call('cleanup', { hostname: this.hostname, container_id: containerId }));
+    if (options.keepOnFailure && calls.some((c) => c.answer?.error !== null)) return calls;
+    this.running.delete(containerId);
     running.executor.kill('SIGKILL');
     await running.netns.destroy();
     return calls;
