@@ -141,9 +141,14 @@ export class SoakWorld {
     }
   }
 
-  /** The CNI network config of `network` on `agent`, through its daemon. */
+  /**
+   * The CNI network config of `network` on `agent`: through its daemon; on a Docker agent the
+   * plugin works alone (that daemon runs in dockerd's mount namespace, where the task's namespace
+   * file is not mounted), and the daemon programs the task's policy from its record.
+   */
   cniNetwork(agent: SoakAgent, network: NetworkName): { name: string; type: string; [key: string]: unknown } {
-    return this.world.network(network, this.prefix, agent.name, { no_policy: false, daemon_socket: agent.cniSocket, etcd_timeout_ms: 3000 });
+    const through = agent.docker ? { daemon_socket: '' } : { no_policy: false, daemon_socket: agent.cniSocket };
+    return this.world.network(network, this.prefix, agent.name, { ...through, etcd_timeout_ms: 3000 });
   }
 
   async destroy(): Promise<void> {
