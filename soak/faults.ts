@@ -5,7 +5,7 @@
  * dockerd restarted, an agent's link to etcd dropped.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Random } from './random';
+import type { Random } from '../sim/random';
 import type { SoakWorld } from './world';
 
 export const FAULT_KINDS = ['etcd-member-kill', 'etcd-stop', 'daemon-kill', 'bird-kill', 'malformed-record'] as const;

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { readIpamState } from '../test/helpers/ipam-state';
 import { tunnelHandle } from '../shared/endpoints/identity';
 import { parseCidr, cidrContains, parseAddress } from '../shared/net';
-import type { Random } from './random';
+import type { Random } from '../sim/random';
 import type { Workload, Workloads } from './workload';
 import type { SoakAgent, SoakWorld } from './world';
 

@@ -11,7 +11,7 @@ import type { JsonObject } from '../shared/datastore/codec';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { drawFault, type FaultKind } from './faults';
 import { Checker, SETTLE_MS, type Violation } from './invariants';
-import { Random } from './random';
+import { Random } from '../sim/random';
 import { Workloads, type OperationOutcome, type Workload, type WorkloadKind } from './workload';
 import { FIRST_POOL, NETWORKS, SoakWorld } from './world';
 

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Random } from './random';
+import type { Random } from '../sim/random';
 import type { SoakAgent, NetworkName, SoakWorld } from './world';
 
 export type WorkloadKind = 'cni' | 'docker' | 'netmodules';

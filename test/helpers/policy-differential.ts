@@ -15,6 +15,7 @@ import { PolicyCalculator } from '../../shared/policy/calculator';
 import { copyRuleset, planChanges, renderTable, type Ruleset } from '../../shared/policy/ruleset';
 import { validatePolicy, validateProfile } from '../../shared/policy/validate';
 import { ReferenceCluster, net, renderSelector, type Direction, type Family, type Packet, type RefEndpoint, type RefPolicy, type RefProfile, type RefRule, type RefRuleEnd, type SelectorTree } from './policy-reference';
+import { Random } from '../../sim/random';
 
 const SCRIPT = resolve('test/fixtures/packets.py');
 const NODE = 'dhost';
@@ -22,39 +23,6 @@ const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
 const GATEWAY6 = 'fe80::ecee:eeff:feee:eeee';
 const LOCAL_COUNT = 5;
 const REMOTE_COUNT = 3;
-
-/** A seeded generator (mulberry32), so that a failing run can be repeated. */
-export class Random {
-  private state: number;
-
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  int(below: number): number {
-    return Math.floor(this.next() * below);
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  some<T>(items: readonly T[], p = 0.5): T[] {
-    return items.filter(() => this.chance(p));
-  }
-}
 
 // ---- the world: addresses ----
 

@@ -1,6 +1,6 @@
 /**
- * The soak's one source of chance: a seeded generator (mulberry32), so that a seed names one
- * sequence of operations and faults, and a failing run can be run again.
+ * A seeded generator (mulberry32): a seed names one sequence of draws, so that a failing run (the
+ * soak's, a differential test's) can be run again.
  */
 export class Random {
   private state: number;
@@ -30,6 +30,11 @@ export class Random {
 
   chance(p: number): boolean {
     return this.next() < p;
+  }
+
+  /** Each of `items` with chance `p`, in order. */
+  some<T>(items: readonly T[], p = 0.5): T[] {
+    return items.filter(() => this.chance(p));
   }
 
   pick<T>(items: readonly T[]): T {
