@@ -108,6 +108,13 @@ async function load(world: CniWorld, scale: (typeof SCALES)[number]): Promise<Sc
   // Where other hosts claim new blocks (of one address).
   await ipam.createPool('fresh', { cidr: FRESH_POOL, blockSize: 32 });
   console.log(`${scale.hosts} hosts: ${data.keys} keys loaded in ${round((nowMs() - started) / 1000)} s`);
+  // etcd digests a bulk load for seconds after it (its snapshot, compaction of the backend): a
+  // daemon's start is timed against an etcd at rest, as it finds one on a running cluster.
+  await waitFor('etcd at rest after the load', async () => {
+    const before = await etcdMetric(world.fabric.etcd, 'process_cpu_seconds_total');
+    await sleep(1000);
+    return (await etcdMetric(world.fabric.etcd, 'process_cpu_seconds_total')) - before < 0.05;
+  }, 60_000, 0);
   return { ds, ipam, prefix, hosts: data.hosts };
 }
 
