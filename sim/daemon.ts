@@ -78,7 +78,7 @@ export class NodeDaemon {
 }
 
 /** The BIRD whose pid file is in `dir`, if that pid is still a BIRD (not a pid reused since). */
-function runningBird(dir: string): number | undefined {
+export function runningBird(dir: string): number | undefined {
   try {
     const pid = Number(readFileSync(join(dir, 'bird.pid'), 'utf8').trim());
     return Number.isInteger(pid) && pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('bird') ? pid : undefined;
@@ -88,7 +88,7 @@ function runningBird(dir: string): number | undefined {
 }
 
 /** A daemon killed outright leaves the BIRD it started running: it is stopped by its pid. */
-function killBird(dir: string): void {
+export function killBird(dir: string): void {
   const pid = runningBird(dir);
   if (pid !== undefined) process.kill(pid, 'SIGKILL');
 }

@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Netns } from './netns';
 import { waitFor } from './wait';
+import { killBird } from './daemon';
 
 const run = promisify(execFile);
 const DOCKER = '/usr/bin/docker';
@@ -136,11 +137,6 @@ export class DockerAgent {
     if (daemon.exitCode !== null) throw new Error(`the node daemon exited: ${this.daemonLog}`);
   }
 
-  /** Our node daemon's pid while it runs. */
-  get daemonPid(): number | undefined {
-    return this.daemon && this.daemon.exitCode === null && this.daemon.signalCode === null ? this.daemon.pid : undefined;
-  }
-
   async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     if (!this.daemon) return;
     if (this.daemon.exitCode === null && this.daemon.signalCode === null) this.daemon.kill(signal);
@@ -176,6 +172,7 @@ export class DockerAgent {
       if (containers.length > 0) await this.docker('rm', '-f', ...containers).catch(() => undefined);
     }
     await this.stopDaemon('SIGKILL');
+    killBird(join(this.dir, 'bird'));
     if (this.dockerd && this.dockerd.exitCode === null) {
       this.dockerd.kill('SIGTERM');
       await Promise.race([this.exits[1], sleep(15_000)]);

@@ -48,11 +48,6 @@ export class Workloads {
     private readonly random: Random,
   ) {}
 
-  /** Workloads started and not yet stopped (the scheduler's view: including those still starting). */
-  planned(): Workload[] {
-    return [...this.all.values()].filter((w) => w.state === 'starting' || w.state === 'live');
-  }
-
   live(): Workload[] {
     return [...this.all.values()].filter((w) => w.state === 'live');
   }

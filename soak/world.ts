@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BirdRouter } from '../sim/bird-router';
-import { NodeDaemon } from '../sim/daemon';
+import { NodeDaemon, runningBird } from '../sim/daemon';
 import { DockerAgent } from '../sim/docker-agent';
 import type { Rack } from '../sim/fabric';
 import { MesosAgent } from '../sim/mesos-agent';
@@ -57,14 +57,9 @@ export class SoakAgent {
     return this.docker ? this.docker.cniSocket : join(this.daemon.dir, 'cni.sock');
   }
 
-  /** The daemon's pid while it runs. */
-  get daemonPid(): number | undefined {
-    return this.docker ? this.docker.daemonPid : this.nodeDaemon?.pid;
-  }
-
-  /** The pid of the BIRD the daemon started, while it runs. */
+  /** The pid of the BIRD the daemon started, while it runs (Docker agents' daemons too). */
   birdPid(): number | undefined {
-    return this.nodeDaemon?.birdPid();
+    return runningBird(join(this.docker ? this.docker.dir : this.daemon.dir, 'bird'));
   }
 
   async startDaemon(): Promise<void> {
