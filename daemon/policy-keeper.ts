@@ -188,7 +188,9 @@ export class PolicyKeeper {
       await applyNftScript('update the policy table', plan.script);
       plan.commit();
       await this.keepReversePathChecks();
-      this.report({ kind: 'changes', ok: true, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });
+      const seconds = (performance.now() - started) / 1000;
+      this.report({ kind: 'changes', ok: true, seconds, rules: ruleCount(this.programmed) });
+      this.log.debug('policy changes programmed', { endpoints: this.calculator.localEndpointCount, ms: Math.round(seconds * 1000) });
     } catch (err) {
       // What the kernel holds is no longer known for sure: write the whole table again.
       this.report({ kind: 'changes', ok: false, seconds: (performance.now() - started) / 1000, rules: ruleCount(this.programmed) });

@@ -1,6 +1,6 @@
 /** The node daemon started inside a simulated host, on a socket of its own, stopped by pid. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,8 +13,12 @@ export class NodeDaemon {
   private constructor(
     private readonly child: ChildProcess,
     readonly dir: string,
+    logFile: string | undefined,
   ) {
-    child.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-20000)));
+    child.stderr!.on('data', (d) => {
+      this.stderr = (this.stderr + d).slice(-20000);
+      if (logFile) appendFileSync(logFile, d);
+    });
     const killOnExit = () => {
       child.kill('SIGKILL');
       killBird(join(dir, 'bird'));
@@ -40,12 +44,15 @@ export class NodeDaemon {
     return join(this.dir, 'plugins', 'calico-ipam.sock');
   }
 
-  /** `dir`: where its sockets and files go; a daemon started again in the same one keeps its socket paths. */
-  static async start(host: Netns, args: string[] = [], dir = mkdtempSync(join(tmpdir(), 'calico-daemon-'))): Promise<NodeDaemon> {
+  /**
+   * `dir`: where its sockets and files go; a daemon started again in the same one keeps its socket
+   * paths. `logFile`: where its whole log is appended too (stderr keeps only the end).
+   */
+  static async start(host: Netns, args: string[] = [], dir = mkdtempSync(join(tmpdir(), 'calico-daemon-')), logFile?: string): Promise<NodeDaemon> {
     const child = spawn('nsenter', [`--net=${host.path}`, resolve('dist/bin/calico-libnetwork'), '--cni-socket', join(dir, 'cni.sock'), '--plugin-dir', join(dir, 'plugins'), '--bird-dir', join(dir, 'bird'), '--mtu-file', join(dir, 'mtu'), ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    const daemon = new NodeDaemon(child, dir);
+    const daemon = new NodeDaemon(child, dir, logFile);
     // Ready once it listens on every socket: the CNI one and both Docker drivers'.
     const listening = () => existsSync(daemon.cniSocket) && existsSync(join(dir, 'plugins')) && readdirSync(join(dir, 'plugins')).length >= 2;
     for (let i = 0; i < 200 && !listening(); i++) {

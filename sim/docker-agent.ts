@@ -5,7 +5,7 @@
  * namespaces, as on a real agent. Everything is stopped by pid and removed by destroy().
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, copyFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -48,6 +48,8 @@ export interface DaemonOptions {
   readonly driver: string;
   readonly ipamDriver: string;
   readonly extraArgs?: readonly string[];
+  /** Where its whole log is appended too (daemonLog keeps only the end). */
+  readonly logFile?: string;
 }
 
 export class DockerAgent {
@@ -130,7 +132,10 @@ export class DockerAgent {
       ...(options.extraArgs ?? []),
     ];
     const daemon = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    daemon.stderr!.on('data', (d) => (this.daemonLog = (this.daemonLog + d).slice(-50_000)));
+    daemon.stderr!.on('data', (d) => {
+      this.daemonLog = (this.daemonLog + d).slice(-50_000);
+      if (options.logFile) appendFileSync(options.logFile, d);
+    });
     this.daemon = daemon;
     this.daemonExit = track(daemon);
     await waitFor('the node daemon', () => existsSync(join(this.pluginsDir, `${options.driver}.sock`)) || daemon.exitCode !== null, 10_000);

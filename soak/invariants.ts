@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { readIpamState } from '../test/helpers/ipam-state';
+import { NFT } from '../shared/dataplane/nftables';
 import { tunnelHandle } from '../shared/endpoints/identity';
 import { parseCidr, cidrContains, parseAddress } from '../shared/net';
 import type { Random } from '../sim/random';
@@ -144,11 +145,13 @@ async function hostView(agent: SoakAgent): Promise<HostView> {
   const routes = await agent.host.json<HostView['routes']>('route', 'show');
   const programmed = new Set<string>();
   try {
-    const { stdout } = await run('nsenter', [`--net=${agent.host.path}`, 'nft', '-j', 'list', 'map', 'inet', 'calico', 'ingress']);
+    // Debian's nft by its path: under npm, PATH finds node-file-trace's `nft` first.
+    const { stdout } = await run('nsenter', [`--net=${agent.host.path}`, NFT, '-j', 'list', 'map', 'inet', 'calico', 'ingress']);
     const map = (JSON.parse(stdout) as { nftables: { map?: { elem?: [unknown, unknown][] } }[] }).nftables.find((e) => e.map)?.map;
     for (const [key] of map?.elem ?? []) if (typeof key === 'string') programmed.add(key);
-  } catch {
+  } catch (err) {
     // No table (yet): nothing is programmed.
+    if (!/No such file or directory/.test(String((err as { stderr?: string }).stderr))) throw new Error(`cannot list the policy map of ${agent.name}: ${String((err as { stderr?: string }).stderr ?? err)}`);
   }
   return { routes, programmed };
 }

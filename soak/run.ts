@@ -158,6 +158,7 @@ async function main(): Promise<void> {
       add_ms_p50: quantile(0.5),
       add_ms_p99: quantile(0.99),
       first_failures: failures.slice(0, 5),
+      logs: world.logsDir,
     };
     process.stdout.write(`${JSON.stringify(figures)}\n`);
     process.exitCode = violations.size > 0 ? 1 : 0;

@@ -33,6 +33,8 @@ interface DaemonSettings {
   readonly prefix: string;
   readonly extraArgs: readonly string[];
   readonly dir: string;
+  /** Where its log is appended, across restarts. */
+  readonly logFile: string;
 }
 
 /** One agent: its host, the three ways tasks reach it, and its node daemon. */
@@ -63,9 +65,9 @@ export class SoakAgent {
   }
 
   async startDaemon(): Promise<void> {
-    const { etcdEndpoints, prefix, extraArgs, dir } = this.daemon;
-    if (this.docker) await this.docker.startDaemon({ ...DOCKER_DRIVERS, etcdEndpoint: etcdEndpoints, prefix, node: this.name, extraArgs: [...extraArgs, '--scope', 'local'] });
-    else this.nodeDaemon = await NodeDaemon.start(this.host, ['--etcd-endpoints', etcdEndpoints, '--etcd-prefix', prefix, '--nodename', this.name, ...extraArgs], dir);
+    const { etcdEndpoints, prefix, extraArgs, dir, logFile } = this.daemon;
+    if (this.docker) await this.docker.startDaemon({ ...DOCKER_DRIVERS, etcdEndpoint: etcdEndpoints, prefix, node: this.name, extraArgs: [...extraArgs, '--scope', 'local'], logFile });
+    else this.nodeDaemon = await NodeDaemon.start(this.host, ['--etcd-endpoints', etcdEndpoints, '--etcd-prefix', prefix, '--nodename', this.name, ...extraArgs], dir, logFile);
   }
 
   async stopDaemon(signal: NodeJS.Signals): Promise<void> {
@@ -93,9 +95,12 @@ export class SoakWorld {
     readonly routing: Routing,
     readonly agents: readonly SoakAgent[],
     private readonly reflector: BirdRouter | undefined,
+    /** The daemons' logs, one file per agent; kept after destroy() for whoever reads a failure. */
+    readonly logsDir: string,
   ) {}
 
   static async create(routing: Routing, log: (line: string) => void): Promise<SoakWorld> {
+    const logsDir = mkdtempSync(join(tmpdir(), 'soak-logs-'));
     const world = await CniWorld.create({ etcdMembers: 3 });
     const agents: SoakAgent[] = [];
     let reflector: BirdRouter | undefined;
@@ -113,8 +118,8 @@ export class SoakWorld {
         await ds.resources.create({ kind: 'Node', apiVersion: 'projectcalico.org/v3', metadata: { name, labels: { rack: inRack ? '2' : '1' } }, spec: {} });
         const host = await world.fabric.addHost(withDocker ? 'dock' : 'agent', inRack);
         const docker = withDocker ? await DockerAgent.start(host) : undefined;
-        const extraArgs = ['--backend', routing === 'bird' ? 'bird' : 'vxlan', '--gc-interval', '5', '--gc-grace', '10', '--block-release-delay', '5', '--metrics-address', ''];
-        const settings = { etcdEndpoints: world.fabric.hostEndpoints, prefix, extraArgs, dir: mkdtempSync(join(tmpdir(), 'soak-daemon-')) };
+        const extraArgs = ['--backend', routing === 'bird' ? 'bird' : 'vxlan', '--gc-interval', '5', '--gc-grace', '10', '--block-release-delay', '5', '--metrics-address', '', '--log-level', 'debug'];
+        const settings = { etcdEndpoints: world.fabric.hostEndpoints, prefix, extraArgs, dir: mkdtempSync(join(tmpdir(), 'soak-daemon-')), logFile: join(logsDir, `${name}.log`) };
         const agent = new SoakAgent(index, name, inRack ? 2 : 1, host, new MesosAgent(host, world.pluginsDir), docker, settings);
         agents.push(agent);
         await agent.startDaemon();
@@ -127,7 +132,7 @@ export class SoakWorld {
       for (const agent of agents) {
         for (const network of NETWORKS) await agent.docker?.docker('network', 'create', '-d', DOCKER_DRIVERS.driver, '--ipam-driver', DOCKER_DRIVERS.ipamDriver, network);
       }
-      return new SoakWorld(world, prefix, ds, ipam, routing, agents, reflector);
+      return new SoakWorld(world, prefix, ds, ipam, routing, agents, reflector, logsDir);
     } catch (err) {
       for (const agent of agents) await agent.destroy().catch(() => undefined);
       await reflector?.destroy();
