@@ -14,9 +14,17 @@ export interface PluginRun {
   readonly json: Record<string, any> | undefined;
 }
 
-export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000, args: readonly string[] = []): Promise<PluginRun> {
+/**
+ * `killAfterMs`: the plugin and whatever it started (its process group) are SIGKILLed that long
+ * after the start, as a crash or an OOM kill would end them mid-command.
+ */
+export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000, args: readonly string[] = [], killAfterMs?: number): Promise<PluginRun> {
   return new Promise((done) => {
-    const child = execFile('nsenter', [`--net=${host.path}`, plugin, ...args], { env, timeout: timeoutMs }, (err, stdout, stderr) => {
+    let killer: NodeJS.Timeout | undefined;
+    // A group of its own to kill (execFile passes `detached` on to spawn; its types omit it).
+    const options = { env, timeout: timeoutMs, encoding: 'utf8' as const, detached: killAfterMs !== undefined };
+    const child = execFile('nsenter', [`--net=${host.path}`, plugin, ...args], options, (err, stdout, stderr) => {
+      clearTimeout(killer);
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       let json: Record<string, any> | undefined;
       try {
@@ -28,6 +36,15 @@ export function runPlugin(host: Netns, plugin: string, env: Record<string, strin
     });
     child.stdin!.on('error', () => undefined);
     child.stdin!.end(stdin);
+    if (killAfterMs !== undefined) {
+      killer = setTimeout(() => {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // Done already.
+        }
+      }, killAfterMs);
+    }
   });
 }
 

@@ -53,9 +53,11 @@ export interface DaemonOptions {
 }
 
 export class DockerAgent {
-  private readonly exits: Promise<void>[] = [];
+  private holderExit: Promise<void> | undefined;
   private holder: ChildProcess | undefined;
   private dockerd: ChildProcess | undefined;
+  private dockerdExit: Promise<void> | undefined;
+  private dockerdArgs: string[] = [];
   private daemon: ChildProcess | undefined;
   private daemonExit: Promise<void> | undefined;
   daemonLog = '';
@@ -98,7 +100,7 @@ export class DockerAgent {
     mkdirSync('/run/docker/plugins', { recursive: true });
     // The holder keeps the mount namespace alive; dockerd and our daemon join it.
     this.holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind '${this.pluginsDir}' /run/docker/plugins && exec sleep 100000`], { stdio: 'ignore' });
-    this.exits.push(track(this.holder));
+    this.holderExit = track(this.holder);
     await waitFor('the mount namespace', async () => {
       try {
         const { stdout } = await run('nsenter', [`--mount=${this.mountNs}`, 'findmnt', '-n', '/run/docker/plugins']);
@@ -114,10 +116,33 @@ export class DockerAgent {
       '-H', `unix://${this.socket}`,
       ...(clusterStore ? ['--cluster-store', clusterStore, '--cluster-advertise', 'eth0:2376'] : []),
     ];
-    this.dockerd = spawn('nsenter', args, { stdio: 'ignore' });
-    this.exits.push(track(this.dockerd));
-    await waitFor('dockerd', async () => existsSync(this.socket) && (await this.docker('version').then(() => true, () => false)), 30_000);
+    this.dockerdArgs = args;
+    await this.startDockerd();
     await run(DOCKER, ['-H', `unix://${this.socket}`, 'import', await busyboxTar(), 'local/busybox']);
+  }
+
+  private async startDockerd(): Promise<void> {
+    this.dockerd = spawn('nsenter', this.dockerdArgs, { stdio: 'ignore' });
+    this.dockerdExit = track(this.dockerd);
+    await waitFor('dockerd', async () => existsSync(this.socket) && (await this.docker('version').then(() => true, () => false)), 30_000);
+  }
+
+  /** Stops dockerd, SIGKILL if it takes more than 15 s. */
+  private async stopDockerd(): Promise<void> {
+    if (!this.dockerd || this.dockerd.exitCode !== null || this.dockerd.signalCode !== null) return;
+    this.dockerd.kill('SIGTERM');
+    await Promise.race([this.dockerdExit, sleep(15_000)]);
+    if (this.dockerd.exitCode === null && this.dockerd.signalCode === null) this.dockerd.kill('SIGKILL');
+    await this.dockerdExit;
+  }
+
+  /**
+   * A service restart of dockerd on the same data: its containers (no restart policy, no live
+   * restore) stop with it and stay stopped; networks and images stay.
+   */
+  async restartDockerd(): Promise<void> {
+    await this.stopDockerd();
+    await this.startDockerd();
   }
 
   /** Starts our node daemon in the agent's namespaces. */
@@ -178,13 +203,9 @@ export class DockerAgent {
     }
     await this.stopDaemon('SIGKILL');
     killBird(join(this.dir, 'bird'));
-    if (this.dockerd && this.dockerd.exitCode === null) {
-      this.dockerd.kill('SIGTERM');
-      await Promise.race([this.exits[1], sleep(15_000)]);
-      if (this.dockerd.exitCode === null) this.dockerd.kill('SIGKILL');
-    }
+    await this.stopDockerd();
     this.holder?.kill('SIGKILL');
-    await Promise.race([Promise.all(this.exits), sleep(5000)]);
+    await Promise.race([this.holderExit, sleep(5000)]);
     try {
       rmSync(this.dir, { recursive: true, force: true });
     } catch {

@@ -28,6 +28,9 @@ export interface EtcdPlacement {
   readonly member?: { readonly index: number; readonly of: number };
 }
 
+/** Members of a cluster run under groups MEMBER_GID_BASE + index (no such groups exist on the machine). */
+const MEMBER_GID_BASE = 61_000;
+
 export class EtcdServer {
   private process: ServerProcess | undefined;
 
@@ -92,8 +95,30 @@ export class EtcdServer {
     if (this.tls) args.push('--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--trusted-ca-file', this.tls.caFile, '--client-cert-auth');
     // A killed etcd leaves its unix socket behind, and will not listen on it again.
     if (this.placement) rmSync(this.socketPath, { force: true });
-    const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, 'etcd', ...args]] : ['etcd', args];
+    // A member runs under a group of its own, so that a firewall can tell its packets (cutOff).
+    const etcd = this.placement?.member ? ['setpriv', '--regid', String(this.gid), '--clear-groups', 'etcd'] : ['etcd'];
+    const [file, fileArgs] = this.placement ? ['nsenter', [`--net=${this.placement.netnsPath}`, ...etcd, ...args]] : ['etcd', args];
     this.process = await ServerProcess.start('etcd', file, fileArgs, () => this.healthy(), this.dataDir);
+  }
+
+  /** The group a cluster member runs under (its sockets' owner, as nft's `meta skgid` sees them). */
+  get gid(): number {
+    return MEMBER_GID_BASE + (this.placement?.member?.index ?? 0);
+  }
+
+  /** Whether this member leads its cluster now (its own metrics say; false when it does not answer). */
+  isLeader(): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (!this.placement) return resolve(true);
+      const req = httpRequest({ socketPath: this.socketPath, path: '/metrics', timeout: 1000 }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(/^etcd_server_is_leader 1$/m.test(body)));
+      });
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
   }
 
   private healthy(): Promise<boolean> {

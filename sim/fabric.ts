@@ -6,6 +6,7 @@
  * the others only through it, and it knows nothing of workload addresses. No namespace gets a
  * route to the outside; everything is removed by destroy(), or when the test process exits.
  */
+import { applyNftScript, deleteNftTable } from '../shared/dataplane/nftables';
 import { EtcdServer } from './etcd';
 import { Netns } from './netns';
 
@@ -114,6 +115,41 @@ export class Fabric {
     for (const ns of [this.fabric, ...this.hosts]) await ns.ip('route', 'add', rack.subnet, 'via', rack.uplink);
     for (const other of this.racks) for (const host of other === rack ? [] : other.hosts) await host.ip('route', 'add', rack.subnet, 'via', other.gateway);
     return rack;
+  }
+
+  /**
+   * Cuts `member` off from the other members and from every host, as a dropped link would: what
+   * it sends goes nowhere (its group's packets, `meta skgid`), and what is sent to its ports too.
+   * Connections stay open and silent; nothing is refused. The test process reaches it still (on
+   * its unix socket). Undone by reconnect().
+   */
+  async cutOff(member: EtcdServer): Promise<void> {
+    const table = `inet sim-cut-m${this.members.indexOf(member)}`;
+    await applyNftScript('cut off an etcd member', [
+      `table ${table} {`,
+      `  chain output { type filter hook output priority 0; meta skgid ${member.gid} drop; }`,
+      `  chain input { type filter hook input priority 0; tcp dport { ${member.clientPort}, ${member.peerPort} } drop; }`,
+      '}',
+    ].join('\n'), { netns: this.fabric.path });
+  }
+
+  async reconnect(member: EtcdServer): Promise<void> {
+    await deleteNftTable(`inet sim-cut-m${this.members.indexOf(member)}`, { netns: this.fabric.path });
+  }
+
+  /** Drops everything between `host` and etcd's client ports, both ways, until letThrough(). */
+  async cutFromEtcd(host: Netns): Promise<void> {
+    const ports = this.members.map((m) => m.clientPort).join(', ');
+    await applyNftScript('cut a host off from etcd', [
+      'table inet sim-cut-etcd {',
+      `  chain output { type filter hook output priority 0; ip daddr ${FABRIC_ADDRESS} tcp dport { ${ports} } drop; }`,
+      `  chain input { type filter hook input priority 0; ip saddr ${FABRIC_ADDRESS} tcp sport { ${ports} } drop; }`,
+      '}',
+    ].join('\n'), { netns: host.path });
+  }
+
+  async letThrough(host: Netns): Promise<void> {
+    await deleteNftTable('inet sim-cut-etcd', { netns: host.path });
   }
 
   async destroy(): Promise<void> {

@@ -43,9 +43,17 @@ export interface LaunchResult {
   readonly ips: { ip4?: string; ip6?: string }[];
 }
 
+/** A plugin to be killed mid-command: the next run of `command`, that long after its start. */
+interface ArmedKill {
+  readonly command: 'ADD' | 'DEL';
+  readonly afterMs: number;
+  readonly fired: () => void;
+}
+
 export class MesosAgent {
   private readonly root: string;
   private readonly containers = new Map<string, Container>();
+  private armed: ArmedKill | undefined;
 
   constructor(
     readonly host: Netns,
@@ -80,6 +88,29 @@ export class MesosAgent {
     };
   }
 
+  /**
+   * The next ADD or DEL (`command`) this agent runs is SIGKILLed `afterMs` after its start, with
+   * whatever it started. Resolves once a plugin was killed so, or false after `withinMs` if none ran.
+   */
+  killNextPlugin(command: 'ADD' | 'DEL', afterMs: number, withinMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.armed = undefined;
+        resolve(false);
+      }, withinMs);
+      this.armed = { command, afterMs, fired: () => (clearTimeout(timer), resolve(true)) };
+    });
+  }
+
+  /** Runs the plugin as the isolator does; the armed kill, if it is for this command, goes with it. */
+  private runPlugin(type: string, env: Record<string, string>, stdin: string): Promise<PluginRun> {
+    const armed = this.armed?.command === env.CNI_COMMAND ? this.armed : undefined;
+    if (armed) this.armed = undefined;
+    const running = runPlugin(this.host, join(this.pluginsDir, type), env, stdin, undefined, undefined, armed?.afterMs);
+    if (armed) void running.then(armed.fired);
+    return running;
+  }
+
   /** Attaches every network in parallel, as the isolator does. */
   async launch(containerId: string, attachments: readonly Attachment[]): Promise<LaunchResult> {
     if (!this.containers.has(containerId)) await this.createContainer(containerId);
@@ -88,7 +119,7 @@ export class MesosAgent {
       const ifname = `eth${i}`;
       const stdin = JSON.stringify(withNetworkInfo(attachment));
       container.checkpoint.push({ ifname, stdin, type: attachment.network.type });
-      return runPlugin(this.host, join(this.pluginsDir, attachment.network.type), this.env('ADD', containerId, ifname), stdin);
+      return this.runPlugin(attachment.network.type, this.env('ADD', containerId, ifname), stdin);
     }));
     const ips = runs.map((r) => (r.code === 0 ? { ip4: r.json?.ip4?.ip, ip6: r.json?.ip6?.ip } : {}));
     return { runs, ips };
@@ -113,7 +144,7 @@ export class MesosAgent {
       container.netnsGone = true;
     }
     return Promise.all(container.checkpoint.map(({ ifname, stdin, type }) =>
-      runPlugin(this.host, join(this.pluginsDir, type), this.env('DEL', containerId, ifname, !container.netnsGone), stdin)));
+      this.runPlugin(type, this.env('DEL', containerId, ifname, !container.netnsGone), stdin)));
   }
 
   /** The container is done with: its namespace goes (if still there), and Mesos forgets it. */

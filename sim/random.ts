@@ -42,6 +42,16 @@ export class Random {
     return items[this.int(items.length)]!;
   }
 
+  /** The items in an order drawn from the seed (Fisher-Yates), as a new list. */
+  shuffle<T>(items: readonly T[]): T[] {
+    const list = [...items];
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [list[i], list[j]] = [list[j]!, list[i]!];
+    }
+    return list;
+  }
+
   /** One of `weights`' keys, each as likely as its weight. */
   weighted<K extends string>(weights: Readonly<Record<K, number>>): K {
     const entries = Object.entries(weights) as [K, number][];

@@ -1,29 +1,42 @@
 /**
- * The soak's faults, one at a time, each drawn from the seed with its target and duration, then
- * undone; the time from its end until the checker finds every settled invariant holding again is
- * its recovery. Kinds not yet here (issue 19): the leader cut off, a plugin killed mid-command,
- * dockerd restarted, an agent's link to etcd dropped.
+ * The soak's faults, each drawn from the seed with its target and duration, then undone. Kinds
+ * come in rounds (every kind once per round, in an order drawn from the seed), so that a run of
+ * N rounds has every kind N times.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { EtcdServer } from '../sim/etcd';
 import type { Random } from '../sim/random';
+import type { Workloads } from './workload';
 import type { SoakWorld } from './world';
 
-export const FAULT_KINDS = ['etcd-member-kill', 'etcd-stop', 'daemon-kill', 'bird-kill', 'malformed-record'] as const;
+export const FAULT_KINDS = [
+  'etcd-member-kill', 'etcd-leader-cut', 'etcd-stop', 'daemon-kill', 'plugin-kill', 'bird-kill', 'dockerd-restart', 'agent-etcd-cut', 'malformed-record',
+] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface Fault {
   readonly kind: FaultKind;
   readonly detail: string;
-  /** Runs the fault to its end (undone). */
-  run(): Promise<void>;
+  /** Runs the fault to its end (undone); false when it found nothing to act on (not counted). */
+  run(): Promise<boolean>;
 }
 
-/** The next fault, drawn now (so that the sequence follows the seed alone). */
-/** `planted`: keys of malformed records while they stand (the checker does not count them). */
-export function drawFault(world: SoakWorld, random: Random, planted: Set<string>): Fault {
-  const kinds = FAULT_KINDS.filter((k) => k !== 'bird-kill' || world.routing === 'bird');
-  const kind = random.pick(kinds);
-  const members = world.world.fabric.members;
+export interface FaultContext {
+  readonly world: SoakWorld;
+  readonly workloads: Workloads;
+  /** Keys of malformed records while they stand (the checker does not count them). */
+  readonly planted: Set<string>;
+}
+
+/** The kinds this world can have (BIRD only when it routes with BIRD). */
+export function faultKinds(world: SoakWorld): FaultKind[] {
+  return FAULT_KINDS.filter((k) => k !== 'bird-kill' || world.routing === 'bird');
+}
+
+/** The next fault of `kind`, drawn now (so that the sequence follows the seed alone). */
+export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultContext, random: Random): Fault {
+  const { fabric } = world.world;
+  const members = fabric.members;
   switch (kind) {
     case 'etcd-member-kill': {
       const member = random.pick(members);
@@ -35,6 +48,22 @@ export function drawFault(world: SoakWorld, random: Random, planted: Set<string>
           await member.stop('SIGKILL');
           await sleep(downMs);
           await member.resume();
+          return true;
+        },
+      };
+    }
+    case 'etcd-leader-cut': {
+      const cutMs = random.between(10_000, 20_000);
+      return {
+        kind,
+        detail: `the etcd leader cut off from the members and the agents for ${cutMs} ms`,
+        run: async () => {
+          const leader = await leaderOf(members);
+          if (!leader) return false;
+          await fabric.cutOff(leader);
+          await sleep(cutMs);
+          await fabric.reconnect(leader);
+          return true;
         },
       };
     }
@@ -46,6 +75,7 @@ export function drawFault(world: SoakWorld, random: Random, planted: Set<string>
           for (const member of members) member.freeze();
           await sleep(10_000);
           for (const member of members) member.thaw();
+          return true;
         },
       };
     case 'daemon-kill': {
@@ -58,7 +88,19 @@ export function drawFault(world: SoakWorld, random: Random, planted: Set<string>
           await agent.stopDaemon('SIGKILL');
           await sleep(downMs);
           await agent.startDaemon();
+          return true;
         },
+      };
+    }
+    case 'plugin-kill': {
+      const agent = random.pick(world.agents);
+      const command = random.pick(['ADD', 'DEL'] as const);
+      // An ADD takes ~100 ms through the daemon: the kill lands anywhere in it.
+      const afterMs = random.between(5, 150);
+      return {
+        kind,
+        detail: `the next CNI ${command} on ${agent.name} SIGKILLed ${afterMs} ms after its start`,
+        run: () => agent.mesos.killNextPlugin(command, afterMs, 15_000),
       };
     }
     case 'bird-kill': {
@@ -68,9 +110,37 @@ export function drawFault(world: SoakWorld, random: Random, planted: Set<string>
         detail: `BIRD of ${agent.name} killed`,
         run: async () => {
           const pid = agent.birdPid();
-          if (pid !== undefined) process.kill(pid, 'SIGKILL');
+          if (pid === undefined) return false;
+          process.kill(pid, 'SIGKILL');
           // The daemon starts it again; graceful restart keeps the routes meanwhile.
           await sleep(3000);
+          return true;
+        },
+      };
+    }
+    case 'dockerd-restart': {
+      const agent = random.pick(world.agents.filter((a) => a.docker));
+      return {
+        kind,
+        detail: `dockerd of ${agent.name} restarted`,
+        run: async () => {
+          // Its containers stop with it; the scheduler sees them lost and removes them.
+          workloads.lose((w) => w.agent === agent && w.kind === 'docker');
+          await agent.docker!.restartDockerd();
+          return true;
+        },
+      };
+    }
+    case 'agent-etcd-cut': {
+      const agent = random.pick(world.agents);
+      return {
+        kind,
+        detail: `${agent.name} cut off from etcd for 20 s`,
+        run: async () => {
+          await fabric.cutFromEtcd(agent.host);
+          await sleep(20_000);
+          await fabric.letThrough(agent.host);
+          return true;
         },
       };
     }
@@ -86,12 +156,38 @@ export function drawFault(world: SoakWorld, random: Random, planted: Set<string>
         detail: `malformed ${which} record written at ${key}`,
         run: async () => {
           planted.add(key);
-          await world.ds.kv.txn([{ key, put: garbage }]);
+          // Written and removed however long etcd is away (another fault may have it).
+          await untilDone(() => world.ds.kv.txn([{ key, put: garbage }]));
           await sleep(5000);
-          await world.ds.kv.txn([{ key, delete: true }]);
+          await untilDone(() => world.ds.kv.txn([{ key, delete: true }]));
           planted.delete(key);
+          return true;
         },
       };
     }
   }
+}
+
+/** Tries `step` every second until it works (two minutes at most, then its error is thrown). */
+async function untilDone(step: () => Promise<unknown>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await step();
+      return;
+    } catch (err) {
+      if (attempt >= 120) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
+/** The member that leads now, asked for up to 10 s (an election may be under way). */
+async function leaderOf(members: readonly EtcdServer[]): Promise<EtcdServer | undefined> {
+  for (let i = 0; i < 20; i++) {
+    const leading = await Promise.all(members.map((m) => m.isLeader()));
+    const index = leading.indexOf(true);
+    if (index >= 0) return members[index];
+    await sleep(500);
+  }
+  return undefined;
 }

@@ -18,7 +18,7 @@ import type { Workload, Workloads } from './workload';
 import type { SoakAgent, SoakWorld } from './world';
 
 const run = promisify(execFile);
-export const SETTLE_MS = 10_000;
+const SETTLE_MS = 10_000;
 
 export type ViolationKind = 'duplicate' | 'lost-allocation' | 'ipam-inconsistent' | 'no-endpoint' | 'no-route' | 'no-policy' | 'isolation' | 'unreachable' | 'leak' | 'orphan';
 
@@ -44,7 +44,12 @@ export class Checker {
     private readonly planted: ReadonlySet<string>,
   ) {}
 
-  async check(): Promise<Violation[]> {
+  /**
+   * The invariants now. `recoveringFrom`: when the last fault ended, if the soak waits to see the
+   * cluster recover from it; `recovered` then says whether every workload live since before then
+   * has its endpoint, routes and policy again (what a settled workload must have, without the wait).
+   */
+  async check(recoveringFrom?: number): Promise<{ violations: Violation[]; recovered: boolean }> {
     const violations: Violation[] = [];
     const live = this.workloads.live();
     const state = await readIpamState(this.world.ds);
@@ -58,17 +63,27 @@ export class Checker {
         if (!state.allocated.has(ip) && workload.state === 'live') violations.push({ kind: 'lost-allocation', detail: `${ip} of live ${workload.kind} ${workload.id} is free in IPAM` });
       }
     }
-    for (const problem of state.problems) if (![...this.planted].some((key) => problem.includes(key.split('/').pop()!))) violations.push({ kind: 'ipam-inconsistent', detail: problem });
-    const settled = live.filter((w) => w.state === 'live' && this.now() - Math.max(w.liveSince, this.quietSince()) >= SETTLE_MS);
-    if (settled.length > 0) violations.push(...(await this.checkSettled(settled)));
-    violations.push(...(await this.sampleIsolation(live, settled)));
-    return violations;
+    for (const problem of state.problems) {
+      if ([...this.planted].some((key) => problem.includes(key.split('/').pop()!))) continue;
+      violations.push({ kind: problem.endsWith('allocated twice') ? 'duplicate' : 'ipam-inconsistent', detail: problem });
+    }
+    const settled = new Set(live.filter((w) => w.state === 'live' && this.now() - Math.max(w.liveSince, this.quietSince()) >= SETTLE_MS));
+    const recovering = recoveringFrom === undefined ? [] : live.filter((w) => w.liveSince <= recoveringFrom && !settled.has(w));
+    const found = settled.size + recovering.length > 0 ? await this.checkSettled([...settled, ...recovering]) : [];
+    violations.push(...found.filter((v) => settled.has(v.workload)).map((v) => v.violation));
+    violations.push(...(await this.sampleIsolation(live, [...settled])));
+    return { violations, recovered: recoveringFrom !== undefined && found.length === 0 };
   }
 
   /** Endpoint, routes and policy of workloads that had time to get them. */
-  private async checkSettled(settled: readonly Workload[]): Promise<Violation[]> {
-    const violations: Violation[] = [];
-    const endpoints = await this.world.ds.resources.list('WorkloadEndpoint');
+  private async checkSettled(settled: readonly Workload[]): Promise<{ workload: Workload; violation: Violation }[]> {
+    const violations: { workload: Workload; violation: Violation }[] = [];
+    // The soak's own garbage is skipped; any other malformed endpoint fails the check.
+    const endpoints = await this.world.ds.resources.list('WorkloadEndpoint', undefined, {
+      onMalformed: (err) => {
+        if (!this.planted.has(err.key)) throw err;
+      },
+    });
     const interfaceOf = new Map<string, string>();
     for (const endpoint of endpoints) for (const net of endpoint.spec.ipNetworks ?? []) interfaceOf.set(net.split('/')[0]!, endpoint.spec.interfaceName);
     const views = new Map<SoakAgent, HostView>();
@@ -77,17 +92,18 @@ export class Checker {
       if (workload.state !== 'live') continue;
       for (const ip of workload.ips) {
         const what = `${workload.kind} ${workload.id} (${ip} on ${workload.agent.name})`;
+        const push = (violation: Violation) => violations.push({ workload, violation });
         const iface = interfaceOf.get(ip);
         if (!iface) {
-          violations.push({ kind: 'no-endpoint', detail: `${what} has no endpoint record` });
+          push({ kind: 'no-endpoint', detail: `${what} has no endpoint record` });
           continue;
         }
         const own = views.get(workload.agent)!;
-        if (!own.routes.some((r) => r.dst === ip && r.dev === iface)) violations.push({ kind: 'no-route', detail: `${what}: its host has no route to it through ${iface}` });
-        if (!own.programmed.has(iface)) violations.push({ kind: 'no-policy', detail: `${what}: ${iface} is not in the policy table` });
+        if (!own.routes.some((r) => r.dst === ip && r.dev === iface)) push({ kind: 'no-route', detail: `${what}: its host has no route to it through ${iface}` });
+        if (!own.programmed.has(iface)) push({ kind: 'no-policy', detail: `${what}: ${iface} is not in the policy table` });
         for (const [agent, view] of views) {
           if (agent === workload.agent) continue;
-          if (!routedBy(view, ip)) violations.push({ kind: 'no-route', detail: `${what}: ${agent.name} has no route to it` });
+          if (!routedBy(view, ip)) push({ kind: 'no-route', detail: `${what}: ${agent.name} has no route to it` });
         }
       }
     }

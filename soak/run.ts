@@ -9,8 +9,10 @@
 import { parseArgs } from 'node:util';
 import type { JsonObject } from '../shared/datastore/codec';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drawFault, type FaultKind } from './faults';
-import { Checker, SETTLE_MS, type Violation } from './invariants';
+import { FaultLog } from './fault-log';
+import { drawFault, faultKinds, type FaultKind } from './faults';
+import { Checker, type Violation } from './invariants';
+import { PLANT_KINDS, plantDuplicate, plantLeak, plantOrphan, type PlantKind } from './plants';
 import { Random } from '../sim/random';
 import { Workloads, type OperationOutcome, type Workload, type WorkloadKind } from './workload';
 import { FIRST_POOL, NETWORKS, SoakWorld } from './world';
@@ -18,25 +20,39 @@ import { FIRST_POOL, NETWORKS, SoakWorld } from './world';
 const OPERATION_MS = 250;
 /** Workloads the soak keeps around; starts are likelier below it, stops above. */
 const POPULATION = 16;
+/** Between a fault's end and the next one's start; OVERLAP_CHANCE of them start while one is on instead. */
 const FAULT_GAP_MS = { min: 5000, max: 15_000 };
+const OVERLAP_CHANCE = 0.25;
+const OVERLAP_GAP_MS = { min: 1000, max: 4000 };
+/** No fault starts in the run's last 20 s: what is checked last is checked settled. */
+const QUIET_END_MS = 20_000;
 const CHECK_MS = 1000;
 /** After the last workload is gone: the collectors' passes and the spare blocks' release. */
 const FINAL_WAIT_MS = 20_000;
 const POLICY = 'soak-policy';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { minutes: { type: 'string', default: '1' }, seed: { type: 'string' } } });
+  const { values } = parseArgs({ options: { minutes: { type: 'string', default: '1' }, seed: { type: 'string' }, plant: { type: 'string' } } });
   const minutes = Number(values.minutes);
   if (!(minutes > 0)) throw new Error('--minutes must be a positive number');
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new Error('--seed must be an integer from 0 to 2^32-1');
+  const plant = values.plant as PlantKind | undefined;
+  if (plant !== undefined && !PLANT_KINDS.includes(plant)) throw new Error(`--plant must be one of ${PLANT_KINDS.join(', ')}`);
   const random = new Random(seed);
   const [decisions, faultDraws, checks, cleanups] = [random.fork(), random.fork(), random.fork(), random.fork()];
   const routing = random.chance(0.5) ? 'bird' : 'vxlan';
   const log = (line: string) => process.stderr.write(`[soak ${seed}] ${line}\n`);
-  log(`seed ${seed}, routing ${routing}, ${minutes} minutes`);
+  log(`seed ${seed}, routing ${routing}, ${minutes} minutes${plant ? `, planting a ${plant}` : ''}`);
 
   const world = await SoakWorld.create(routing, log);
+  // Interrupted: the world goes all the same (its processes, namespaces and dockerds).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: removing the world`);
+      void world.destroy().finally(() => process.exit(130));
+    });
+  }
   const started = performance.now();
   const now = () => performance.now() - started;
   const operations = new Map<string, { ok: number; failed: number }>();
@@ -49,14 +65,22 @@ async function main(): Promise<void> {
     if (outcome.kind === 'cni-start' && outcome.ok) addLatencies.push(outcome.ms);
     if (!outcome.ok && failures.length < 20) failures.push(`${outcome.kind}: ${outcome.detail?.slice(0, 300)}`);
   };
-  const workloads = new Workloads(world, record, now, cleanups);
+  const workloads = new Workloads(world, record, now, cleanups, log);
   const planted = new Set<string>();
-  let faultOn = false;
-  let quietSince = 0;
-  const checker = new Checker(world, workloads, checks, () => (faultOn ? Infinity : quietSince), now, planted);
+  const faults = new FaultLog(now);
+  const checker = new Checker(world, workloads, checks, () => faults.quietSince(), now, planted);
   const violations = new Map<string, { violation: Violation; count: number; firstAt: number }>();
-  const faults = new Map<FaultKind, { count: number; recoveryMs: number[] }>();
-  let awaitingRecovery: { kind: FaultKind; endedAt: number } | undefined;
+  const note = (found: readonly Violation[], prefix: string) => {
+    for (const violation of found) {
+      const key = `${violation.kind} ${violation.detail}`;
+      const seen = violations.get(key);
+      if (seen) seen.count++;
+      else {
+        violations.set(key, { violation, count: 1, firstAt: now() });
+        log(`${prefix} ${violation.kind}: ${violation.detail}`);
+      }
+    }
+  };
 
   try {
     await world.ds.resources.create({ kind: 'GlobalNetworkPolicy', apiVersion: 'projectcalico.org/v3', metadata: { name: POLICY }, spec: policySpec(0) });
@@ -86,60 +110,56 @@ async function main(): Promise<void> {
         await sleep(Math.max(0, due - performance.now()));
       }
     })();
+    const context = { world, workloads, planted };
     const injector = (async () => {
-      while (now() < endAt - 20_000) {
-        await sleep(faultDraws.between(FAULT_GAP_MS.min, FAULT_GAP_MS.max));
-        if (now() >= endAt - 20_000) break;
-        const fault = drawFault(world, faultDraws, planted);
-        log(`fault: ${fault.detail}`);
-        faultOn = true;
-        await fault.run().catch((err: unknown) => log(`fault ${fault.kind} could not be undone cleanly: ${String(err)}`));
-        faultOn = false;
-        quietSince = now();
-        const entry = faults.get(fault.kind) ?? { count: 0, recoveryMs: [] };
-        entry.count++;
-        faults.set(fault.kind, entry);
-        awaitingRecovery = { kind: fault.kind, endedAt: now() };
+      const running: Promise<void>[] = [];
+      let round: FaultKind[] = [];
+      let gapMs = faultDraws.between(FAULT_GAP_MS.min, FAULT_GAP_MS.max);
+      for (;;) {
+        await sleep(gapMs);
+        if (now() >= endAt - QUIET_END_MS) break;
+        if (round.length === 0) round = faultDraws.shuffle(faultKinds(world));
+        const fault = drawFault(round.shift()!, context, faultDraws);
+        const overlap = faultDraws.chance(OVERLAP_CHANCE);
+        gapMs = overlap ? faultDraws.between(OVERLAP_GAP_MS.min, OVERLAP_GAP_MS.max) : faultDraws.between(FAULT_GAP_MS.min, FAULT_GAP_MS.max);
+        log(`fault: ${fault.detail}${faults.active() > 0 ? ' (while another is on)' : ''}`);
+        const done = faults.run(fault).catch((err: unknown) => void log(`fault ${fault.kind} could not be undone cleanly: ${String(err)}`));
+        running.push(done);
+        // Most faults are alone: the next one is drawn after this one ends; some overlap.
+        if (!overlap) await done;
       }
+      await Promise.all(running);
     })();
+    let planting: Promise<void> | undefined;
     let lastProgress = 0;
     while (now() < endAt) {
       const at = now();
-      const found = await checker.check().catch((err: unknown): Violation[] => {
+      const recoveringFrom = faults.active() === 0 ? faults.awaitingRecovery() : undefined;
+      const found = await checker.check(recoveringFrom).catch((err: unknown) => {
         log(`check failed: ${String(err)}`);
-        return [];
+        return { violations: [], recovered: false };
       });
-      for (const violation of found) {
-        const key = `${violation.kind} ${violation.detail}`;
-        const seen = violations.get(key);
-        if (seen) seen.count++;
-        else {
-          violations.set(key, { violation, count: 1, firstAt: at });
-          log(`VIOLATION ${violation.kind}: ${violation.detail}`);
-        }
-      }
-      // Recovered: settled invariants hold once the settling time after the fault has passed.
-      if (awaitingRecovery && !faultOn && found.length === 0 && at - awaitingRecovery.endedAt >= SETTLE_MS) {
-        faults.get(awaitingRecovery.kind)!.recoveryMs.push(Math.round(at - awaitingRecovery.endedAt));
-        awaitingRecovery = undefined;
+      note(found.violations, 'VIOLATION');
+      if (found.recovered && faults.active() === 0) faults.recovered();
+      if (plant === 'duplicate' && !planting && at >= endAt / 2) {
+        const target = workloads.live().find((w) => w.ips.length > 0);
+        if (target) planting = plantDuplicate(world, target).then((what) => void log(`planted: ${what}`));
       }
       if (at - lastProgress >= 10_000) {
         lastProgress = at;
         const done = [...operations.values()].reduce((n, c) => n + c.ok + c.failed, 0);
-        log(`${Math.round(at / 1000)} s: ${done} operations, ${workloads.live().length} live, ${[...faults.values()].reduce((n, f) => n + f.count, 0)} faults, ${violations.size} violations`);
+        log(`${Math.round(at / 1000)} s: ${done} operations, ${workloads.live().length} live, ${faults.total()} faults, ${violations.size} violations`);
       }
       await sleep(Math.max(0, CHECK_MS - (now() - at)));
     }
-    await Promise.all([scheduler, injector]);
+    await Promise.all([scheduler, injector, planting]);
     log('stopping every workload');
     for (const workload of scheduled.splice(0)) workloads.stop(workload);
     await workloads.settled();
     await sleep(FINAL_WAIT_MS);
-    const left = await checker.leftovers();
-    for (const violation of left) {
-      violations.set(`${violation.kind} ${violation.detail}`, { violation, count: 1, firstAt: now() });
-      log(`LEFT ${violation.kind}: ${violation.detail}`);
-    }
+    if (plant === 'leak') log(`planted: ${await plantLeak(world)}`);
+    if (plant === 'orphan') log(`planted: ${await plantOrphan(world)}`);
+    note(await checker.leftovers(), 'LEFT');
     const count = (...kinds: string[]) => [...violations.values()].filter((v) => kinds.includes(v.violation.kind)).length;
     const sorted = [...addLatencies].sort((a, b) => a - b);
     const quantile = (q: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!) : null);
@@ -147,11 +167,13 @@ async function main(): Promise<void> {
       seed,
       routing,
       minutes,
+      ...(plant ? { planted: plant } : {}),
       operations: Object.fromEntries(operations),
       operations_total: [...operations.values()].reduce((n, c) => n + c.ok + c.failed, 0),
-      faults: Object.fromEntries([...faults].map(([kind, f]) => [kind, f.count])),
-      recovery_ms: Object.fromEntries([...faults].map(([kind, f]) => [kind, f.recoveryMs.length ? Math.max(...f.recoveryMs) : null])),
+      faults: faults.counts(),
+      recovery_ms: faults.recoveries(),
       violations: violations.size,
+      violation_kinds: Object.fromEntries([...new Set([...violations.values()].map((v) => v.violation.kind))].map((k) => [k, count(k)])),
       duplicates: count('duplicate'),
       leaks: count('leak', 'lost-allocation'),
       orphans: count('orphan'),

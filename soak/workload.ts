@@ -46,6 +46,7 @@ export class Workloads {
     private readonly record: (outcome: OperationOutcome) => void,
     private readonly now: () => number,
     private readonly random: Random,
+    private readonly log: (line: string) => void,
   ) {}
 
   live(): Workload[] {
@@ -76,16 +77,32 @@ export class Workloads {
 
   /** Stops a workload (after its start, if that is still running). */
   stop(workload: Workload): void {
+    // Sometimes a task's namespace is gone before its DEL (an executor that died first). Drawn
+    // whatever became of the workload, so that the draws follow the seed alone.
+    const netnsGone = this.random.chance(0.2) && workload.kind === 'cni';
     if (workload.state === 'stopping' || workload.state === 'gone') return;
     workload.state = 'stopping';
-    // Sometimes a task's namespace is gone before its DEL (an executor that died first).
-    const netnsGone = workload.kind === 'cni' && this.random.chance(0.2);
     this.then(workload, () => this.remove(workload, `${workload.kind}-stop`, netnsGone));
   }
 
-  /** Waits for every workload's operations in flight. */
+  /**
+   * Workloads their runtime stopped by itself (dockerd restarted under them): no longer held to
+   * the invariants, and removed as a scheduler does with lost tasks, once the runtime answers.
+   */
+  lose(which: (workload: Workload) => boolean): void {
+    for (const workload of this.all.values()) {
+      if (!which(workload) || workload.state === 'stopping' || workload.state === 'gone') continue;
+      workload.state = 'stopping';
+      this.then(workload, () => this.remove(workload, `${workload.kind}-lost-cleanup`));
+    }
+  }
+
+  /** Waits for every workload's operations in flight, telling every minute what it waits for. */
   async settled(): Promise<void> {
-    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
+    while (this.chains.size > 0) {
+      const waited = await Promise.race([Promise.all([...this.chains.values()]).then(() => false), sleep(60_000).then(() => true)]);
+      if (waited) this.log(`still waiting for ${[...this.chains.keys()].map((id) => `${id} (${this.all.get(id)?.state ?? 'gone'})`).join(', ')}`);
+    }
   }
 
   private then(workload: Workload, step: () => Promise<void>): void {
@@ -98,11 +115,15 @@ export class Workloads {
 
   /** Tries the runtime's cleanup until it works. */
   private async remove(workload: Workload, kind: string, netnsGone = false): Promise<void> {
+    // A stop queued behind a start that failed finds it removed already.
+    if (workload.state === 'gone') return;
+    let failures = 0;
     for (;;) {
       const started = this.now();
       const error = await this.cleanup(workload, netnsGone).then(() => undefined, (err: unknown) => String((err as Error).message ?? err));
       this.record({ kind, ok: error === undefined, ms: this.now() - started, ...(error ? { detail: error } : {}) });
       if (error === undefined) break;
+      if (++failures % 30 === 0) this.log(`${kind} of ${workload.kind} ${workload.id} on ${workload.agent.name} failed ${failures} times: ${error.slice(0, 300)}`);
       await sleep(CLEANUP_RETRY_MS);
     }
     workload.state = 'gone';
