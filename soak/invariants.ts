@@ -8,6 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { readIpamState } from '../test/helpers/ipam-state';
 import { NFT } from '../shared/dataplane/nftables';
@@ -52,7 +53,7 @@ export class Checker {
   async check(recoveringFrom?: number): Promise<{ violations: Violation[]; recovered: boolean }> {
     const violations: Violation[] = [];
     const live = this.workloads.live();
-    const state = await readIpamState(this.world.ds);
+    const state = await readIpamState(this.world.ds, (key) => this.planted.has(key));
     const holders = new Map<string, Workload>();
     for (const workload of live) {
       for (const ip of workload.ips) {
@@ -64,7 +65,6 @@ export class Checker {
       }
     }
     for (const problem of state.problems) {
-      if ([...this.planted].some((key) => problem.includes(key.split('/').pop()!))) continue;
       violations.push({ kind: problem.endsWith('allocated twice') ? 'duplicate' : 'ipam-inconsistent', detail: problem });
     }
     const settled = new Set(live.filter((w) => w.state === 'live' && this.now() - Math.max(w.liveSince, this.quietSince()) >= SETTLE_MS));
@@ -126,10 +126,29 @@ export class Checker {
       let reached = false;
       for (let i = 0; i < 3 && !reached; i++) reached = await pingFrom(a, other.ips[0]!);
       if (!reached && a.state === 'live' && other.state === 'live' && this.now() - this.quietSince() >= SETTLE_MS) {
-        violations.push({ kind: 'unreachable', detail: `netA ${a.kind} ${a.id} on ${a.agent.name} cannot reach netA ${other.kind} ${other.id} at ${other.ips[0]} on ${other.agent.name}` });
+        violations.push({ kind: 'unreachable', detail: `netA ${a.kind} ${a.id} on ${a.agent.name} cannot reach netA ${other.kind} ${other.id} at ${other.ips[0]} on ${other.agent.name} (${await this.diagnose(a, other)})` });
       }
     }
     return violations;
+  }
+
+  /** What the hosts say of a path that failed, and whether it works a few seconds later. */
+  private async diagnose(from: Workload, to: Workload): Promise<string> {
+    const [source, target] = [from.ips[0]!, to.ips[0]!];
+    const routeGet = (agent: SoakAgent, ip: string) => agent.host.ip('route', 'get', ip).then((out) => out.split('\n')[0]!.trim(), (err: Error) => `no route: ${err.message.slice(0, 80)}`);
+    const records = (await this.world.ds.resources.list('WorkloadEndpoint', undefined, { skipMalformed: true }))
+      .filter((e) => (e.spec.ipNetworks ?? []).some((n) => [`${source}/32`, `${target}/32`].includes(n)))
+      .map((e) => `${e.metadata.name} ${e.spec.node} ${e.spec.interfaceName} ${(e.spec.ipNetworks ?? []).join(',')} [${(e.spec.profiles ?? []).join(',')}]`);
+    const programmed = await hostView(to.agent).then((v) => [...v.programmed].join(','), (err: Error) => err.message);
+    await sleep(3000);
+    const later = await pingFrom(from, target);
+    return [
+      `${from.agent.name}: ${await routeGet(from.agent, target)}`,
+      `${to.agent.name}: ${await routeGet(to.agent, source)}`,
+      `records: ${records.join('; ') || 'none'}`,
+      `${to.agent.name}'s policy map: ${programmed}`,
+      `3 s later: ${later ? 'reached' : 'still unreachable'}`,
+    ].join(' | ');
   }
 
   /** What must be gone once every workload is: addresses, records, links, policy entries; at most one spare block per host. */
