@@ -12,6 +12,8 @@ export interface PluginRun {
   readonly stderr: string;
   /** stdout parsed, when it is JSON. */
   readonly json: Record<string, any> | undefined;
+  /** It was still running when killAfterMs struck. */
+  readonly killed?: boolean;
 }
 
 /**
@@ -21,6 +23,7 @@ export interface PluginRun {
 export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000, args: readonly string[] = [], killAfterMs?: number): Promise<PluginRun> {
   return new Promise((done) => {
     let killer: NodeJS.Timeout | undefined;
+    let killed = false;
     // A group of its own to kill (execFile passes `detached` on to spawn; its types omit it).
     const options = { env, timeout: timeoutMs, encoding: 'utf8' as const, detached: killAfterMs !== undefined };
     const child = execFile('nsenter', [`--net=${host.path}`, plugin, ...args], options, (err, stdout, stderr) => {
@@ -32,7 +35,7 @@ export function runPlugin(host: Netns, plugin: string, env: Record<string, strin
       } catch {
         json = undefined;
       }
-      done({ code, stdout, stderr, json });
+      done({ code, stdout, stderr, json, ...(killed ? { killed } : {}) });
     });
     child.stdin!.on('error', () => undefined);
     child.stdin!.end(stdin);
@@ -40,6 +43,7 @@ export function runPlugin(host: Netns, plugin: string, env: Record<string, strin
       killer = setTimeout(() => {
         try {
           process.kill(-child.pid!, 'SIGKILL');
+          killed = true;
         } catch {
           // Done already.
         }

@@ -47,7 +47,7 @@ export interface LaunchResult {
 interface ArmedKill {
   readonly command: 'ADD' | 'DEL';
   readonly afterMs: number;
-  readonly fired: () => void;
+  readonly fired: (killed: boolean) => void;
 }
 
 export class MesosAgent {
@@ -90,7 +90,8 @@ export class MesosAgent {
 
   /**
    * The next ADD or DEL (`command`) this agent runs is SIGKILLed `afterMs` after its start, with
-   * whatever it started. Resolves once a plugin was killed so, or false after `withinMs` if none ran.
+   * whatever it started. Resolves once that run ended: true if the kill struck it mid-command,
+   * false if it had finished first, or if none ran within `withinMs`.
    */
   killNextPlugin(command: 'ADD' | 'DEL', afterMs: number, withinMs: number): Promise<boolean> {
     return new Promise((resolve) => {
@@ -98,7 +99,7 @@ export class MesosAgent {
         this.armed = undefined;
         resolve(false);
       }, withinMs);
-      this.armed = { command, afterMs, fired: () => (clearTimeout(timer), resolve(true)) };
+      this.armed = { command, afterMs, fired: (killed) => (clearTimeout(timer), resolve(killed)) };
     });
   }
 
@@ -107,7 +108,7 @@ export class MesosAgent {
     const armed = this.armed?.command === env.CNI_COMMAND ? this.armed : undefined;
     if (armed) this.armed = undefined;
     const running = runPlugin(this.host, join(this.pluginsDir, type), env, stdin, undefined, undefined, armed?.afterMs);
-    if (armed) void running.then(armed.fired);
+    if (armed) void running.then((run) => armed.fired(run.killed === true));
     return running;
   }
 

@@ -95,8 +95,9 @@ export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultC
     case 'plugin-kill': {
       const agent = random.pick(world.agents);
       const command = random.pick(['ADD', 'DEL'] as const);
-      // An ADD takes ~100 ms through the daemon: the kill lands anywhere in it.
-      const afterMs = random.between(5, 150);
+      // An ADD or a DEL takes ~100 ms through the daemon, more alone: the kill lands within it
+      // (one that finished first does not count).
+      const afterMs = random.between(5, 90);
       return {
         kind,
         detail: `the next CNI ${command} on ${agent.name} SIGKILLed ${afterMs} ms after its start`,
