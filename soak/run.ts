@@ -1,10 +1,11 @@
 /**
- * `npm run soak -- --minutes N [--seed S]`: the chaos soak (soak/world.ts for its datacenter).
- * Every OPERATION_MS the seed draws an operation (start or stop a task of one of the three kinds,
- * a policy or label change, a pool added or disabled), and every so often a fault (faults.ts);
- * the checker (invariants.ts) runs every second. Decisions depend on the seed alone, not on how
- * operations turn out, so a seed is one sequence of operations and faults. Progress goes to
- * stderr; the last line on stdout is one JSON object with the figures.
+ * `npm run soak -- --minutes N [--seed S] [--plant duplicate|leak|orphan]`: the chaos soak
+ * (soak/world.ts for its datacenter). Every OPERATION_MS the seed draws an operation (start or
+ * stop a task of one of the three kinds, a policy or label change, a pool added or disabled), and
+ * every so often a fault (faults.ts, booked by fault-log.ts); the checker (invariants.ts) runs
+ * every second; a plant (plants.ts) gives it something to find. Decisions depend on the seed
+ * alone, not on how operations turn out, so a seed is one sequence of operations and faults.
+ * Progress goes to stderr; the last line on stdout is one JSON object with the figures.
  */
 import { parseArgs } from 'node:util';
 import type { JsonObject } from '../shared/datastore/codec';
