@@ -26,7 +26,7 @@ test.after.always(async () => {
 const ipamCheck = (prefix: string) =>
   run(resolve('dist/bin/calicoctl'), ['ipam', 'check', '--grace-period', '0'], {
     env: { PATH: process.env.PATH, ETCD_ENDPOINTS: world.fabric.members.map((m) => m.endpoint).join(','), ETCD_PREFIX: prefix },
-  }).then((r) => ({ code: 0, out: r.stdout }), (err: { code: number; stdout: string }) => ({ code: err.code, out: err.stdout }));
+  }).then((r) => ({ code: 0, out: r.stdout }), (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, out: `${err.stdout}${err.stderr}` }));
 
 test.serial('resilience - a member of a 3-member etcd killed during 200 ADDs: each succeeds or fails cleanly, none twice, no leak after the failed ones are deleted', async (t) => {
   const { prefix, ds } = await world.scenario('member-down');
