@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { listNftTable } from '../../shared/dataplane/nftables';
+import { Datastore, etcdSettingsFrom } from '../../shared/datastore';
 import { NodeDaemon } from '../../sim/daemon';
 import { waitFor } from '../../sim/wait';
 import { callDriver } from '../../sim/driver-client';
@@ -106,25 +107,29 @@ test.serial('resilience - every member down: ADD and driver calls fail within th
 });
 
 test.serial('resilience - each member in turn cut off (silent: nothing answered, nothing refused): the daemon follows a change made meanwhile, whichever member its watch was on', async (t) => {
-  const { prefix, ds } = await world.scenario('member-cut');
+  const { prefix } = await world.scenario('member-cut');
   const agent = world.agents[0] ?? (await world.addAgent());
   const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent-c', '--no-routes', '--gc-interval', '0']);
   daemons.push(daemon);
   await waitFor('the policy table', async () => (await listNftTable('inet calico', { netns: agent.host.path })) !== undefined, 10_000);
   for (const [i, member] of world.fabric.members.entries()) {
+    // The test writes through the members that stay (its own client would wait on the cut one).
+    const others = world.fabric.members.filter((m) => m !== member).map((m) => m.endpoint).join(',');
+    const writer = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: others }, {}), prefix });
     await world.fabric.cutOff(member);
     try {
       const iface = `calicut${i}`;
       const started = Date.now();
-      // Written however long the cut member, if it is the test's, takes to give up.
-      await waitFor(`the record of ${iface} written`, () => ds.resources.create({
+      // Tried until the others have elected a leader, if the cut member led.
+      await waitFor(`the record of ${iface} written`, () => writer.resources.create({
         kind: 'WorkloadEndpoint', apiVersion: 'projectcalico.org/v3', metadata: { name: `agent--c-cni-cut${i}-eth0`, namespace: 'default' },
         spec: { orchestrator: 'cni', node: 'agent-c', endpoint: 'eth0', ipNetworks: [`10.95.9.${i + 1}/32`], profiles: ['net'], interfaceName: iface },
-      }).then(() => true, () => ds.resources.get('WorkloadEndpoint', `agent--c-cni-cut${i}-eth0`, 'default').then((found) => found !== undefined, () => false)), 20_000, 500);
+      }).then(() => true, () => writer.resources.get('WorkloadEndpoint', `agent--c-cni-cut${i}-eth0`, 'default').then((found) => found !== undefined, () => false)), 20_000, 500);
       await waitFor(`${iface} programmed while member ${i} is cut off`, async () => (await listNftTable('inet calico', { netns: agent.host.path }))?.includes(`"${iface}"`) === true, 25_000, 200);
       t.log(`member ${i} cut off: the change was programmed ${Date.now() - started} ms after it was first tried`);
     } finally {
       await world.fabric.reconnect(member);
+      writer.close();
     }
   }
   t.pass();
