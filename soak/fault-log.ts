@@ -57,9 +57,12 @@ export class FaultLog {
     return this.pending?.endedAt;
   }
 
-  /** The checker found everything whole again: the awaited fault's recovery time is now. */
-  recovered(): void {
-    if (!this.pending) return;
+  /**
+   * The checker found everything whole again, in a check made for the fault that ended at
+   * `endedAt`: that fault's recovery time is now (unless another fault has taken its place).
+   */
+  recovered(endedAt: number): void {
+    if (this.pending?.endedAt !== endedAt) return;
     this.kinds.get(this.pending.kind)!.recoveryMs.push(Math.round(this.now() - this.pending.endedAt));
     this.pending = undefined;
   }

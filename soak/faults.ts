@@ -41,16 +41,7 @@ export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultC
     case 'etcd-member-kill': {
       const member = random.pick(members);
       const downMs = random.between(2000, 8000);
-      return {
-        kind,
-        detail: `etcd member ${members.indexOf(member)} killed for ${downMs} ms`,
-        run: async () => {
-          await member.stop('SIGKILL');
-          await sleep(downMs);
-          await member.resume();
-          return true;
-        },
-      };
+      return outage(kind, `etcd member ${members.indexOf(member)} killed for ${downMs} ms`, downMs, () => member.stop('SIGKILL'), () => member.resume());
     }
     case 'etcd-leader-cut': {
       const cutMs = random.between(10_000, 20_000);
@@ -68,29 +59,13 @@ export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultC
       };
     }
     case 'etcd-stop':
-      return {
-        kind,
-        detail: 'every etcd member stopped (SIGSTOP) for 10 s',
-        run: async () => {
-          for (const member of members) member.freeze();
-          await sleep(10_000);
-          for (const member of members) member.thaw();
-          return true;
-        },
-      };
+      return outage(kind, 'every etcd member stopped (SIGSTOP) for 10 s', 10_000,
+        () => members.forEach((member) => member.freeze()),
+        () => members.forEach((member) => member.thaw()));
     case 'daemon-kill': {
       const agent = random.pick(world.agents);
       const downMs = random.between(500, 3000);
-      return {
-        kind,
-        detail: `the daemon of ${agent.name} killed for ${downMs} ms`,
-        run: async () => {
-          await agent.stopDaemon('SIGKILL');
-          await sleep(downMs);
-          await agent.startDaemon();
-          return true;
-        },
-      };
+      return outage(kind, `the daemon of ${agent.name} killed for ${downMs} ms`, downMs, () => agent.stopDaemon('SIGKILL'), () => agent.startDaemon());
     }
     case 'plugin-kill': {
       const agent = random.pick(world.agents);
@@ -134,16 +109,7 @@ export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultC
     }
     case 'agent-etcd-cut': {
       const agent = random.pick(world.agents);
-      return {
-        kind,
-        detail: `${agent.name} cut off from etcd for 20 s`,
-        run: async () => {
-          await fabric.cutFromEtcd(agent.host);
-          await sleep(20_000);
-          await fabric.letThrough(agent.host);
-          return true;
-        },
-      };
+      return outage(kind, `${agent.name} cut off from etcd for 20 s`, 20_000, () => fabric.cutFromEtcd(agent.host), () => fabric.letThrough(agent.host));
     }
     case 'malformed-record': {
       const which = random.pick(['endpoint', 'block', 'policy'] as const);
@@ -152,21 +118,32 @@ export function drawFault(kind: FaultKind, { world, workloads, planted }: FaultC
       const key = which === 'endpoint' ? `${keys.resourcePrefix('WorkloadEndpoint', 'soak')}garbage-${random.int(1000)}`
         : which === 'block' ? `${keys.blockPrefix(4)}10-210-255-${random.int(4) * 64}-26`
           : `${keys.resourcePrefix('GlobalNetworkPolicy')}garbage-${random.int(1000)}`;
-      return {
-        kind,
-        detail: `malformed ${which} record written at ${key}`,
-        run: async () => {
+      // Written and removed however long etcd is away (another fault may have it).
+      return outage(kind, `malformed ${which} record written at ${key}`, 5000,
+        async () => {
           planted.add(key);
-          // Written and removed however long etcd is away (another fault may have it).
           await untilDone(() => world.ds.kv.txn([{ key, put: garbage }]));
-          await sleep(5000);
+        },
+        async () => {
           await untilDone(() => world.ds.kv.txn([{ key, delete: true }]));
           planted.delete(key);
-          return true;
-        },
-      };
+        });
     }
   }
+}
+
+/** A fault that takes something away (`take`), waits `ms`, and gives it back (`give`). */
+function outage(kind: FaultKind, detail: string, ms: number, take: () => unknown, give: () => unknown): Fault {
+  return {
+    kind,
+    detail,
+    run: async () => {
+      await take();
+      await sleep(ms);
+      await give();
+      return true;
+    },
+  };
 }
 
 /** Tries `step` every second until it works (two minutes at most, then its error is thrown). */

@@ -141,7 +141,7 @@ async function main(): Promise<void> {
         return { violations: [], recovered: false };
       });
       note(found.violations, 'VIOLATION');
-      if (found.recovered && faults.active() === 0) faults.recovered();
+      if (found.recovered && faults.active() === 0) faults.recovered(recoveringFrom!);
       if (plant === 'duplicate' && !planting && at >= endAt / 2) {
         const target = workloads.live().find((w) => w.ips.length > 0);
         if (target) planting = plantDuplicate(world, target).then((what) => void log(`planted: ${what}`));
