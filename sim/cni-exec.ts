@@ -1,5 +1,5 @@
 /** Runs a CNI plugin executable inside a host namespace with exactly the given environment. */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { installPluginFiles } from '../cni/plugin-files';
 import { tmpdir } from 'node:os';
@@ -22,33 +22,37 @@ export interface PluginRun {
  */
 export function runPlugin(host: Netns, plugin: string, env: Record<string, string>, stdin: string, timeoutMs = 60_000, args: readonly string[] = [], killAfterMs?: number): Promise<PluginRun> {
   return new Promise((done) => {
-    let killer: NodeJS.Timeout | undefined;
+    // spawn, not execFile: execFile does not pass `detached` on, and the kill needs a group of its own.
+    const child = spawn('nsenter', [`--net=${host.path}`, plugin, ...args], { env, detached: killAfterMs !== undefined });
+    const [stdout, stderr] = [[] as Buffer[], [] as Buffer[]];
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
     let killed = false;
-    // A group of its own to kill (execFile passes `detached` on to spawn; its types omit it).
-    const options = { env, timeout: timeoutMs, encoding: 'utf8' as const, detached: killAfterMs !== undefined };
-    const child = execFile('nsenter', [`--net=${host.path}`, plugin, ...args], options, (err, stdout, stderr) => {
+    let spawnError = '';
+    const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
+    const killer = killAfterMs === undefined ? undefined : setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+        killed = true;
+      } catch {
+        // Done already.
+      }
+    }, killAfterMs);
+    child.on('error', (err) => (spawnError = err.message));
+    child.on('close', (exitCode) => {
+      clearTimeout(timer);
       clearTimeout(killer);
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      const out = Buffer.concat(stdout).toString('utf8');
       let json: Record<string, any> | undefined;
       try {
-        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+        json = out.trim() ? JSON.parse(out) : undefined;
       } catch {
         json = undefined;
       }
-      done({ code, stdout, stderr, json, ...(killed ? { killed } : {}) });
+      done({ code: spawnError ? 1 : (exitCode ?? 1), stdout: out, stderr: Buffer.concat(stderr).toString('utf8') + spawnError, json, ...(killed ? { killed } : {}) });
     });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(stdin);
-    if (killAfterMs !== undefined) {
-      killer = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-          killed = true;
-        } catch {
-          // Done already.
-        }
-      }, killAfterMs);
-    }
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(stdin);
   });
 }
 

@@ -46,6 +46,28 @@ test.serial('cni daemon - with the daemon gone, the plugins do the work themselv
   await daemon.destroy();
 });
 
+test.serial('cni daemon - the plugin SIGKILLed with its process group mid-ADD and mid-DEL (the soak\'s fault): the runtime\'s DELs leave nothing', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('killed');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
+  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const struck: string[] = [];
+  // From before the front has read its input to after the daemon has answered.
+  for (const afterMs of [1, 5, 10, 15, 20, 30]) {
+    const id = randomUUID();
+    const addKill = setup.agent.killNextPlugin('ADD', afterMs, 5000);
+    await setup.agent.launch(id, [{ network }]);
+    const delKill = setup.agent.killNextPlugin('DEL', afterMs, 5000);
+    await setup.agent.del(id);
+    struck.push(`${afterMs} ms: ADD ${(await addKill) ? 'killed' : 'finished'}, DEL ${(await delKill) ? 'killed' : 'finished'}`);
+    // Mesos sends a failed DEL again until it succeeds.
+    for (const r of await setup.agent.destroy(id)) t.is(r.code, 0, r.stdout);
+  }
+  t.log(struck.join('; '));
+  t.regex(struck[0]!, /ADD killed, DEL killed/, 'a kill 1 ms in strikes mid-command');
+  await assertNothingLeft(t, ds, [setup.agent]);
+});
+
 test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart replaces a stale socket', async (t) => {
   const first = await NodeDaemon.start(setup.agent.host);
   await first.stop('SIGTERM');
