@@ -5,7 +5,7 @@
  * spawn costs milliseconds on the CNI hot path.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import { startCommand, type CommandFailure, type StartedCommand } from './command-runner';
 import { DataplaneCommandError, NetnsNotFoundError } from './errors';
 
@@ -125,10 +125,17 @@ export function sysctlExists(path: string): boolean {
   return existsSync(`/proc/sys/${path}`);
 }
 
+/** nsfs's magic number (linux/magic.h): the file system of every namespace file. */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * Whether `path` is a network namespace: a namespace file, bound to the path or under /proc. A
+ * path whose namespace was unmounted is not, though the file stays (Docker removes its sandboxes'
+ * files only a minute later).
+ */
 export async function netnsExists(path: string): Promise<boolean> {
   try {
-    await access(path);
-    return true;
+    return (await statfs(path)).type === NSFS_MAGIC;
   } catch {
     return false;
   }

@@ -11,6 +11,7 @@ import { readIpamState } from '../helpers/ipam-state';
 import { callDriver } from '../../sim/driver-client';
 import { MesosAgent } from '../../sim/mesos-agent';
 import { parseAddress } from '../../shared/net';
+import { NETNS_ANNOTATION } from '../../shared/endpoints/workload-endpoint';
 
 const setup = useDockerAgent(test, { host: 'dock', scenario: 'docker', pools: { v4: '10.220.0.0/16', v6: 'fd00:220::/64' }, node: 'docker-agent-1', shownLog: /ERROR/ });
 
@@ -189,5 +190,22 @@ test.serial('docker - the daemon killed while Docker starts containers: the ones
 
   await setup.agent.docker('rm', '-f', ...names).catch(() => undefined);
   await setup.agent.docker('network', 'rm', 'crash-net');
+  await assertNothingLeft(t, setup.ds, []);
+});
+
+test.serial('docker - a container removed while etcd answers nothing (DeleteEndpoint fails; Docker goes on and unmounts the sandbox, whose file it removes only a minute later): GC collects the endpoint once etcd is back', async (t) => {
+  await setup.agent.stopDaemon();
+  await setup.startDaemon(['--gc-interval', '0.5', '--gc-grace', '1']);
+  await setup.agent.docker('network', 'create', '-d', setup.driver, '--ipam-driver', setup.ipamDriver, 'frozen-net');
+  await setup.agent.docker('run', '-d', '--name', 'frozen', '--net', 'frozen-net', 'local/busybox', 'sleep', '600');
+  const [endpoint] = await setup.ds.resources.list('WorkloadEndpoint', 'libnetwork');
+  const sandbox = endpoint!.metadata.annotations![NETNS_ANNOTATION]!;
+  setup.world.fabric.etcd.freeze();
+  await setup.agent.docker('rm', '-f', 'frozen');
+  setup.world.fabric.etcd.thaw();
+  t.true(existsSync(sandbox), 'the sandbox\'s file is still there (no namespace in it)');
+  for (let i = 0; i < 100 && (await setup.ds.resources.list('WorkloadEndpoint', 'libnetwork')).length > 0; i++) await sleep(100);
+  t.deepEqual((await setup.ds.resources.list('WorkloadEndpoint', 'libnetwork')).map((e) => e.metadata.name), [], 'the record of the removed container is collected');
+  await setup.agent.docker('network', 'rm', 'frozen-net');
   await assertNothingLeft(t, setup.ds, []);
 });
