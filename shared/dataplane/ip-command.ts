@@ -73,7 +73,12 @@ function takeSpare(args: readonly string[], waitMs: number): StartedCommand | un
   if (!spares) return undefined;
   const key = args.join(' ');
   const spare = spares.get(key);
-  spares.set(key, { started: startCommand('ip', args, { timeoutMs: SPARE_TIMEOUT_MS, maxBuffer: MAX_OUTPUT }), at: Date.now() });
+  spares.delete(key);
+  // Its replacement starts once the taker has given the spare its lines: the helper starts
+  // commands in order, and a fork ahead of them would delay them.
+  setImmediate(() => {
+    if (spares && !spares.has(key)) spares.set(key, { started: startCommand('ip', args, { timeoutMs: SPARE_TIMEOUT_MS, maxBuffer: MAX_OUTPUT }), at: Date.now() });
+  });
   if (spare && !spare.started.ended && SPARE_TIMEOUT_MS - (Date.now() - spare.at) >= COMMAND_TIMEOUT_MS + waitMs) return spare.started;
   spare?.started.finish('').catch(() => undefined);
   return undefined;

@@ -68,6 +68,25 @@ test.serial('cni daemon - the plugin SIGKILLed with its process group mid-ADD an
   await assertNothingLeft(t, ds, [setup.agent]);
 });
 
+test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD of the same container right after finds its interface name free; a stop after a DEL leaves no link', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('deferred');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const id = randomUUID();
+  const links = async () => (await setup.agent.host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
+  for (let round = 0; round < 3; round++) {
+    const launch = await setup.agent.launch(id, [{ network }]);
+    t.is(launch.runs[0]!.code, 0, `ADD ${round}: ${launch.runs[0]!.stdout}`);
+    for (const r of await setup.agent.del(id)) t.is(r.code, 0, r.stdout);
+  }
+  // The container and its namespace stay: only the daemon's deletion removes the last veth.
+  await daemon.stop('SIGTERM');
+  t.deepEqual(await links(), [], 'the daemon deleted it before it exited');
+  await setup.agent.forget(id);
+  await assertNothingLeft(t, ds, [setup.agent]);
+  await daemon.destroy();
+});
+
 test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart replaces a stale socket', async (t) => {
   const first = await NodeDaemon.start(setup.agent.host);
   await first.stop('SIGTERM');
