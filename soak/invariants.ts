@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { readIpamState } from '../test/helpers/ipam-state';
 import { NFT } from '../shared/dataplane/nftables';
 import { tunnelHandle } from '../shared/endpoints/identity';
-import { parseCidr, cidrContains, parseAddress } from '../shared/net';
+import { cidrContains, formatAddress, parseAddress, parseCidr } from '../shared/net';
 import type { Random } from '../sim/random';
 import type { Workload, Workloads } from './workload';
 import type { SoakAgent, SoakWorld } from './world';
@@ -140,6 +140,7 @@ export class Checker {
       .filter((e) => (e.spec.ipNetworks ?? []).some((n) => [`${source}/32`, `${target}/32`].includes(n)))
       .map((e) => `${e.metadata.name} ${e.spec.node} ${e.spec.interfaceName} ${(e.spec.ipNetworks ?? []).join(',')} [${(e.spec.profiles ?? []).join(',')}]`);
     const programmed = await hostView(to.agent).then((v) => [...v.programmed].join(','), (err: Error) => err.message);
+    const holding = await setsHolding(to.agent, source).then((names) => names.join(',') || 'none', (err: Error) => err.message);
     await sleep(3000);
     const later = await pingFrom(from, target);
     return [
@@ -147,6 +148,7 @@ export class Checker {
       `${to.agent.name}: ${await routeGet(to.agent, source)}`,
       `records: ${records.join('; ') || 'none'}`,
       `${to.agent.name}'s policy map: ${programmed}`,
+      `${to.agent.name}'s sets holding ${source}: ${holding}`,
       `3 s later: ${later ? 'reached' : 'still unreachable'}`,
     ].join(' | ');
   }
@@ -189,6 +191,24 @@ async function hostView(agent: SoakAgent): Promise<HostView> {
     if (!/No such file or directory/.test(String((err as { stderr?: string }).stderr))) throw new Error(`cannot list the policy map of ${agent.name}: ${String((err as { stderr?: string }).stderr ?? err)}`);
   }
   return { routes, programmed };
+}
+
+/** The names of the policy table's sets on `agent` that hold `ip` (as an element of its own or within one). */
+async function setsHolding(agent: SoakAgent, ip: string): Promise<string[]> {
+  const { stdout } = await run('nsenter', [`--net=${agent.host.path}`, NFT, '-j', 'list', 'table', 'inet', 'calico'], { maxBuffer: 64 << 20 });
+  const address = parseAddress(ip);
+  const sets = (JSON.parse(stdout) as { nftables: { set?: { name: string; elem?: unknown[] } }[] }).nftables.flatMap((e) => (e.set ? [e.set] : []));
+  return sets.filter((set) => (set.elem ?? []).some((elem) => elementHolds(elem, address))).map((set) => set.name);
+}
+
+/** An element of a set as nft's JSON gives it: an address, a prefix or a concatenation holding one (a range, never in our sets, holds nothing here). */
+function elementHolds(elem: unknown, address: ReturnType<typeof parseAddress>): boolean {
+  if (typeof elem === 'string') return elem === formatAddress(address);
+  const e = elem as { prefix?: { addr: string; len: number }; elem?: unknown; concat?: unknown[] };
+  if (e.elem !== undefined) return elementHolds(e.elem, address);
+  if (e.concat) return e.concat.some((part) => elementHolds(part, address));
+  if (e.prefix) return cidrContains(parseCidr(`${e.prefix.addr}/${e.prefix.len}`), address);
+  return false;
 }
 
 /** A route that leads somewhere (not unreachable or blackhole) covers `ip`. */
