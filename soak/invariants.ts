@@ -140,7 +140,9 @@ export class Checker {
       .filter((e) => (e.spec.ipNetworks ?? []).some((n) => [`${source}/32`, `${target}/32`].includes(n)))
       .map((e) => `${e.metadata.name} ${e.spec.node} ${e.spec.interfaceName} ${(e.spec.ipNetworks ?? []).join(',')} [${(e.spec.profiles ?? []).join(',')}]`);
     const programmed = await hostView(to.agent).then((v) => [...v.programmed].join(','), (err: Error) => err.message);
-    const holding = await setsHolding(to.agent, source).then((names) => names.join(',') || 'none', (err: Error) => err.message);
+    // On the source's host, its own sets (anti-spoofing among them); on the target's, the policy's.
+    const holding = async (agent: SoakAgent) => setsHolding(agent, source).then((names) => names.join(',') || 'none', (err: Error) => err.message);
+    const [atSource, atTarget] = [await holding(from.agent), await holding(to.agent)];
     await sleep(3000);
     const later = await pingFrom(from, target);
     return [
@@ -148,7 +150,7 @@ export class Checker {
       `${to.agent.name}: ${await routeGet(to.agent, source)}`,
       `records: ${records.join('; ') || 'none'}`,
       `${to.agent.name}'s policy map: ${programmed}`,
-      `${to.agent.name}'s sets holding ${source}: ${holding}`,
+      `sets holding ${source}: ${from.agent.name}'s ${atSource}; ${to.agent.name}'s ${atTarget}`,
       `3 s later: ${later ? 'reached' : 'still unreachable'}`,
     ].join(' | ');
   }
