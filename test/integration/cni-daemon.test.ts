@@ -69,8 +69,9 @@ test.serial('cni daemon - the plugin SIGKILLed with its process group mid-ADD an
 });
 
 test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD of the same container right after finds its interface name free; a stop after a DEL leaves no link', async (t) => {
-  const { prefix, ds } = await setup.world.scenario('deferred');
+  const { prefix, ds } = await setup.world.scenario('background');
   const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
   const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
   const id = randomUUID();
   const links = async () => (await setup.agent.host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
@@ -84,7 +85,6 @@ test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD 
   t.deepEqual(await links(), [], 'the daemon deleted it before it exited');
   await setup.agent.forget(id);
   await assertNothingLeft(t, ds, [setup.agent]);
-  await daemon.destroy();
 });
 
 test.serial('cni daemon - SIGTERM finishes and removes its socket; a restart replaces a stale socket', async (t) => {

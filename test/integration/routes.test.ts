@@ -37,8 +37,11 @@ test.serial('routes - tasks on two agents reach each other; a later block is rou
   const [ipA, ipB] = [launchA.ips[0]!.ip4!.split('/')[0]!, launchB.ips[0]!.ip4!.split('/')[0]!];
   const nodes = await ds.resources.list('Node');
   t.deepEqual(nodes.map((n) => [n.metadata.name, n.spec.bgp?.ipv4Address]).sort(), [['agent-0', '10.99.0.11/24'], ['agent-1', '10.99.0.12/24']], 'each daemon registered its host');
+  // Both ways: a ping's answer needs the route back. Each host then programs the other task's
+  // address into its policy moments after it learns of its endpoint (closed until then).
   await waitFor('routes to the other host\'s block', async () => (await routesOf(one)).some((r) => r.endsWith('via 10.99.0.12')), 10_000);
-  t.true(await one.container(a).ping(ipB), 'a task on agent-0 reaches one on agent-1');
+  await waitFor('routes back', async () => (await routesOf(two)).some((r) => r.endsWith('via 10.99.0.11')), 10_000);
+  await waitFor('a task on agent-0 to reach one on agent-1', () => one.container(a).ping(ipB), 5000);
   t.true(await two.container(b).ping(ipA), 'and back');
   t.true((await routesOf(one)).some((r) => r.startsWith('unreachable ')), 'its own block is unreachable beyond its workloads');
 
