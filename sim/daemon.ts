@@ -6,6 +6,9 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Netns } from './netns';
 
+/** How long a daemon may take to listen on its sockets. */
+const START_TIMEOUT_MS = 15_000;
+
 export class NodeDaemon {
   private exited: Promise<void>;
   stderr = '';
@@ -55,11 +58,13 @@ export class NodeDaemon {
     const daemon = new NodeDaemon(child, dir, logFile);
     // Ready once it listens on every socket: the CNI one and both Docker drivers'.
     const listening = () => existsSync(daemon.cniSocket) && existsSync(join(dir, 'plugins')) && readdirSync(join(dir, 'plugins')).length >= 2;
-    for (let i = 0; i < 200 && !listening(); i++) {
+    // By the clock, generously: under the suite's load a start has taken over 5 s.
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!listening() && Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`the daemon exited: ${daemon.stderr}`);
       await sleep(25);
     }
-    if (!listening()) throw new Error(`the daemon did not listen within 5 s: ${daemon.stderr}`);
+    if (!listening()) throw new Error(`the daemon did not listen within ${START_TIMEOUT_MS / 1000} s: ${daemon.stderr}`);
     return daemon;
   }
 
