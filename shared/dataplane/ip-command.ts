@@ -134,9 +134,10 @@ export function sysctlExists(path: string): boolean {
 const NSFS_MAGIC = 0x6e736673;
 
 /**
- * Whether `path` is a network namespace: a namespace file, bound to the path or under /proc. A
- * path whose namespace was unmounted is not, though the file stays (Docker removes its sandboxes'
- * files only a minute later).
+ * Whether a namespace is there: a file of nsfs, bound to the path or under /proc (a namespace of
+ * another kind than network passes here and is refused by nsenter --net). A path whose namespace
+ * was unmounted is not one, though the file stays (Docker removes its sandboxes' files only a
+ * minute later).
  */
 export async function netnsExists(path: string): Promise<boolean> {
   try {
