@@ -7,7 +7,7 @@
  * alone, not on how operations turn out, so a seed is one sequence of operations and faults.
  * Progress goes to stderr; the last line on stdout is one JSON object with the figures.
  */
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from '../shared/command-line';
 import type { JsonObject } from '../shared/datastore/codec';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FaultLog } from './fault-log';
@@ -32,14 +32,25 @@ const CHECK_MS = 1000;
 const FINAL_WAIT_MS = 20_000;
 const POLICY = 'soak-policy';
 
+const USAGE = `usage: npm run soak -- [--minutes N] [--seed S] [--plant duplicate|leak|orphan]
+  --minutes N  how long the workload and the faults go on (default 1)
+  --seed S     an integer from 0 to 2^32-1: the same seed draws the same operations and faults
+  --plant K    one fault of the checker's own kind, which the run must then report`;
+
+/** A bad value: said with the usage, exit 2, as parseCommandLine does for a bad flag. */
+function refuse(message: string): never {
+  process.stderr.write(`soak: ${message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { minutes: { type: 'string', default: '1' }, seed: { type: 'string' }, plant: { type: 'string' } } });
+  const { values } = parseCommandLine('soak', USAGE, process.argv.slice(2), { minutes: { type: 'string', default: '1' }, seed: { type: 'string' }, plant: { type: 'string' } });
   const minutes = Number(values.minutes);
-  if (!(minutes > 0)) throw new Error('--minutes must be a positive number');
+  if (!(minutes > 0)) refuse('--minutes must be a positive number');
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new Error('--seed must be an integer from 0 to 2^32-1');
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) refuse('--seed must be an integer from 0 to 2^32-1');
   const plant = values.plant as PlantKind | undefined;
-  if (plant !== undefined && !PLANT_KINDS.includes(plant)) throw new Error(`--plant must be one of ${PLANT_KINDS.join(', ')}`);
+  if (plant !== undefined && !PLANT_KINDS.includes(plant)) refuse(`--plant must be one of ${PLANT_KINDS.join(', ')}`);
   const random = new Random(seed);
   const [decisions, faultDraws, checks, cleanups] = [random.fork(), random.fork(), random.fork(), random.fork()];
   const routing = random.chance(0.5) ? 'bird' : 'vxlan';
