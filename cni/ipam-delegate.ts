@@ -8,11 +8,12 @@ import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { handleOf } from '../shared/endpoints/identity';
 import type { Companion } from '../shared/ipam/batch';
+import type { CompanionOutcome, ReleaseCompanion } from '../shared/ipam/ipam';
 import { ownedBy } from '../shared/ipam/block';
 import { attachmentOf } from './attachment';
 import { ipamOf, type CniContext } from './context';
 import { CniCode, CniError } from './errors';
-import { allocate, ipamCheck, ipamDel, ipamResult } from './ipam-plugin';
+import { allocate, ipamCheck, ipamResult, release } from './ipam-plugin';
 import { parseResult, type CniResult } from './result';
 
 export const OWN_IPAM = 'calico-ipam';
@@ -38,9 +39,15 @@ export async function delegateAdd(ctx: CniContext, companion?: Companion): Promi
   return { result, undo: () => execIpam(ctx, 'DEL').then(() => undefined), recorded: false };
 }
 
-export async function delegateDel(ctx: CniContext): Promise<void> {
-  if (ctx.conf.ipam.type === OWN_IPAM) return ipamDel(ctx);
+/**
+ * IPAM DEL. Our own IPAM deletes `companion` (the endpoint record) in the release's transaction
+ * and says what became of it; undefined when nothing was done with it (another IPAM plugin, or a
+ * record it could not judge): the caller deletes it apart.
+ */
+export async function delegateDel(ctx: CniContext, companion?: ReleaseCompanion): Promise<CompanionOutcome | undefined> {
+  if (ctx.conf.ipam.type === OWN_IPAM) return release(ctx, companion);
   await execIpam(ctx, 'DEL');
+  return undefined;
 }
 
 export async function delegateCheck(ctx: CniContext): Promise<void> {

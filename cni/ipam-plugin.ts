@@ -1,6 +1,7 @@
 /** The `calico-ipam` plugin's commands: the addresses of one CNI attachment (network, container, interface). */
 import { allocationAttributes, handleOf, ownsLegacyAllocation, parseHandle, type CniAttachment } from '../shared/endpoints/identity';
-import { releaseWorkloadAddresses } from '../shared/endpoints/teardown';
+import { releaseAttachmentAddresses, releaseWorkloadAddresses } from '../shared/endpoints/teardown';
+import type { CompanionOutcome, ReleaseCompanion } from '../shared/ipam/ipam';
 import type { Companion } from '../shared/ipam/batch';
 import { formatAddress, hostPrefix, parseAddress, type IpAddress } from '../shared/net';
 import { attachmentOf } from './attachment';
@@ -65,9 +66,19 @@ export async function allocate(ctx: CniContext, options: { reuseHeld: boolean; c
 }
 
 export async function ipamDel(ctx: CniContext): Promise<void> {
+  await release(ctx);
+}
+
+/**
+ * Releases the attachment's addresses; `companion` (the main plugin's endpoint record) is deleted
+ * in the same transaction where it is the attachment's. Returns what became of it (see
+ * releaseAttachmentAddresses).
+ */
+export async function release(ctx: CniContext, companion?: ReleaseCompanion): Promise<CompanionOutcome | undefined> {
   const attachment = attachmentOf(ctx.conf, ctx.env);
-  const released = await releaseWorkloadAddresses(await ipamOf(ctx), attachment);
-  ctx.log.info('released addresses', { handle: handleOf(attachment), released });
+  const { released, record } = await releaseAttachmentAddresses(await ipamOf(ctx), attachment, companion);
+  ctx.log.info('released addresses', { handle: handleOf(attachment), released, ...(record === 'deleted' ? { with: 'endpoint record' } : {}) });
+  return record;
 }
 
 /** The handle exists and holds every address of the previous result. */

@@ -8,7 +8,8 @@ import { InterfaceExistsError } from '../shared/dataplane/errors';
 import { installPolicyTable } from '../shared/dataplane/policy-table';
 import { endpointNameOf, hostEndpointRange, hostVethName, linkOwnerTag, ENDPOINT_NAMESPACES, type CniAttachment } from '../shared/endpoints/identity';
 import { ensureGroupProfile, ensureNetworkProfile, isLegacyNetworkProfile } from '../shared/endpoints/profile';
-import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
+import { NETNS_ANNOTATION, buildWorkloadEndpoint, deleteEndpointOf, endpointCompanion, endpointOf, isEndpointOf, workloadOfEndpoint } from '../shared/endpoints/workload-endpoint';
+import type { CompanionOutcome } from '../shared/ipam/ipam';
 import { exclusively } from '../shared/endpoints/workload-lock';
 import { PhaseTimer } from '../shared/diagnostics';
 import { messageOf } from '../shared/errors';
@@ -168,12 +169,19 @@ async function delAttachment(ctx: CniContext, attachment: CniAttachment): Promis
       failures.push(err);
     }
   };
-  // Independent steps, all tried, at once.
+  // Independent steps, all tried, at once. Our own IPAM deletes the record in its release's
+  // transaction (one read and one write for both); whatever it did not do with it, the record
+  // is deleted apart.
   const timer = new PhaseTimer('DEL');
   await Promise.all([
     timer.measure('interfaces', () => attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment)))),
-    timer.measure('record', () => attempt('deleting the endpoint record', async () => deleteEndpointOf(await datastoreOf(ctx), attachment))),
-    timer.measure('addresses', () => attempt('releasing the addresses', () => delegateDel(ctx))),
+    timer.measure('datastore', async () => {
+      let record: CompanionOutcome | undefined;
+      await attempt('releasing the addresses', async () => {
+        record = await delegateDel(ctx, endpointCompanion(await datastoreOf(ctx), attachment));
+      });
+      await attempt('deleting the endpoint record', async () => record ?? deleteEndpointOf(await datastoreOf(ctx), attachment));
+    }),
   ]);
   if (failures.length > 0) throw failures[0];
   timer.publish();

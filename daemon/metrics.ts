@@ -40,7 +40,7 @@ export class Metrics {
     const conflicts = new Counter({ name: 'calico_ipam_cas_conflicts_total', help: 'IPAM compare-and-swap rounds lost to a concurrent writer and retried.', labelNames: ['operation'], registers });
     const exhausted = new Counter({ name: 'calico_ipam_cas_retries_exhausted_total', help: 'IPAM operations that gave up after too many conflicts.', labelNames: ['operation'], registers });
     const etcd = new Counter({ name: 'calico_etcd_errors_total', help: 'etcd calls that failed, by kind (unavailable, request).', labelNames: ['kind'], registers });
-    const phases = new Histogram({ name: 'calico_cni_phase_seconds', help: 'Time a CNI command served by the daemon spends in each phase (ADD: lookup, ipam, then dataplane and record at once, wiring being the two together; DEL: interfaces, record, addresses, at once).', labelNames: ['command', 'phase'], buckets: BUCKETS, registers });
+    const phases = new Histogram({ name: 'calico_cni_phase_seconds', help: 'Time a CNI command served by the daemon spends in each phase (ADD: lookup, ipam, then dataplane and record at once, wiring being the two together; DEL: interfaces, and datastore (the addresses released with the endpoint record), at once).', labelNames: ['command', 'phase'], buckets: BUCKETS, registers });
     const metrics = this;
     new Gauge({
       name: 'calico_ipam_addresses_in_use',

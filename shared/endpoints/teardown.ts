@@ -3,7 +3,7 @@
  * Docker, the daemon's garbage collection) releases a workload's addresses.
  */
 import type { OwnerTest } from '../ipam/block';
-import type { Ipam } from '../ipam/ipam';
+import type { CompanionOutcome, Ipam, ReleaseCompanion } from '../ipam/ipam';
 import type { IpAddress } from '../net/address';
 import { handleOf, isDockerHandle, legacyCniHandle, ownsLegacyAllocation, type CniAttachment, type Workload } from './identity';
 
@@ -19,6 +19,20 @@ function legacyOwner(attachment: CniAttachment): OwnerTest {
 }
 
 /**
+ * A CNI attachment's addresses: its handle's, and what earlier releases gave it under the legacy
+ * handle. Submitted together, the two are served by one batch: one read, one transaction, which
+ * also deletes `companion` (the attachment's endpoint record) where it is the attachment's.
+ * `record`: what became of the companion (undefined: none given, or it could not be judged).
+ */
+export async function releaseAttachmentAddresses(ipam: Ipam, attachment: CniAttachment, companion?: ReleaseCompanion): Promise<{ released: number; record: CompanionOutcome | undefined }> {
+  const [own, legacy] = await Promise.all([
+    ipam.releaseHandle(handleOf(attachment), companion ? { companion } : {}),
+    ipam.releaseByHandle(legacyCniHandle(attachment.network, attachment.containerId), legacyOwner(attachment)),
+  ]);
+  return { released: own.released.length + legacy, record: own.companion };
+}
+
+/**
  * Releases the workload's addresses: a CNI attachment's handle (and what earlier releases gave a
  * CNI attachment under the legacy handle, where its attributes say so), a Docker endpoint's
  * `addresses` where this host's driver gave them to that endpoint, a net-modules container's
@@ -27,14 +41,8 @@ function legacyOwner(attachment: CniAttachment): OwnerTest {
  */
 export async function releaseWorkloadAddresses(ipam: Ipam, workload: Workload, addresses: readonly IpAddress[] = [], ipamHandles: readonly string[] = []): Promise<number> {
   switch (workload.orchestrator) {
-    case 'cni': {
-      // Submitted together, the two are served by one batch: one read, one transaction.
-      const released = await Promise.all([
-        ipam.releaseByHandle(handleOf(workload)),
-        ipam.releaseByHandle(legacyCniHandle(workload.network, workload.containerId), legacyOwner(workload)),
-      ]);
-      return released[0] + released[1];
-    }
+    case 'cni':
+      return (await releaseAttachmentAddresses(ipam, workload)).released;
     case 'mesos': {
       // A net-modules container's addresses were allocated under the isolator's uid: the handles
       // its endpoint recorded own them.

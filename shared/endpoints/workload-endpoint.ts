@@ -2,7 +2,8 @@
  * The WorkloadEndpoint record every entrypoint writes, named and labelled as Calico does, and
  * tagged with its owner so that only the workload that wrote it ever deletes it.
  */
-import type { Datastore, Resource, WorkloadEndpointSpec } from '../datastore';
+import { decodeResource, type Datastore, type Resource, type WorkloadEndpointSpec } from '../datastore';
+import type { ReleaseCompanion } from '../ipam/ipam';
 import { hostPrefix, type IpAddress } from '../net/address';
 import { endpointIdentity, endpointNameOf, identityKey, workloadOfKey, type Workload } from './identity';
 
@@ -95,6 +96,17 @@ export function workloadOfEndpoint(endpoint: Endpoint): Workload | undefined {
 export async function endpointOf(ds: Datastore, workload: Workload): Promise<Endpoint | undefined> {
   const endpoint = await ds.resources.get('WorkloadEndpoint', endpointNameOf(workload), endpointIdentity(workload).namespace);
   return endpoint && isEndpointOf(endpoint, workload) ? endpoint : undefined;
+}
+
+/**
+ * The workload's record as a release's companion (ipam/releaser.ts): deleted with its addresses
+ * where it is the workload's own. One that cannot be decoded is left to deleteEndpointOf, which says why.
+ */
+export function endpointCompanion(ds: Datastore, workload: Workload): ReleaseCompanion {
+  return {
+    key: ds.resources.keyOf('WorkloadEndpoint', endpointNameOf(workload), endpointIdentity(workload).namespace),
+    owns: (entry) => isEndpointOf(decodeResource('WorkloadEndpoint', entry), workload),
+  };
 }
 
 /** Deletes the workload's own record, guarded by its revision; another owner's record stays. */

@@ -54,8 +54,21 @@ export type WriteOutcome =
       readonly mismatched: ReadonlySet<string>;
     };
 
+/**
+ * Records other than blocks remembered at most (handles and workload endpoints of this host's
+ * live workloads, a few hundred): beyond them the oldest is forgotten, which costs its next
+ * release a round trip, nothing else.
+ */
+const MAX_REMEMBERED = 4096;
+
 export class BlockWriter {
   private readonly cache = new Map<string, Versioned<Block>>();
+  /**
+   * Other records this client's transactions wrote or found present (handles, companions), as of
+   * then; one not here is unknown, or known absent. Only ever a guess to be guarded: a release
+   * relies on them, and its transaction checks every one (releaser.ts).
+   */
+  private readonly remembered = new Map<string, Entry>();
 
   constructor(private readonly ds: Datastore) {}
 
@@ -106,15 +119,22 @@ export class BlockWriter {
     for (const d of change.deletes ?? []) ops.push({ key: d.key, delete: true, expect: { modRevision: d.modRevision } });
 
     const outcome = await this.ds.kv.txn(ops);
+    const blockKeys = new Set(blocks.map(({ cidr }) => this.ds.keys.block(cidr)));
+    const others = ops.filter((op) => !blockKeys.has(op.key));
     if (outcome.ok) {
       for (const { cidr, after } of blocks) {
         const key = this.ds.keys.block(cidr);
         if (after) this.cache.set(key, { value: after, modRevision: outcome.revision });
         else this.cache.delete(key);
       }
+      for (const op of others) {
+        if ('put' in op) this.rememberEntry(op.key, { key: op.key, value: op.put, modRevision: outcome.revision });
+        else if ('delete' in op || ('absent' in op.guard)) this.remembered.delete(op.key);
+      }
       return outcome;
     }
     for (const { cidr } of blocks) this.remember(this.ds.keys.block(cidr), outcome.current.get(this.ds.keys.block(cidr)), cidr);
+    for (const op of others) this.rememberEntry(op.key, outcome.current.get(op.key));
     const seen = new Map<string, KnownHandle>();
     for (const handle of handles) {
       const entry = outcome.current.get(this.ds.keys.handle(handle.id));
@@ -128,6 +148,18 @@ export class BlockWriter {
     const key = this.ds.keys.handle(change.id);
     const expect: Expect = change.before === 'absent' ? { absent: true } : { modRevision: change.before.modRevision };
     return change.after ? { key, put: encodeHandle(change.after), expect } : { key, delete: true, expect };
+  }
+
+  /** The record at `key` as this client last saw it in a transaction, if present then. */
+  recall(key: string): Entry | undefined {
+    return this.remembered.get(key);
+  }
+
+  private rememberEntry(key: string, entry: Entry | undefined): void {
+    this.remembered.delete(key);
+    if (!entry) return;
+    this.remembered.set(key, entry);
+    if (this.remembered.size > MAX_REMEMBERED) this.remembered.delete(this.remembered.keys().next().value!);
   }
 
   /** Records a block entry read from etcd (or its absence) in the cache. */

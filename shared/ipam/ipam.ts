@@ -33,7 +33,7 @@ import { GroupCommit, type Served } from './group-commit';
 import { addToHandle, isValidHandleId } from './handle';
 import { HostViews } from './host-view';
 import { poolFromEntry, poolOf, rejectOverlap, reservedOrdinals, selectPools, validatePoolSpec, type Pool } from './pool';
-import { Releaser, type ReleaseJob, type Released } from './releaser';
+import { Releaser, type ReleaseCompanion, type ReleaseJob, type Released } from './releaser';
 import { blockFromEntry, handleFromEntry } from './records';
 
 export interface AutoAssignRequest {
@@ -72,7 +72,7 @@ export interface BlockUsage {
   readonly inUse: number;
 }
 
-export type { Released } from './releaser';
+export type { CompanionOutcome, ReleaseCompanion, Released } from './releaser';
 
 const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
 /** The most addresses of one version a request may ask for. */
@@ -188,9 +188,13 @@ export class Ipam {
 
   /** Frees every address of a handle (that `owns` accepts) and updates its record; 0 when it held nothing. */
   async releaseByHandle(handle: HandleId, owns?: OwnerTest): Promise<number> {
+    return (await this.releaseHandle(handle, owns ? { owns } : {})).released.length;
+  }
+
+  /** releaseByHandle, with `companion` (the workload's record) deleted in the same transaction where it is the workload's. */
+  async releaseHandle(handle: HandleId, options: { readonly owns?: OwnerTest; readonly companion?: ReleaseCompanion }): Promise<Released> {
     if (!isValidHandleId(handle)) throw new InvalidInputError('handle', `"${handle}" is not a valid handle ID`);
-    const released = (await this.queue.submit('release', { kind: 'release', release: { handle, ...(owns ? { owns } : {}) } })) as Released;
-    return released.released.length;
+    return (await this.queue.submit('release', { kind: 'release', release: { handle, ...options } })) as Released;
   }
 
   /** Records more about an allocated address's owner; false when it is not allocated, or not to an owner `owns` accepts. */

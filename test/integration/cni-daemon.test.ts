@@ -5,7 +5,10 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { NFT } from '../../shared/dataplane/nftables';
+import { encodeResource } from '../../shared/datastore';
+import { OWNER_ANNOTATION } from '../../shared/endpoints/workload-endpoint';
 import { assertNothingLeft, useCniWorld } from '../helpers/cni-world';
+import { readIpamState } from '../helpers/ipam-state';
 import { NodeDaemon } from '../../sim/daemon';
 import { waitFor } from '../../sim/wait';
 
@@ -84,6 +87,42 @@ test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD 
   await daemon.stop('SIGTERM');
   t.deepEqual(await links(), [], 'the daemon deleted it before it exited');
   await setup.agent.forget(id);
+  await assertNothingLeft(t, ds, [setup.agent]);
+});
+
+test.serial('cni daemon - a DEL frees the addresses and deletes the record in one transaction; a record changed behind the daemon\'s back is judged as it is: another\'s stays, one that cannot be read fails the DEL naming its key; the addresses and the veth go either way', async (t) => {
+  const { prefix, ds } = await setup.world.scenario('del-record');
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
+  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const [plain, taken, garbled] = [randomUUID(), randomUUID(), randomUUID()];
+  for (const id of [plain, taken, garbled]) t.is((await setup.agent.launch(id, [{ network }])).runs[0]!.code, 0);
+  const records = await ds.resources.list('WorkloadEndpoint');
+  const recordOf = (id: string) => records.find((r) => r.spec.containerID === id)!;
+  const keyOf = (id: string) => ds.resources.keyOf('WorkloadEndpoint', recordOf(id).metadata.name, recordOf(id).metadata.namespace);
+  const handlesLeft = async () => [...(await readIpamState(ds)).handles.keys()];
+  const links = async () => (await setup.agent.host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname);
+
+  for (const r of await setup.agent.destroy(plain)) t.is(r.code, 0, r.stdout);
+  const block = (await ds.kv.list(ds.keys.blockPrefix(4)))[0]!;
+  const recordAt = async (revision: bigint) => (await ds.kv.list(keyOf(plain), { revision: String(revision) })).length;
+  t.deepEqual([await recordAt(BigInt(block.modRevision) - 1n), await recordAt(BigInt(block.modRevision))], [1, 0], 'the record went in the transaction that freed the address');
+
+  // Behind the daemon's back: one record now names another owner, one is garbage.
+  const another = { ...recordOf(taken), metadata: { ...recordOf(taken).metadata, annotations: { ...recordOf(taken).metadata.annotations, [OWNER_ANNOTATION]: 'cni|agent1|calico|someone-else|eth0' } } };
+  await ds.kv.txn([{ key: keyOf(taken), put: encodeResource(another) }, { key: keyOf(garbled), put: '{garbage' }]);
+  for (const r of await setup.agent.destroy(taken)) t.is(r.code, 0, r.stdout);
+  t.is((await ds.kv.get(keyOf(taken)))?.value, encodeResource(another), 'another\'s record stays');
+  const [failed] = await setup.agent.del(garbled);
+  t.is(failed!.code, 1);
+  t.true(failed!.json?.msg.includes(keyOf(garbled)), failed!.stdout);
+  t.is((await ds.kv.get(keyOf(garbled)))?.value, '{garbage', 'a record that cannot be read is not judged');
+  t.deepEqual(await handlesLeft(), [], 'both DELs freed their addresses');
+  t.false((await links()).includes(recordOf(garbled).spec.interfaceName), 'and removed the veth');
+
+  // Once the operator removes it, the runtime's next DEL succeeds.
+  await ds.kv.txn([{ key: keyOf(garbled), delete: true }, { key: keyOf(taken), delete: true }]);
+  for (const r of await setup.agent.destroy(garbled)) t.is(r.code, 0, r.stdout);
   await assertNothingLeft(t, ds, [setup.agent]);
 });
 

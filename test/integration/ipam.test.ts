@@ -1,9 +1,12 @@
 import test from 'ava';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { malformedRecords } from '../../shared/diagnostics';
+import type { Entry } from '../../shared/datastore';
+import { casConflicts, malformedRecords } from '../../shared/diagnostics';
+import { Ipam } from '../../shared/ipam/ipam';
 import { formatAddress, parseAddress } from '../../shared/net/address';
 import { cidrContains, formatCidr, parseCidr } from '../../shared/net/cidr';
 import { useEtcd } from '../helpers/etcd-hooks';
+import { etcdKvCalls } from '../helpers/etcd-calls';
 import { IpamEnv } from '../helpers/ipam-env';
 import { readIpamState } from '../helpers/ipam-state';
 
@@ -61,6 +64,81 @@ test('ipam - a companion record lands in the allocation\'s own transaction; one 
   t.is(unmade!.ipv4.length, 1);
   t.is(new Set(texts([...a!.ipv4, ...taken!.ipv4, ...b!.ipv4, ...unmade!.ipv4])).size, 4);
   t.deepEqual((await readIpamState(ds)).problems, []);
+});
+
+// Serial, so that nothing else asks this file's etcd meanwhile: its call counts are the release's.
+test.serial('ipam - a release deletes its companion record in its own transaction where the owner test accepts it; another\'s stays; one it cannot judge is left to its caller', async (t) => {
+  const { ipam, ds } = await setup('release-companion');
+  const key = (name: string) => `${ds.keys.prefix}/companion-test/${name}`;
+  const ownedBy = (name: string) => ({ key: key(name), owns: (entry: Entry) => entry.value === `owner ${name}` });
+  const names = ['mine', 'theirs', 'unjudged', 'none'];
+  for (const name of names) await ipam.autoAssign({ handle: `n.${name}`, node: 'h', num4: 1, num6: 0 });
+  await ds.kv.txn([{ key: key('mine'), put: 'owner mine' }, { key: key('theirs'), put: 'owner someone' }, { key: key('unjudged'), put: '{garbage' }]);
+  const unjudged = { key: key('unjudged'), owns: (): boolean => {
+    throw new Error('this record cannot be read');
+  } };
+  const mine = await ipam.releaseHandle('n.mine', { companion: ownedBy('mine') });
+  t.is(mine.companion, 'deleted');
+  t.is(await ds.kv.get(key('mine')), undefined);
+  // The record went at the revision its address was freed, not before or after.
+  const block = (await ds.kv.list(ds.keys.blockPrefix(4)))[0]!;
+  const at = async (revision: bigint) => (await ds.kv.list(key('mine'), { revision: String(revision) })).length;
+  t.is(await at(BigInt(block.modRevision) - 1n), 1);
+  t.is(await at(BigInt(block.modRevision)), 0);
+  // Submitted together: one batch, one transaction.
+  const [theirs, unjudgedOutcome, none] = await Promise.all(names.slice(1).map((name) => ipam.releaseHandle(`n.${name}`, { companion: name === 'unjudged' ? unjudged : ownedBy(name) })));
+  t.deepEqual([mine, theirs, unjudgedOutcome, none].map((r) => r!.released.length), [1, 1, 1, 1], 'every address is released whatever its record');
+  t.is(theirs!.companion, 'not ours');
+  t.is((await ds.kv.get(key('theirs')))?.value, 'owner someone');
+  t.is(unjudgedOutcome!.companion, undefined, 'left to the caller, which says why');
+  t.is((await ds.kv.get(key('unjudged')))?.value, '{garbage');
+  t.is(none!.companion, 'absent');
+  const state = await readIpamState(ds);
+  t.is(state.allocated.size, 0);
+  t.is(state.handles.size, 0);
+});
+
+test.serial('ipam - a release reads nothing first: one round trip for what the client itself allocated; a client that knows nothing reads only the blocks its first transaction named; a record changed behind its back is judged as it is', async (t) => {
+  const { env, ds } = await setup('release-memory');
+  const mineDs = await env.datastore();
+  const ipam = new Ipam(mineDs);
+  const key = (name: string) => `${ds.keys.prefix}/companion-test/${name}`;
+  const record = (name: string, owner: string) => () => ({ key: key(name), put: `owner ${owner}`, expect: { absent: true } as const });
+  const ownedBy = (name: string) => ({ key: key(name), owns: (entry: Entry) => entry.value === `owner ${name}` });
+  const calls = () => etcdKvCalls(server.etcd.endpoint);
+  const conflicts: unknown[] = [];
+  const onConflict = (message: unknown) => conflicts.push(message);
+  subscribe(casConflicts.name, onConflict);
+  t.teardown(() => unsubscribe(casConflicts.name, onConflict));
+
+  for (const name of ['warm', 'stale', 'grown']) t.true((await ipam.autoAssign({ handle: `n.${name}`, node: 'h', num4: 1, num6: 1, companion: record(name, name) })).companionWritten);
+  let before = await calls();
+  const warm = await ipam.releaseHandle('n.warm', { companion: ownedBy('warm') });
+  t.is(await calls() - before, 1, 'what this client wrote at the allocation needs no read: one transaction');
+  t.deepEqual([warm.released.length, warm.companion], [2, 'deleted']);
+
+  // Another client, which knows nothing of it: its first transaction fails and brings the handle's
+  // and the record's values; it reads the blocks the handle names, then writes.
+  const stranger = new Ipam(await env.datastore());
+  await ipam.autoAssign({ handle: 'n.cold', node: 'h', num4: 1, num6: 0, companion: record('cold', 'cold') });
+  before = await calls();
+  const cold = await stranger.releaseHandle('n.cold', { companion: ownedBy('cold') });
+  t.is(await calls() - before, 3);
+  t.deepEqual([cold.released.length, cold.companion], [1, 'deleted']);
+  t.deepEqual(conflicts, [], 'learning what it did not know is no conflict');
+
+  // Behind the client's back: its record now names another owner; its handle got another address.
+  await ds.kv.txn([{ key: key('stale'), put: 'owner someone' }]);
+  const extra = await stranger.autoAssign({ handle: 'n.grown', node: 'h', num4: 1, num6: 0 });
+  const [stale, grown] = await Promise.all([ipam.releaseHandle('n.stale', { companion: ownedBy('stale') }), ipam.releaseHandle('n.grown', { companion: ownedBy('grown') })]);
+  t.deepEqual([stale.released.length, stale.companion], [2, 'not ours'], 'the record as it is now is judged, and stays');
+  t.is((await ds.kv.get(key('stale')))?.value, 'owner someone');
+  t.deepEqual([grown.released.length, grown.companion], [3, 'deleted'], 'the address the other client added is released too');
+  t.true(texts(grown.released).includes(formatAddress(extra.ipv4[0]!)));
+  const state = await readIpamState(ds);
+  t.is(state.allocated.size, 0);
+  t.is(state.handles.size, 0);
+  t.deepEqual(state.problems, []);
 });
 
 test('ipam - a second allocation on the host uses the same block', async (t) => {
