@@ -8,7 +8,8 @@
  * - ptp_add_ms_p50: Debian's Go `ptp` plugin with `host-local` IPAM, the reference plugins;
  * - add_ms_p50 / del_ms_p50: our `calico` plugin with `calico-ipam`, in the configuration the
  *   README recommends (the node daemon running on the agent), and add_ms_p50_standalone without it;
- * - daemon_*_ms: the daemon's own work per ADD by phase, from its metrics.
+ *   del_over_add, their ratio; del_right_after_add_ms_p50, a DEL sent the moment its ADD answered;
+ * - daemon_*_ms: the daemon's own work per ADD and DEL by phase, from its metrics.
  * Runs alternate between the contenders so that drift hits all alike.
  */
 import { randomUUID } from 'node:crypto';
@@ -39,15 +40,20 @@ export async function benchCni(): Promise<Record<string, number>> {
     const hostLocalDir = `/tmp/bench-host-local-${randomUUID()}`;
     const ptp = { cniVersion: '1.0.0', name: 'ptp-net', type: 'ptp', ipam: { type: 'host-local', subnet: '10.211.0.0/16', dataDir: hostLocalDir } };
 
-    const samples = { node: [] as number[], version: [] as number[], ptpAdd: [] as number[], ptpDel: [] as number[], add: [] as number[], del: [] as number[], soloAdd: [] as number[], soloDel: [] as number[] };
+    const samples = { node: [] as number[], version: [] as number[], ptpAdd: [] as number[], ptpDel: [] as number[], add: [] as number[], del: [] as number[], soloAdd: [] as number[], soloDel: [] as number[], hastyDel: [] as number[] };
     for (let i = 0; i < RUNS + 2; i++) {
       const warm = i < 2;
       const nodeMs = await timed(() => runPlugin(agent.host, process.execPath, { PATH: HOST_PATH }, '', 60_000, ['-e', '0']));
       const versionMs = await timed(() => runPlugin(agent.host, join(world.pluginsDir, 'calico'), { CNI_COMMAND: 'VERSION', PATH: HOST_PATH }, '{"cniVersion":"1.0.0"}'));
-      const ptpTimes = await addDel(agent, '/usr/lib/cni/ptp', ptp, world.pluginsDir);
-      const ourTimes = await addDel(agent, join(world.pluginsDir, 'calico'), viaDaemon, world.pluginsDir);
-      const soloTimes = await addDel(agent, join(world.pluginsDir, 'calico'), standalone, world.pluginsDir);
+      const ours = { plugin: join(world.pluginsDir, 'calico'), conf: viaDaemon };
+      const [ptpTimes, ourTimes, soloTimes] = await addsThenDels(agent, world.pluginsDir, [
+        { plugin: '/usr/lib/cni/ptp', conf: ptp },
+        ours,
+        { plugin: join(world.pluginsDir, 'calico'), conf: standalone },
+      ]);
+      const hastyDelMs = await delRightAfterAdd(agent, world.pluginsDir, ours);
       if (warm) continue;
+      samples.hastyDel.push(hastyDelMs);
       samples.soloAdd.push(soloTimes.add);
       samples.soloDel.push(soloTimes.del);
       samples.node.push(nodeMs);
@@ -73,6 +79,9 @@ export async function benchCni(): Promise<Record<string, number>> {
       node_ms_p50: round(nodeMs),
       version_ms_p50: round(median(samples.version)),
       ratio_vs_node: round(addMs / nodeMs, 3),
+      del_ratio_vs_node: round(median(samples.del) / nodeMs, 3),
+      del_over_add: round(median(samples.del) / addMs, 3),
+      del_right_after_add_ms_p50: round(median(samples.hastyDel)),
       ratio_vs_ptp: round(addMs / ptpMs, 3),
       add_ms_p50_standalone: round(median(samples.soloAdd)),
       del_ms_p50_standalone: round(median(samples.soloDel)),
@@ -108,20 +117,45 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return nowMs() - start;
 }
 
-/** One container: ADD then DEL through `plugin`, each timed; a failure stops the bench. */
-async function addDel(agent: MesosAgent, plugin: string, conf: object, pluginsDir: string): Promise<{ add: number; del: number }> {
+/** One CNI command of `plugin` for container `id`, timed; a failure stops the bench. */
+async function timedCommand(agent: MesosAgent, pluginsDir: string, contender: Contender, id: string, command: 'ADD' | 'DEL'): Promise<number> {
+  const env = { ...agent.env(command, id, 'eth0'), CNI_PATH: `${pluginsDir}:/usr/lib/cni`, PATH: HOST_PATH };
+  const start = nowMs();
+  const outcome = await runPlugin(agent.host, contender.plugin, env, JSON.stringify(contender.conf));
+  const ms = nowMs() - start;
+  if (outcome.code !== 0) throw new Error(`${contender.plugin} ${command} failed: ${outcome.stdout} ${outcome.stderr}`);
+  return ms;
+}
+
+interface Contender {
+  readonly plugin: string;
+  readonly conf: object;
+}
+
+/**
+ * One container per contender: every ADD, then every DEL, each timed. A command of ours so
+ * follows another plugin's, an ADD as a DEL, as on an agent at rest: a DEL straight after its own
+ * ADD lands in the work that ADD leaves the daemon (the new endpoint's policy, programmed 10 ms
+ * after its record's event), which a task that lives longer than that never meets (timed apart:
+ * delRightAfterAdd).
+ */
+async function addsThenDels(agent: MesosAgent, pluginsDir: string, contenders: readonly Contender[]): Promise<{ add: number; del: number }[]> {
+  const ids = contenders.map(() => randomUUID());
+  for (const id of ids) await agent.createContainer(id);
+  const adds: number[] = [];
+  for (const [i, contender] of contenders.entries()) adds.push(await timedCommand(agent, pluginsDir, contender, ids[i]!, 'ADD'));
+  const dels: number[] = [];
+  for (const [i, contender] of contenders.entries()) dels.push(await timedCommand(agent, pluginsDir, contender, ids[i]!, 'DEL'));
+  for (const id of ids) await agent.destroy(id);
+  return adds.map((add, i) => ({ add, del: dels[i]! }));
+}
+
+/** A DEL sent the moment its own ADD answered (a task that dies at once), timed. */
+async function delRightAfterAdd(agent: MesosAgent, pluginsDir: string, contender: Contender): Promise<number> {
   const id = randomUUID();
   await agent.createContainer(id);
-  const env = (command: string) => ({ ...agent.env(command, id, 'eth0'), CNI_PATH: `${pluginsDir}:/usr/lib/cni`, PATH: HOST_PATH });
-  const stdin = JSON.stringify(conf);
-  let start = nowMs();
-  const add = await runPlugin(agent.host, plugin, env('ADD'), stdin);
-  const addMs = nowMs() - start;
-  if (add.code !== 0) throw new Error(`${plugin} ADD failed: ${add.stdout} ${add.stderr}`);
-  start = nowMs();
-  const del = await runPlugin(agent.host, plugin, env('DEL'), stdin);
-  const delMs = nowMs() - start;
-  if (del.code !== 0) throw new Error(`${plugin} DEL failed: ${del.stdout} ${del.stderr}`);
+  await timedCommand(agent, pluginsDir, contender, id, 'ADD');
+  const ms = await timedCommand(agent, pluginsDir, contender, id, 'DEL');
   await agent.destroy(id);
-  return { add: addMs, del: delMs };
+  return ms;
 }
