@@ -151,12 +151,14 @@ export interface StartedCommand {
   finish(input: string): Promise<CommandOutput>;
   /** It has exited (or failed) already. */
   readonly ended: boolean;
+  /** Settles once it has exited, whether or not it succeeded. */
+  readonly exited: Promise<void>;
 }
 
 function startedCommand(output: Promise<CommandOutput>, give: (input: string) => void): StartedCommand {
   let ended = false;
   // A command that fails before it is given its input is reported by finish, never unhandled.
-  output.then(() => (ended = true), () => (ended = true));
+  const exited = output.then(() => void (ended = true), () => void (ended = true));
   let given = false;
   return {
     finish(input) {
@@ -167,6 +169,7 @@ function startedCommand(output: Promise<CommandOutput>, give: (input: string) =>
     get ended() {
       return ended;
     },
+    exited,
   };
 }
 

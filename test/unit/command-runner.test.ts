@@ -30,12 +30,14 @@ for (const through of ['this process', 'the helper'] as const) {
       t.is((await first).stdout, 'late input');
       t.is((await started.finish('ignored')).stdout, 'late input');
       t.true(started.ended, 'ended once it has run');
+      await t.notThrowsAsync(started.exited);
       // One that cannot start fails when its input is given, never as an unhandled rejection, and
       // says it has ended before that.
       const missing = startCommand('/nonexistent/command', [], options);
       t.false(missing.ended);
       await sleep(50);
       t.true(missing.ended);
+      await t.notThrowsAsync(missing.exited, 'exited settles, failed or not');
       await t.throwsAsync(missing.finish(''), { instanceOf: CommandFailure });
     }));
 }
