@@ -170,8 +170,8 @@ async function delAttachment(ctx: CniContext, attachment: CniAttachment): Promis
     }
   };
   // Independent steps, all tried, at once. Our own IPAM deletes the record in its release's
-  // transaction (one read and one write for both); whatever it did not do with it, the record
-  // is deleted apart.
+  // transaction (one etcd call for both, in the daemon); whatever it did not do with it, the
+  // record is deleted apart.
   const timer = new PhaseTimer('DEL');
   await Promise.all([
     timer.measure('interfaces', () => attempt('removing the interfaces', () => unwireWorkload(interfacesOf(attachment)))),

@@ -20,8 +20,9 @@ function legacyOwner(attachment: CniAttachment): OwnerTest {
 
 /**
  * A CNI attachment's addresses: its handle's, and what earlier releases gave it under the legacy
- * handle. Submitted together, the two are served by one batch: one read, one transaction, which
- * also deletes `companion` (the attachment's endpoint record) where it is the attachment's.
+ * handle. Submitted together, the two are served by one batch and one transaction (see
+ * releaser.ts), which also deletes `companion` (the attachment's endpoint record) where it is the
+ * attachment's.
  * `record`: what became of the companion (undefined: none given, or it could not be judged).
  */
 export async function releaseAttachmentAddresses(ipam: Ipam, attachment: CniAttachment, companion?: ReleaseCompanion): Promise<{ released: number; record: CompanionOutcome | undefined }> {
