@@ -55,11 +55,12 @@ export type WriteOutcome =
     };
 
 /**
- * Records other than blocks remembered at most (handles and workload endpoints of this host's
- * live workloads, a few hundred): beyond them the oldest is forgotten, which costs its next
- * release a round trip, nothing else.
+ * Records other than blocks remembered at most, and their bytes (handles and workload endpoints
+ * of this host's live workloads, a few hundred of a few hundred bytes; 10 kB IDs make them
+ * tens of kB): beyond either, the oldest is forgotten, which costs its next release a round trip.
  */
 const MAX_REMEMBERED = 4096;
+const MAX_REMEMBERED_BYTES = 16 << 20;
 
 export class BlockWriter {
   private readonly cache = new Map<string, Versioned<Block>>();
@@ -69,6 +70,7 @@ export class BlockWriter {
    * relies on them, and its transaction checks every one (releaser.ts).
    */
   private readonly remembered = new Map<string, Entry>();
+  private rememberedBytes = 0;
 
   constructor(private readonly ds: Datastore) {}
 
@@ -129,7 +131,7 @@ export class BlockWriter {
       }
       for (const op of others) {
         if ('put' in op) this.rememberEntry(op.key, { key: op.key, value: op.put, modRevision: outcome.revision });
-        else if ('delete' in op || ('absent' in op.guard)) this.remembered.delete(op.key);
+        else if ('delete' in op || ('absent' in op.guard)) this.forget(op.key);
       }
       return outcome;
     }
@@ -156,10 +158,18 @@ export class BlockWriter {
   }
 
   private rememberEntry(key: string, entry: Entry | undefined): void {
-    this.remembered.delete(key);
+    this.forget(key);
     if (!entry) return;
     this.remembered.set(key, entry);
-    if (this.remembered.size > MAX_REMEMBERED) this.remembered.delete(this.remembered.keys().next().value!);
+    this.rememberedBytes += entry.key.length + entry.value.length;
+    while (this.remembered.size > MAX_REMEMBERED || this.rememberedBytes > MAX_REMEMBERED_BYTES) this.forget(this.remembered.keys().next().value!);
+  }
+
+  private forget(key: string): void {
+    const entry = this.remembered.get(key);
+    if (!entry) return;
+    this.remembered.delete(key);
+    this.rememberedBytes -= entry.key.length + entry.value.length;
   }
 
   /** Records a block entry read from etcd (or its absence) in the cache. */

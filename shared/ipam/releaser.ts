@@ -1,9 +1,10 @@
 /**
  * Releases for a batch of requests: the handles and blocks they touch are taken as last seen
  * (RecalledRecords below), every release is applied by the pure block functions, and one
- * transaction writes the blocks and the handle records, guarded by the revisions relied on. Only what the owner test accepts is freed: an
- * address of another owner stays where it is and is reported. Handle records are recounted from
- * the blocks read, so a stale count (a crash between two writes of an older release) heals.
+ * transaction writes the blocks and the handle records, guarded by the revisions relied on. Only
+ * what the owner test accepts is freed: an address of another owner stays where it is and is
+ * reported. Handle records are recounted from the blocks, so a stale count (a crash between two
+ * writes of an older release) heals.
  */
 import { MalformedDataError, type Datastore, type Entry, type HandleRecord } from '../datastore';
 import type { IpAddress } from '../net/address';
@@ -17,9 +18,10 @@ import { poolOf, type Pool } from './pool';
 import { handleFromEntry, type Versioned } from './records';
 
 /**
- * Another record deleted in the release's own transaction (a workload's endpoint): read with the
- * handles and deleted, guarded by the revision read, where `owns` says it is the releasing
- * workload's. One `owns` cannot judge (it throws: the record cannot be read) is left to the caller.
+ * Another record deleted in the release's own transaction (a workload's endpoint): taken as the
+ * handles are, and deleted under the revision it was judged at, where `owns` says it is the
+ * releasing workload's. One `owns` cannot judge (it throws: the record cannot be read) is left to
+ * the caller.
  */
 export interface ReleaseCompanion {
   readonly key: string;
