@@ -10,6 +10,7 @@ import { useDockerAgent } from '../helpers/docker-world';
 import { readIpamState } from '../helpers/ipam-state';
 import { callDriver } from '../../sim/driver-client';
 import { MesosAgent } from '../../sim/mesos-agent';
+import { waitFor } from '../../sim/wait';
 import { parseAddress } from '../../shared/net';
 import { NETNS_ANNOTATION } from '../../shared/endpoints/workload-endpoint';
 
@@ -63,14 +64,22 @@ test.serial('docker - a Docker container and a Mesos CNI task on one agent, same
   await setup.agent.docker('network', 'create', '-d', setup.driver, '--ipam-driver', setup.ipamDriver, 'shared-net');
   await setup.agent.docker('run', '-d', '--name', 'dk', '--net', 'shared-net', 'local/busybox', 'sleep', '600');
   const mesos = new MesosAgent(setup.agent.host, setup.world.pluginsDir);
-  t.teardown(() => mesos.cleanup());
   const taskId = randomUUID();
+  t.teardown(async () => {
+    // Whatever a failure midway left is removed, so that it fails no later test.
+    await mesos.destroy(taskId).catch(() => undefined);
+    await setup.agent.docker('rm', '-f', 'dk').catch(() => undefined);
+    await setup.agent.docker('network', 'rm', 'shared-net').catch(() => undefined);
+    await mesos.cleanup();
+  });
   // The CNI network of the same name, on the same node and datastore.
   const launch = await mesos.launch(taskId, [{ network: setup.world.network('shared-net', setup.prefix, setup.node, { daemon_socket: '' }) }]);
   t.is(launch.runs[0]!.code, 0, launch.runs[0]!.stdout);
   const taskIp = launch.ips[0]!.ip4!.split('/')[0]!;
   const dockerIp = await ipOf('dk', 'shared-net');
-  t.regex((await setup.agent.docker('exec', 'dk', 'ping', '-c', '1', '-W', '3', taskIp)).stdout, /1 packets received/);
+  // The task is closed until the daemon has programmed its endpoint and profile, tens of
+  // milliseconds after the plugin wrote them (the plugin may answer first).
+  await waitFor('the container to reach the task', () => setup.agent.docker('exec', 'dk', 'ping', '-c', '1', '-W', '1', taskIp).then(() => true, () => false), 5000);
   t.true(await mesos.container(taskId).ping(dockerIp));
   const profiles = (await setup.ds.resources.list('WorkloadEndpoint')).map((e) => [e.spec.orchestrator, e.spec.profiles[0]]);
   t.deepEqual(profiles.sort(), [['cni', 'shared-net'], ['libnetwork', 'shared-net']]);
