@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +13,13 @@ import { NodeDaemon } from '../../sim/daemon';
 import { waitFor } from '../../sim/wait';
 
 const setup = useCniWorld(test);
+
+/** A daemon on the agent for `prefix` (no routes, no metrics port), destroyed after the test, and the network reaching it. */
+async function quietDaemon(t: ExecutionContext, prefix: string) {
+  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
+  t.teardown(() => daemon.destroy());
+  return { daemon, network: setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket }) };
+}
 
 test.serial('cni daemon - plugins forward to the node daemon; it wires the task in the agent\'s namespace', async (t) => {
   const { prefix, ds } = await setup.world.scenario('daemon');
@@ -51,9 +58,7 @@ test.serial('cni daemon - with the daemon gone, the plugins do the work themselv
 
 test.serial('cni daemon - the plugin SIGKILLed with its process group mid-ADD and mid-DEL (the soak\'s fault): the runtime\'s DELs leave nothing', async (t) => {
   const { prefix, ds } = await setup.world.scenario('killed');
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
-  t.teardown(() => daemon.destroy());
-  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const { network } = await quietDaemon(t, prefix);
   const struck: string[] = [];
   // From before the front has read its input to after the daemon has answered.
   for (const afterMs of [1, 5, 10, 15, 20, 30]) {
@@ -73,9 +78,7 @@ test.serial('cni daemon - the plugin SIGKILLed with its process group mid-ADD an
 
 test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD of the same container right after finds its interface name free; a stop after a DEL leaves no link', async (t) => {
   const { prefix, ds } = await setup.world.scenario('background');
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
-  t.teardown(() => daemon.destroy());
-  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const { daemon, network } = await quietDaemon(t, prefix);
   const id = randomUUID();
   const links = async () => (await setup.agent.host.json<{ ifname: string }[]>('link', 'show')).map((l) => l.ifname).filter((n) => n.startsWith('cali'));
   for (let round = 0; round < 3; round++) {
@@ -92,9 +95,7 @@ test.serial('cni daemon - a DEL\'s veth deletion runs in the background: an ADD 
 
 test.serial('cni daemon - a DEL frees the addresses and deletes the record in one transaction; a record changed behind the daemon\'s back is judged as it is: another\'s stays, one that cannot be read fails the DEL naming its key; the addresses and the veth go either way', async (t) => {
   const { prefix, ds } = await setup.world.scenario('del-record');
-  const daemon = await NodeDaemon.start(setup.agent.host, ['--etcd-endpoints', setup.world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent1', '--no-routes', '--metrics-address', '']);
-  t.teardown(() => daemon.destroy());
-  const network = setup.world.network('calico', prefix, 'agent1', { daemon_socket: daemon.cniSocket });
+  const { network } = await quietDaemon(t, prefix);
   const [plain, taken, garbled] = [randomUUID(), randomUUID(), randomUUID()];
   for (const id of [plain, taken, garbled]) t.is((await setup.agent.launch(id, [{ network }])).runs[0]!.code, 0);
   const records = await ds.resources.list('WorkloadEndpoint');
