@@ -177,9 +177,10 @@ export class EtcdKv {
     const encoded = encodeRangeRequest(request);
     const { endpoints, timeoutMs } = this.settings;
     return this.call(what, async (client) => {
+      const order = client.memberOrder();
       for (let attempt = 1; ; attempt++) {
         try {
-          return decodeRangeResponse(await client.rawRange(encoded, Date.now() + timeoutMs));
+          return decodeRangeResponse(await client.rawRange(encoded, Date.now() + timeoutMs, order));
         } catch (err) {
           if (err instanceof Error && err.constructor.name === 'EtcdInvalidAuthTokenError' && attempt === 1) {
             await this.revision();

@@ -117,6 +117,21 @@ test('datastore - a refused endpoint fails fast, naming it', async (t) => {
   t.true(Date.now() - started < 2500);
 });
 
+test('datastore - two dead members beside a live one: a fresh client\'s first reads (ours and the library\'s) and write each reach the live one', async (t) => {
+  // Each call tries every member once; a retry that picked its member afresh found a dead one
+  // three times in a row for about one fresh client's first read in four here.
+  const dead = ['a', 'b'].map((name) => `unix:///tmp/etcd-dead-member-${process.pid}-${name}.sock:0`);
+  const prefix = uniquePrefix('dead-members');
+  for (let i = 0; i < 20; i++) {
+    const ds = await connect({ endpoints: [...dead, setup.etcd.endpoint], prefix, timeoutMs: 2000 });
+    const key = `${ds.keys.prefix}/k${i}`;
+    t.is((await ds.kv.list(`${ds.keys.prefix}/`)).length, i, `scan ${i}`);
+    t.true((await ds.kv.txn([{ key, put: `${i}`, expect: { absent: true } }])).ok, `write ${i}`);
+    t.is((await ds.kv.get(key))?.value, `${i}`, `get ${i}`);
+    ds.close();
+  }
+});
+
 test('datastore - an endpoint that never answers hits the deadline, naming it', async (t) => {
   // A local listener that accepts and then says nothing: what a dropped packet looks like to the client.
   const sockets = new Set<Socket>();
