@@ -59,6 +59,8 @@ const MAX_MESSAGE_BYTES = 16 << 20;
 /** How many reads a long scan aims at, and the most one page may carry (see nextPageSize). */
 const SCAN_PAGES = 16;
 const PAGE_BYTES = 4 << 20;
+/** How often a connection with a stream open is pinged: etcd's --grpc-keepalive-min-time, its default. */
+const KEEPALIVE_INTERVAL_MS = 5000;
 
 export interface WatchEvent {
   readonly type: 'put' | 'delete';
@@ -90,21 +92,25 @@ export class EtcdKv {
       hosts: [...settings.endpoints],
       ...(credentials ? { credentials } : {}),
       ...(settings.username !== undefined ? { auth: { username: settings.username, password: settings.password ?? '' } } : {}),
-      dialTimeout: settings.timeoutMs,
       grpcOptions: {
         'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
         // HTTP/2's default window is 64 KB: while our event loop works through one page, etcd
         // could send no more of the next. With a page's worth of window it sends it meanwhile.
         'grpc-node.flow_control_window': MAX_MESSAGE_BYTES,
+        // A stream has no deadline (a watch lasts); a connection that carries one is pinged, and
+        // closed when a ping goes unanswered for the deadline, so that a watch on a member that
+        // went silent moves to another. etcd refuses pings more often than every 5 s.
+        'grpc.keepalive_time_ms': KEEPALIVE_INTERVAL_MS,
+        'grpc.keepalive_timeout_ms': settings.timeoutMs,
       },
-      defaultCallOptions: () => ({ deadline: Date.now() + settings.timeoutMs }),
+      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + settings.timeoutMs }),
       faultHandling: {
         // Try each endpoint once per call; the CAS loops above us own retrying.
         global: cockatiel.retry(recoverable, { maxAttempts: settings.endpoints.length - 1 }),
         // A failed member is skipped for a second, not the library's default five.
         host: () => cockatiel.circuitBreaker(recoverable, { halfOpenAfter: 1000, breaker: new cockatiel.ConsecutiveBreaker(3) }),
       },
-    });
+    }, settings.timeoutMs);
     return new EtcdKv(client, settings);
   }
 

@@ -5,6 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Datastore, etcdSettingsFrom, type EtcdSettings } from '../../shared/datastore';
 import { EtcdServer, uniquePrefix } from '../../sim/etcd';
+import { waitFor } from '../../sim/wait';
+import { etcdWatchStreams } from '../helpers/etcd-calls';
 import { useEtcd } from '../helpers/etcd-hooks';
 import { makePki } from '../helpers/tls';
 
@@ -107,6 +109,21 @@ test('datastore - watch follows puts and deletes under a prefix', async (t) => {
   for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
   await watch.close();
   t.deepEqual(seen, ['put one', 'delete one']);
+});
+
+test.serial('datastore - a watch is one stream for as long as it lasts: the deadline of calls does not end it', async (t) => {
+  // A stream ended by each call's deadline was opened again every few seconds by every daemon.
+  const ds = await connect({ timeoutMs: 300 });
+  const before = await etcdWatchStreams(setup.etcd.endpoint);
+  const seen: string[] = [];
+  const watch = await ds.kv.watchPrefix(`${ds.keys.prefix}/`, (e) => seen.push(e.key));
+  for (let i = 0; i < 5; i++) {
+    await sleep(400);
+    await ds.kv.txn([{ key: `${ds.keys.prefix}/k${i}`, put: 'x' }]);
+  }
+  await waitFor('the five events', async () => seen.length === 5, 5000, 50);
+  t.is(await etcdWatchStreams(setup.etcd.endpoint) - before, 1, 'one stream, 2 s past a 300 ms deadline');
+  await watch.close();
 });
 
 test('datastore - a refused endpoint fails fast, naming it', async (t) => {
