@@ -133,6 +133,35 @@ export class Fabric {
     ].join('\n'), { netns: this.fabric.path });
   }
 
+  /**
+   * Cuts `member` off from the other members only: clients still reach it and it answers them, but
+   * it hears from no leader, as a member on the wrong side of a partition does. The peers share
+   * one address, so a connection is told by its ports: to or from the member's peer port, or from
+   * the member's group to another's peer port; each is marked as it is seen, and a marked
+   * connection carries nothing either way. Undone by reconnect().
+   */
+  async cutFromPeers(member: EtcdServer): Promise<void> {
+    const others = this.members.filter((m) => m !== member).map((m) => m.peerPort).join(', ');
+    const mark = 'ct mark set 0x5c';
+    await applyNftScript('cut an etcd member off from the others', [
+      `table inet sim-cut-m${this.members.indexOf(member)} {`,
+      '  chain output {',
+      '    type filter hook output priority 0;',
+      `    meta skgid ${member.gid} tcp dport { ${others} } ${mark}`,
+      `    tcp sport ${member.peerPort} ${mark}`,
+      `    tcp dport ${member.peerPort} ${mark}`,
+      '    ct mark 0x5c drop',
+      '  }',
+      '  chain input {',
+      '    type filter hook input priority 0;',
+      `    tcp sport ${member.peerPort} drop`,
+      `    tcp dport ${member.peerPort} drop`,
+      '    ct mark 0x5c drop',
+      '  }',
+      '}',
+    ].join('\n'), { netns: this.fabric.path });
+  }
+
   async reconnect(member: EtcdServer): Promise<void> {
     await deleteNftTable(`inet sim-cut-m${this.members.indexOf(member)}`, { netns: this.fabric.path });
   }

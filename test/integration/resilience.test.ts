@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { listNftTable } from '../../shared/dataplane/nftables';
 import { Datastore, etcdSettingsFrom } from '../../shared/datastore';
 import { NodeDaemon } from '../../sim/daemon';
+import type { EtcdServer } from '../../sim/etcd';
 import { waitFor } from '../../sim/wait';
 import { callDriver } from '../../sim/driver-client';
 import type { PluginRun } from '../../sim/cni-exec';
@@ -106,31 +107,44 @@ test.serial('resilience - every member down: ADD and driver calls fail within th
   await assertNothingLeft(t, ds, [agent]);
 });
 
-test.serial('resilience - each member in turn cut off (silent: nothing answered, nothing refused): the daemon follows a change made meanwhile, whichever member its watch was on', async (t) => {
-  const { prefix } = await world.scenario('member-cut');
+/**
+ * Each member in turn cut off (`cut`) while a daemon runs: a change written through the others
+ * meanwhile is programmed, whichever member the daemon's watch was on.
+ */
+const followsChangesWhileEachMemberIs = test.macro(async (t, label: string, cut: (member: EtcdServer) => Promise<void>) => {
+  const { prefix } = await world.scenario(`member-${label}`);
   const agent = world.agents[0] ?? (await world.addAgent());
-  const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', 'agent-c', '--no-routes', '--gc-interval', '0']);
+  const node = `agent-${label}`;
+  const daemon = await NodeDaemon.start(agent.host, ['--etcd-endpoints', world.fabric.hostEndpoints, '--etcd-prefix', prefix, '--nodename', node, '--no-routes', '--gc-interval', '0']);
   daemons.push(daemon);
   await waitFor('the policy table', async () => (await listNftTable('inet calico', { netns: agent.host.path })) !== undefined, 10_000);
   for (const [i, member] of world.fabric.members.entries()) {
     // The test writes through the members that stay (its own client would wait on the cut one).
     const others = world.fabric.members.filter((m) => m !== member).map((m) => m.endpoint).join(',');
     const writer = await Datastore.connect({ ...etcdSettingsFrom({ etcd_endpoints: others }, {}), prefix });
-    await world.fabric.cutOff(member);
+    await cut(member);
     try {
-      const iface = `calicut${i}`;
+      const iface = `cali${label}${i}`;
+      const name = `${node.replace('-', '--')}-cni-${label}${i}-eth0`;
       const started = Date.now();
       // Tried until the others have elected a leader, if the cut member led.
       await waitFor(`the record of ${iface} written`, () => writer.resources.create({
-        kind: 'WorkloadEndpoint', apiVersion: 'projectcalico.org/v3', metadata: { name: `agent--c-cni-cut${i}-eth0`, namespace: 'default' },
-        spec: { orchestrator: 'cni', node: 'agent-c', endpoint: 'eth0', ipNetworks: [`10.95.9.${i + 1}/32`], profiles: ['net'], interfaceName: iface },
-      }).then(() => true, () => writer.resources.get('WorkloadEndpoint', `agent--c-cni-cut${i}-eth0`, 'default').then((found) => found !== undefined, () => false)), 20_000, 500);
-      await waitFor(`${iface} programmed while member ${i} is cut off`, async () => (await listNftTable('inet calico', { netns: agent.host.path }))?.includes(`"${iface}"`) === true, 25_000, 200);
-      t.log(`member ${i} cut off: the change was programmed ${Date.now() - started} ms after it was first tried`);
+        kind: 'WorkloadEndpoint', apiVersion: 'projectcalico.org/v3', metadata: { name, namespace: 'default' },
+        spec: { orchestrator: 'cni', node, endpoint: 'eth0', ipNetworks: [`10.95.9.${i + 1}/32`], profiles: ['net'], interfaceName: iface },
+      }).then(() => true, () => writer.resources.get('WorkloadEndpoint', name, 'default').then((found) => found !== undefined, () => false)), 20_000, 500);
+      await waitFor(`${iface} programmed while member ${i} is ${label}`, async () => (await listNftTable('inet calico', { netns: agent.host.path }))?.includes(`"${iface}"`) === true, 25_000, 200);
+      t.log(`member ${i} ${label}: the change was programmed ${Date.now() - started} ms after it was first tried`);
     } finally {
       await world.fabric.reconnect(member);
       writer.close();
     }
   }
+  await daemon.destroy();
   t.pass();
 });
+
+test.serial('resilience - each member in turn cut off (silent: nothing answered, nothing refused): the daemon follows a change made meanwhile, whichever member its watch was on',
+  followsChangesWhileEachMemberIs, 'cut', (member) => world.fabric.cutOff(member));
+
+test.serial('resilience - each member in turn cut off from the others only (it answers clients, but has no leader): the daemon follows a change made meanwhile, whichever member its watch was on',
+  followsChangesWhileEachMemberIs, 'apart', (member) => world.fabric.cutFromPeers(member));
