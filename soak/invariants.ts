@@ -14,6 +14,7 @@ import { readIpamState } from '../test/helpers/ipam-state';
 import { NFT } from '../shared/dataplane/nftables';
 import { tunnelHandle } from '../shared/endpoints/identity';
 import { cidrContains, formatAddress, parseAddress, parseCidr } from '../shared/net';
+import type { Netns } from '../sim/netns';
 import type { Random } from '../sim/random';
 import type { Workload, Workloads } from './workload';
 import type { SoakAgent, SoakWorld } from './world';
@@ -135,7 +136,7 @@ export class Checker {
   /** What the hosts say of a path that failed, and whether it works a few seconds later. */
   private async diagnose(from: Workload, to: Workload): Promise<string> {
     const [source, target] = [from.ips[0]!, to.ips[0]!];
-    const routeGet = (agent: SoakAgent, ip: string) => agent.host.ip('route', 'get', ip).then((out) => out.split('\n')[0]!.trim(), (err: Error) => `no route: ${err.message.slice(0, 80)}`);
+    const routeGet = (host: Netns, ip: string) => host.ip('route', 'get', ip).then((out) => out.split('\n')[0]!.trim(), (err: Error) => `no route: ${err.message.slice(0, 80)}`);
     const records = (await this.world.ds.resources.list('WorkloadEndpoint', undefined, { skipMalformed: true }))
       .filter((e) => (e.spec.ipNetworks ?? []).some((n) => [`${source}/32`, `${target}/32`].includes(n)))
       .map((e) => `${e.metadata.name} ${e.spec.node} ${e.spec.interfaceName} ${(e.spec.ipNetworks ?? []).join(',')} [${(e.spec.profiles ?? []).join(',')}]`);
@@ -143,14 +144,20 @@ export class Checker {
     // On the source's host, its own sets (anti-spoofing among them); on the target's, the policy's.
     const holding = async (agent: SoakAgent) => setsHolding(agent, source).then((names) => names.join(',') || 'none', (err: Error) => err.message);
     const [atSource, atTarget] = [await holding(from.agent), await holding(to.agent)];
+    // The target's own sets: anti-spoofing lets its answers out.
+    const targetHeld = await setsHolding(to.agent, target).then((names) => names.join(',') || 'none', (err: Error) => err.message);
+    // Between racks, the path runs through the rack routers (BIRD's routes are theirs too).
+    const routers = await Promise.all(this.world.world.fabric.racks.map(async (rack, i) => `router ${i + 1}: ${await routeGet(rack.router, target)}; ${await routeGet(rack.router, source)}`));
     await sleep(3000);
     const later = await pingFrom(from, target);
     return [
-      `${from.agent.name}: ${await routeGet(from.agent, target)}`,
-      `${to.agent.name}: ${await routeGet(to.agent, source)}`,
+      `${from.agent.name}: ${await routeGet(from.agent.host, target)}`,
+      `${to.agent.name}: ${await routeGet(to.agent.host, source)}`,
+      ...routers,
       `records: ${records.join('; ') || 'none'}`,
       `${to.agent.name}'s policy map: ${programmed}`,
       `sets holding ${source}: ${from.agent.name}'s ${atSource}; ${to.agent.name}'s ${atTarget}`,
+      `sets holding ${target}: ${to.agent.name}'s ${targetHeld}`,
       `3 s later: ${later ? 'reached' : 'still unreachable'}`,
     ].join(' | ');
   }
