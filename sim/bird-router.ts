@@ -64,6 +64,14 @@ export class BirdRouter {
     return stdout.split('\n').map((line) => /^(\d+\.\d+\.\d+\.\d+\/\d+)/.exec(line)?.[1]).filter((p): p is string => p !== undefined);
   }
 
+  /** Each session's name, state and detail, and the routes of the table, as one line (for a failure's message). */
+  async describe(): Promise<string> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return `BIRD exited (${this.child.exitCode ?? this.child.signalCode})`;
+    const { stdout } = await run('/usr/sbin/birdc', ['-s', this.socket, 'show protocols']);
+    const sessions = stdout.split('\n').filter((line) => line.startsWith('host')).map((line) => line.trim().split(/\s+/).filter((_, i) => i !== 1 && i !== 2).join(' '));
+    return `sessions: ${sessions.join('; ')} | routes: ${(await this.routes()).join(',')}`;
+  }
+
   async destroy(): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     await this.exited;

@@ -148,12 +148,14 @@ export class Checker {
     const targetHeld = await setsHolding(to.agent, target).then((names) => names.join(',') || 'none', (err: Error) => err.message);
     // Between racks, the path runs through the rack routers (BIRD's routes are theirs too).
     const routers = await Promise.all(this.world.world.fabric.racks.map(async (rack, i) => `router ${i + 1}: ${await routeGet(rack.router, target)}; ${await routeGet(rack.router, source)}`));
+    const reflector = await this.world.reflector?.describe().catch((err: Error) => err.message);
     await sleep(3000);
     const later = await pingFrom(from, target);
     return [
       `${from.agent.name}: ${await routeGet(from.agent.host, target)}`,
       `${to.agent.name}: ${await routeGet(to.agent.host, source)}`,
       ...routers,
+      ...(reflector ? [`reflector: ${reflector}`] : []),
       `records: ${records.join('; ') || 'none'}`,
       `${to.agent.name}'s policy map: ${programmed}`,
       `sets holding ${source}: ${from.agent.name}'s ${atSource}; ${to.agent.name}'s ${atTarget}`,

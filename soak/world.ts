@@ -94,7 +94,7 @@ export class SoakWorld {
     readonly ipam: Ipam,
     readonly routing: Routing,
     readonly agents: readonly SoakAgent[],
-    private readonly reflector: BirdRouter | undefined,
+    readonly reflector: BirdRouter | undefined,
     /** The daemons' logs, one file per agent; kept after destroy() for whoever reads a failure. */
     readonly logsDir: string,
   ) {}
