@@ -42,11 +42,12 @@ export class BirdRouter {
    * `reflector`: a route reflector for neighbours of its own AS (each a client), which gives
    * itself as every route's next hop: hosts in other subnets reach each other's blocks through it.
    */
-  static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[], options: { reflector?: boolean } = {}): Promise<BirdRouter> {
+  /** `logFile`: where BIRD's own log goes (else nowhere). */
+  static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[], options: { reflector?: boolean; logFile?: string } = {}): Promise<BirdRouter> {
     const dir = mkdtempSync(join(tmpdir(), 'tor-bird-'));
     const config = [
       `router id ${routerId};`,
-      'log stderr all;',
+      options.logFile ? `log "${options.logFile}" all;` : 'log stderr all;',
       'protocol device { scan time 10; }',
       'protocol kernel { ipv4 { import none; export all; }; }',
       ...neighbours.map((n, i) => `protocol bgp host${i} { local as ${asNumber}; neighbor ${n.address} as ${n.asNumber}; connect delay time 1; connect retry time 2; error wait time 1, 10; graceful restart on;${options.reflector ? ' rr client;' : ''} ipv4 { import all; export all;${options.reflector ? ' next hop self;' : ''} }; }`),
@@ -68,8 +69,8 @@ export class BirdRouter {
   async describe(): Promise<string> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return `BIRD exited (${this.child.exitCode ?? this.child.signalCode})`;
     const { stdout } = await run('/usr/sbin/birdc', ['-s', this.socket, 'show protocols']);
-    const sessions = stdout.split('\n').filter((line) => line.startsWith('host')).map((line) => line.trim().split(/\s+/).filter((_, i) => i !== 1 && i !== 2).join(' '));
-    return `sessions: ${sessions.join('; ')} | routes: ${(await this.routes()).join(',')}`;
+    const protocols = stdout.split('\n').filter((line) => /^(host|kernel|device)/.test(line)).map((line) => line.trim().split(/\s+/).filter((_, i) => i !== 1 && i !== 2).join(' '));
+    return `protocols: ${protocols.join('; ')} | routes: ${(await this.routes()).join(',')}`;
   }
 
   async destroy(): Promise<void> {

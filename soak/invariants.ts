@@ -147,7 +147,10 @@ export class Checker {
     // The target's own sets: anti-spoofing lets its answers out.
     const targetHeld = await setsHolding(to.agent, target).then((names) => names.join(',') || 'none', (err: Error) => err.message);
     // Between racks, the path runs through the rack routers (BIRD's routes are theirs too).
-    const routers = await Promise.all(this.world.world.fabric.racks.map(async (rack, i) => `router ${i + 1}: ${await routeGet(rack.router, target)}; ${await routeGet(rack.router, source)}`));
+    const routers = await Promise.all(this.world.world.fabric.racks.map(async (rack, i) => {
+      const kernel = await rack.router.ip('route', 'show').then((out) => out.trim().split('\n').join(', '), (err: Error) => err.message);
+      return `router ${i + 1}: ${await routeGet(rack.router, target)}; ${await routeGet(rack.router, source)}; its routes: ${kernel}`;
+    }));
     const reflector = await this.world.reflector?.describe().catch((err: Error) => err.message);
     await sleep(3000);
     const later = await pingFrom(from, target);

@@ -127,7 +127,7 @@ export class SoakWorld {
       }
       if (routing === 'bird') {
         const neighbours = agents.map((a) => ({ address: hostAddress(a.index, rack), asNumber: AS_NUMBER }));
-        reflector = await BirdRouter.start(rack.router, rack.gateway, AS_NUMBER, neighbours, { reflector: true });
+        reflector = await BirdRouter.start(rack.router, rack.gateway, AS_NUMBER, neighbours, { reflector: true, logFile: join(logsDir, 'reflector.log') });
       }
       for (const agent of agents) {
         for (const network of NETWORKS) await agent.docker?.docker('network', 'create', '-d', DOCKER_DRIVERS.driver, '--ipam-driver', DOCKER_DRIVERS.ipamDriver, network);
