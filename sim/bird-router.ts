@@ -70,7 +70,18 @@ export class BirdRouter {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return `BIRD exited (${this.child.exitCode ?? this.child.signalCode})`;
     const { stdout } = await run('/usr/sbin/birdc', ['-s', this.socket, 'show protocols']);
     const protocols = stdout.split('\n').filter((line) => /^(host|kernel|device)/.test(line)).map((line) => line.trim().split(/\s+/).filter((_, i) => i !== 1 && i !== 2).join(' '));
-    return `protocols: ${protocols.join('; ')} | routes: ${(await this.routes()).join(',')}`;
+    // Each route with what BIRD made of it (`via …`, `unreachable`) and the next hop it was sent with.
+    const detail = (await run('/usr/sbin/birdc', ['-s', this.socket, 'show route all'])).stdout;
+    const routes: string[] = [];
+    for (const line of detail.split('\n')) {
+      const route = /^(\d+\.\d+\.\d+\.\d+\/\d+)\s+(\S+)/.exec(line);
+      if (route) routes.push(`${route[1]} ${route[2]}`);
+      const how = /^\s+(via \S+ on \S+|unreachable|blackhole|dev \S+)/.exec(line);
+      if (how && routes.length > 0) routes[routes.length - 1] += ` ${how[1]}`;
+      const nextHop = /BGP\.next_hop: (.*)$/.exec(line);
+      if (nextHop && routes.length > 0) routes[routes.length - 1] += ` (next hop ${nextHop[1]!.trim()})`;
+    }
+    return `protocols: ${protocols.join('; ')} | routes: ${routes.join(', ')}`;
   }
 
   async destroy(): Promise<void> {
