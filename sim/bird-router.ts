@@ -37,12 +37,12 @@ export class BirdRouter {
     return join(this.dir, 'bird.ctl');
   }
 
-  /** BIRD as the router's BGP speaker: AS `asNumber`, a session with each neighbour, learned routes into its kernel. */
   /**
-   * `reflector`: a route reflector for neighbours of its own AS (each a client), which gives
+   * BIRD as the router's BGP speaker: AS `asNumber`, a session with each neighbour, learned routes
+   * into its kernel. `reflector`: a route reflector for neighbours of its own AS (each a client), which gives
    * itself as every route's next hop: hosts in other subnets reach each other's blocks through it.
+   * `logFile`: where BIRD's own log goes (else its stderr, which nothing reads).
    */
-  /** `logFile`: where BIRD's own log goes (else nowhere). */
   static async start(router: Netns, routerId: string, asNumber: number, neighbours: readonly TorNeighbour[], options: { reflector?: boolean; logFile?: string } = {}): Promise<BirdRouter> {
     const dir = mkdtempSync(join(tmpdir(), 'tor-bird-'));
     const config = [
