@@ -124,7 +124,7 @@ export class Fabric {
    * its unix socket). Undone by reconnect().
    */
   async cutOff(member: EtcdServer): Promise<void> {
-    const table = `inet sim-cut-m${this.members.indexOf(member)}`;
+    const table = this.cutTable(member);
     await applyNftScript('cut off an etcd member', [
       `table ${table} {`,
       `  chain output { type filter hook output priority 0; meta skgid ${member.gid} drop; }`,
@@ -144,7 +144,7 @@ export class Fabric {
     const others = this.members.filter((m) => m !== member).map((m) => m.peerPort).join(', ');
     const mark = 'ct mark set 0x5c';
     await applyNftScript('cut an etcd member off from the others', [
-      `table inet sim-cut-m${this.members.indexOf(member)} {`,
+      `table ${this.cutTable(member)} {`,
       '  chain output {',
       '    type filter hook output priority 0;',
       `    meta skgid ${member.gid} tcp dport { ${others} } ${mark}`,
@@ -163,7 +163,12 @@ export class Fabric {
   }
 
   async reconnect(member: EtcdServer): Promise<void> {
-    await deleteNftTable(`inet sim-cut-m${this.members.indexOf(member)}`, { netns: this.fabric.path });
+    await deleteNftTable(this.cutTable(member), { netns: this.fabric.path });
+  }
+
+  /** The one table either cut of `member` lives in, so that reconnect() undoes whichever it was. */
+  private cutTable(member: EtcdServer): string {
+    return `inet sim-cut-m${this.members.indexOf(member)}`;
   }
 
   /** Drops everything between `host` and etcd's client ports, both ways, until letThrough(). */
